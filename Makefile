@@ -1,0 +1,37 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+# Each bootstraps what it needs (virtual environment, dependencies, generated code).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROTOS := $(wildcard proto/cortex/v1/*.proto)
+
+.PHONY: demo test lint typecheck unit proto clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Generated protobuf/gRPC code lives in cortex/v1 (not committed); this is the
+# one command that reproduces it.
+cortex/v1/.generated: $(PROTOS) $(VENV)/.installed
+	mkdir -p cortex/v1
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	touch cortex/v1/__init__.py
+	touch $@
+
+proto: cortex/v1/.generated
+
+demo: cortex/v1/.generated
+	$(PY) -m examples.demo
+
+lint: cortex/v1/.generated
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+test: lint
+	$(PY) -m pytest tests
+
+clean:
+	rm -rf cortex/v1 $(VENV) .pytest_cache .mypy_cache .ruff_cache
