@@ -1,0 +1,164 @@
+"""The node agent's settings: one frozen object, parsed from flags with env fallbacks.
+
+Precedence is defaults < ``CORTEX_*`` environment < flags. Every duration carries its
+unit in its name. :func:`parse` raises :class:`cortex.errors.ConfigError` with a one-line
+message for anything invalid; it reads no file except to check it exists (the token and
+the hub key are loaded by the agent at start, so ``--check-config`` loads them too).
+"""
+
+import argparse
+import json
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NoReturn
+
+from cortex.errors import ConfigError
+from cortex.ids import check_labels, is_node_id
+from cortex.tls import ClientTLS, check_plaintext, split_host_port
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    hub_address: str
+    node_id: str
+    token_file: Path
+    hub_key_file: Path
+    state_dir: Path
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    capacity: int = 8
+    insecure_loopback: bool = False
+    tls: ClientTLS = field(default_factory=ClientTLS)
+    cancel_grace_s: float = 2.0
+    shutdown_grace_s: float = 30.0
+    backoff_base_s: float = 0.2
+    backoff_cap_s: float = 10.0
+    log_format: str = "json"
+    log_level: str = "info"
+    # Protocol limits and timers that are not flags (docs/protocol.md).
+    max_output_frame_bytes: int = 64 * KIB
+    output_window_bytes: int = 1 * MIB
+    max_message_bytes: int = 1 * MIB
+    default_heartbeat_interval_ms: int = 5_000
+    welcome_timeout_s: float = 15.0
+    backoff_reset_after_s: float = 10.0
+    drain_quiet_s: float = 0.1
+    finish_ack_wait_s: float = 3.0
+    keepalive_time_ms: int = 30_000
+    keepalive_timeout_ms: int = 10_000
+
+    def redacted(self) -> dict[str, Any]:
+        """A JSON-able view for ``--print-config`` (paths only: no secret is ever loaded here)."""
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["labels"] = dict(self.labels)
+        out["tls"] = {f.name: getattr(self.tls, f.name) for f in fields(self.tls)}
+        return json.loads(json.dumps(out, default=str))  # type: ignore[no-any-return]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
+def _parser() -> _Parser:
+    env = os.environ.get
+    p = _Parser(prog="nodeagent", description="Cortex node agent", add_help=True)
+    p.add_argument("--hub", default=env("CORTEX_HUB"), help="hub node port, HOST:PORT")
+    p.add_argument("--node-id", default=env("CORTEX_NODE_ID"))
+    p.add_argument("--token-file", default=env("CORTEX_TOKEN_FILE"))
+    p.add_argument("--hub-key", default=env("CORTEX_HUB_KEY"),
+                   help="PEM Ed25519 public key the hub signs task envelopes with")
+    p.add_argument("--state-dir", default=env("CORTEX_STATE_DIR"))
+    p.add_argument("--label", action="append", default=[], metavar="K=V")
+    p.add_argument("--capacity", type=int, default=8)
+    p.add_argument("--insecure-loopback", action="store_true")
+    p.add_argument("--ca-file")
+    p.add_argument("--cert-file")
+    p.add_argument("--key-file")
+    p.add_argument("--cancel-grace-s", type=float, default=2.0)
+    p.add_argument("--shutdown-grace-s", type=float, default=30.0)
+    p.add_argument("--backoff-base-s", type=float, default=0.2)
+    p.add_argument("--backoff-cap-s", type=float, default=10.0)
+    p.add_argument("--log-format", choices=("json", "console"), default="json")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    p.add_argument("--check-config", action="store_true",
+                   help="validate the configuration, load the token and hub key, and exit")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective configuration as JSON and exit")
+    return p
+
+
+def _labels(items: Sequence[str]) -> dict[str, str]:
+    labels = {"os": "linux", "arch": platform.machine() or "unknown"}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--label {item!r} must be KEY=VALUE")
+        labels[key] = value
+    problem = check_labels(labels)
+    if problem:
+        raise ConfigError(problem)
+    return labels
+
+
+def _path(value: str | None, flag: str, env: str) -> Path:
+    if not value:
+        raise ConfigError(f"{flag} is required (or set {env})")
+    return Path(value)
+
+
+def _positive(value: float, flag: str) -> None:
+    if not value > 0:
+        raise ConfigError(f"{flag} must be > 0, got {value}")
+
+
+def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Namespace]:
+    """Parse flags (and env fallbacks) into an :class:`AgentConfig`; the namespace carries
+    the one-shot actions (``--check-config``, ``--print-config``)."""
+    ns = _parser().parse_args(argv)
+    if not ns.hub:
+        raise ConfigError("--hub HOST:PORT is required (or set CORTEX_HUB)")
+    split_host_port(ns.hub)
+    if not ns.node_id:
+        raise ConfigError("--node-id is required (or set CORTEX_NODE_ID)")
+    if not is_node_id(ns.node_id):
+        raise ConfigError(f"--node-id {ns.node_id!r} is not a valid node id")
+    if ns.capacity < 1:
+        raise ConfigError(f"--capacity must be >= 1, got {ns.capacity}")
+    for flag in ("cancel_grace_s", "shutdown_grace_s", "backoff_base_s", "backoff_cap_s"):
+        _positive(getattr(ns, flag), "--" + flag.replace("_", "-"))
+    if ns.backoff_cap_s < ns.backoff_base_s:
+        raise ConfigError("--backoff-cap-s must be >= --backoff-base-s")
+    if bool(ns.cert_file) != bool(ns.key_file):
+        raise ConfigError("--cert-file and --key-file go together")
+    tls = ClientTLS(
+        ca_file=Path(ns.ca_file) if ns.ca_file else None,
+        cert_file=Path(ns.cert_file) if ns.cert_file else None,
+        key_file=Path(ns.key_file) if ns.key_file else None,
+        enabled=bool(ns.ca_file or ns.cert_file),
+    )
+    check_plaintext(ns.hub, tls.enabled, ns.insecure_loopback, "hub")
+    config = AgentConfig(
+        hub_address=ns.hub,
+        node_id=ns.node_id,
+        token_file=_path(ns.token_file, "--token-file", "CORTEX_TOKEN_FILE"),
+        hub_key_file=_path(ns.hub_key, "--hub-key", "CORTEX_HUB_KEY"),
+        state_dir=_path(ns.state_dir, "--state-dir", "CORTEX_STATE_DIR"),
+        labels=MappingProxyType(_labels(ns.label)),
+        capacity=ns.capacity,
+        insecure_loopback=ns.insecure_loopback,
+        tls=tls,
+        cancel_grace_s=ns.cancel_grace_s,
+        shutdown_grace_s=ns.shutdown_grace_s,
+        backoff_base_s=ns.backoff_base_s,
+        backoff_cap_s=ns.backoff_cap_s,
+        log_format=ns.log_format,
+        log_level=ns.log_level,
+    )
+    return config, ns
