@@ -55,7 +55,7 @@ class RanLog:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
 
-    def __contains__(self, key: tuple[str, int]) -> bool:
+    def __contains__(self, key: object) -> bool:
         return key in self._ran
 
     def record(self, task_id: str, attempt: int) -> None:

@@ -1,0 +1,334 @@
+"""The tasks this node holds: admission, processes, spools, and the hub's task frames.
+
+The link (one stream) calls in with what the hub said and pulls out what to send
+(:meth:`TaskHost.next_frame`); the task processes call in with output and exits. All on
+one event loop, so no locks. Invariants:
+
+- Nothing runs before :func:`nodeagent.admission.admit` accepted its envelope and the
+  attempt was durably recorded in the ran log.
+- Every output byte is in the spool before the table may offer it; frames are read back
+  from the spool, so a resend after reconnect is byte-identical.
+- A task leaves the table (and its spool the disk) only on ``FinishedAck`` or ``KILL``.
+- Control frames (started, rejected, heartbeat, draining) go before output frames, and a
+  task's ``TaskStarted`` is queued before any of its output can be offered.
+"""
+
+import asyncio
+import collections
+import contextlib
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import cortex
+from cortex.envelope import EnvelopeVerifier
+from cortex.v1 import node_pb2
+from nodeagent import procgroup
+from nodeagent.admission import Rejection, admit
+from nodeagent.config import AgentConfig
+from nodeagent.errors import NodeAgentError, SpawnError, SpoolError
+from nodeagent.ranlog import RanLog
+from nodeagent.runner import RunSpec, TaskExit, TaskProcess
+from nodeagent.spool import SpoolMeta, TaskSpool, scan
+from nodeagent.tasktable import SendFinished, SendOutput, TaskEntry, TaskKey, TaskTable
+
+META_SAVE_INTERVAL_S = 1.0
+MAX_CONTROL_FRAMES = 10_000
+LOST = node_pb2.FINISH_KIND_LOST
+
+
+class TaskHost:
+    def __init__(self, config: AgentConfig, verifier: EnvelopeVerifier, ranlog: RanLog,
+                 log: Any) -> None:
+        self.config = config
+        self._verifier = verifier
+        self._ranlog = ranlog
+        self._log = log
+        self.tasks_dir = config.state_dir / "tasks"
+        self.table = TaskTable(window_bytes=config.output_window_bytes,
+                               max_frame_bytes=config.max_output_frame_bytes)
+        self._spools: dict[TaskKey, TaskSpool] = {}
+        self._procs: dict[TaskKey, TaskProcess] = {}
+        self._dying: set[TaskProcess] = set()  # dropped from the table, not yet reaped
+        self._meta_saved_at: dict[TaskKey, float] = {}
+        self._control: collections.deque[node_pb2.NodeFrame] = collections.deque()
+        self.wake = asyncio.Event()  # set whenever next_frame() may have something new
+        self.changed = asyncio.Event()  # set whenever a task finishes or leaves the table
+        self.session_epoch = 0
+        self.draining = False
+        self.counts = collections.Counter[str]()
+
+    # ---- start-up -----------------------------------------------------------
+
+    def recover(self) -> None:
+        """Take back the spools an earlier agent process left; their processes are lost."""
+        spools, bad = scan(self.tasks_dir)
+        for path, why in bad:
+            self._log.warning("spool_discarded", path=str(path), reason=why)
+            shutil.rmtree(path, ignore_errors=True)
+        for spool in spools:
+            meta = spool.meta
+            key = (meta.task_id, meta.attempt)
+            if not meta.finished:
+                self._kill_leftover(meta)
+                spool.finish(exit_code=-1, kind=node_pb2.FinishKind.Name(LOST),
+                             reason="node agent restarted; the process was lost")
+            entry = self.table.add(TaskEntry(meta.task_id, meta.attempt, output_end=spool.end,
+                                             acked=min(meta.acked_offset, spool.end)))
+            self.table.finished(key, exit_code=meta.exit_code or 0,
+                                kind=node_pb2.FinishKind.Value(meta.kind or "LOST"),
+                                reason=meta.reason)
+            self._spools[key] = spool
+            self._log.info("task_recovered", task=meta.task_id, attempt=meta.attempt,
+                           output_end=entry.output_end, kind=meta.kind)
+
+    def _kill_leftover(self, meta: SpoolMeta) -> None:
+        st = procgroup.proc_stat(meta.pid) if meta.pid else None
+        if st is not None and st.start_ticks == meta.pid_start_ticks:
+            procgroup.signal_task(meta.pid, signal.SIGKILL, sid=meta.pid)
+            self._log.warning("leftover_killed", task=meta.task_id, pid=meta.pid)
+
+    # ---- session ------------------------------------------------------------
+
+    def hello(self, boot_id: int) -> node_pb2.NodeFrame:
+        c = self.config
+        return node_pb2.NodeFrame(hello=node_pb2.Hello(
+            node_id=c.node_id, labels=dict(c.labels), capacity=c.capacity,
+            agent_version=cortex.__version__, boot_id=boot_id, tasks=self.table.reports()))
+
+    def welcome(self, welcome: node_pb2.Welcome) -> None:
+        """A new session: adopt its epoch and apply its verdicts."""
+        self._control.clear()  # frames for the old session mean nothing to the new one
+        self.session_epoch = welcome.session_epoch
+        self.table.new_session()
+        outcome = self.table.apply_verdicts(welcome.verdicts)
+        for key, asked, held in outcome.clamped:
+            self._log.warning("resume_offset_clamped", task=key[0], attempt=key[1],
+                              resume_offset=asked, output_end=held)
+        for key in outcome.killed:
+            self._drop(key, "hub verdict KILL")
+        if self.draining:
+            self.queue(node_pb2.NodeFrame(draining=node_pb2.Draining(reason="shutting down")))
+        self.wake.set()
+
+    def queue(self, frame: node_pb2.NodeFrame) -> None:
+        if len(self._control) >= MAX_CONTROL_FRAMES:
+            raise NodeAgentError("control frame queue is full")
+        self._control.append(frame)
+        self.wake.set()
+
+    def next_frame(self) -> node_pb2.NodeFrame | None:
+        if self._control:
+            return self._control.popleft()
+        while (step := self.table.next_send()) is not None:
+            if isinstance(step, SendFinished):
+                e = step.entry
+                return node_pb2.NodeFrame(finished=node_pb2.TaskFinished(
+                    task_id=e.task_id, attempt=e.attempt, kind=node_pb2.FinishKind.Name(e.kind),
+                    exit_code=e.exit_code, output_end=e.output_end, reason=e.reason))
+            assert isinstance(step, SendOutput)
+            data = self._spools[step.key].read(step.offset, step.length)
+            if data:
+                return node_pb2.NodeFrame(output=node_pb2.TaskOutput(
+                    task_id=step.key[0], attempt=step.key[1], offset=step.offset, data=data))
+        return None
+
+    # ---- hub frames ---------------------------------------------------------
+
+    def on_envelope(self, signed: node_pb2.SignedEnvelope) -> None:
+        verdict = admit(self._verifier, signed, session_epoch=self.session_epoch,
+                        ran=self._ranlog, running=self.table.running,
+                        capacity=self.config.capacity, draining=self.draining)
+        if isinstance(verdict, Rejection):
+            self._reject(verdict)
+            return
+        if verdict.spec.cwd and not os.path.isdir(verdict.spec.cwd):
+            self._reject(Rejection(verdict.task_id, verdict.attempt, "malformed",
+                                   f"cwd {verdict.spec.cwd!r} is not a directory on this node"))
+            return
+        try:
+            self._start(verdict)
+        except (NodeAgentError, SpoolError) as e:
+            # The node cannot record or spool the run: it must not run it. "capacity"
+            # tells the hub to place the task elsewhere.
+            self._log.error("task_start_failed", task=verdict.task_id, error=str(e))
+            self._forget_failed_start((verdict.task_id, verdict.attempt))
+            self._reject(Rejection(verdict.task_id, verdict.attempt, "capacity",
+                                   f"node cannot record or spool the run: {e}"))
+
+    def _forget_failed_start(self, key: TaskKey) -> None:
+        spool = self._spools.pop(key, None)
+        if spool is not None:
+            spool.delete()
+        self.table.remove(key)
+
+    def _reject(self, r: Rejection) -> None:
+        self.counts["rejected"] += 1
+        self._log.warning("rejected", task=r.task_id, attempt=r.attempt, code=r.code,
+                          reason=r.reason)
+        self.queue(r.frame())
+
+    def _start(self, env: node_pb2.TaskEnvelope) -> None:
+        key = (env.task_id, env.attempt)
+        self._ranlog.record(env.task_id, env.attempt)  # before anything can run
+        spool = TaskSpool.create(self.tasks_dir, SpoolMeta(
+            task_id=env.task_id, attempt=env.attempt, command=env.spec.command,
+            started_at=time.time()))
+        spec = RunSpec(command=env.spec.command, env=dict(env.spec.env), cwd=env.spec.cwd,
+                       cols=env.spec.cols or 200, rows=env.spec.rows or 50,
+                       timeout_s=float(env.spec.timeout_s))
+        proc = TaskProcess(spec, lambda data: self._on_output(key, data),
+                           cancel_grace_s=self.config.cancel_grace_s,
+                           drain_quiet_s=self.config.drain_quiet_s)
+        self.table.admit(*key)
+        self._spools[key] = spool
+        try:
+            pid = proc.start()
+        except SpawnError as e:
+            self.queue(node_pb2.NodeFrame(started=node_pb2.TaskStarted(
+                task_id=env.task_id, attempt=env.attempt, pid=0)))
+            self._on_output(key, f"nodeagent: {e}\r\n".encode())
+            self._on_exit(key, TaskExit(127, node_pb2.FINISH_KIND_EXITED, str(e)))
+            return
+        st = procgroup.proc_stat(pid)
+        spool.meta.pid, spool.meta.pid_start_ticks = pid, st.start_ticks if st else 0
+        spool.save_meta(durable=True)
+        self._procs[key] = proc
+        self.counts["started"] += 1
+        self._log.info("task_started", task=env.task_id, attempt=env.attempt, pid=pid,
+                       tenant=env.tenant)
+        self.queue(node_pb2.NodeFrame(started=node_pb2.TaskStarted(
+            task_id=env.task_id, attempt=env.attempt, pid=pid)))
+        proc.done.add_done_callback(lambda fut: self._on_exit(key, fut.result()))
+
+    def on_ack(self, ack: node_pb2.OutputAck) -> None:
+        key = (ack.task_id, ack.attempt)
+        if not self.table.ack(key, ack.offset):
+            return
+        self.wake.set()
+        now = time.monotonic()
+        spool = self._spools.get(key)
+        if spool is not None and now - self._meta_saved_at.get(key, 0.0) >= META_SAVE_INTERVAL_S:
+            entry = self.table.get(key)
+            assert entry is not None
+            spool.meta.acked_offset = entry.acked
+            self._meta_saved_at[key] = now
+            with contextlib.suppress(SpoolError):
+                spool.save_meta()
+
+    def on_cancel(self, cancel: node_pb2.CancelTask) -> None:
+        proc = self._procs.get((cancel.task_id, cancel.attempt))
+        if proc is not None:  # a cancel for an unknown task is ignored
+            self._log.info("task_cancel", task=cancel.task_id, attempt=cancel.attempt,
+                           reason=cancel.reason)
+            proc.cancel(node_pb2.FINISH_KIND_CANCELLED, cancel.reason or "cancelled by hub")
+
+    def on_input(self, msg: node_pb2.TaskInput) -> None:
+        proc = self._procs.get((msg.task_id, msg.attempt))
+        if proc is None or not proc.write_input(msg.data):
+            self._log.warning("input_dropped", task=msg.task_id, attempt=msg.attempt,
+                              bytes=len(msg.data))
+
+    def on_finished_ack(self, msg: node_pb2.FinishedAck) -> None:
+        key = (msg.task_id, msg.attempt)
+        entry = self.table.get(key)
+        if entry is not None and entry.finished:
+            self._drop(key, None)
+
+    # ---- task events --------------------------------------------------------
+
+    def _on_output(self, key: TaskKey, data: bytes) -> None:
+        spool = self._spools.get(key)
+        if spool is None:
+            return  # dropped by a KILL verdict; the process is being killed
+        try:
+            end = spool.append(data)
+        except SpoolError as e:
+            self.counts["spool_errors"] += 1
+            self._log.error("spool_write_failed", task=key[0], attempt=key[1], error=str(e))
+            return
+        self.table.output_appended(key, end)
+        self.wake.set()
+
+    def _on_exit(self, key: TaskKey, result: TaskExit) -> None:
+        self._procs.pop(key, None)
+        spool = self._spools.get(key)
+        if spool is None:
+            return
+        kind = node_pb2.FinishKind.Name(result.kind)
+        self.table.finished(key, exit_code=result.exit_code, kind=result.kind,
+                            reason=result.reason)
+        entry = self.table.get(key)
+        if entry is not None:
+            spool.meta.acked_offset = entry.acked
+        with contextlib.suppress(SpoolError):
+            spool.finish(exit_code=result.exit_code, kind=kind, reason=result.reason)
+        self.counts["finished"] += 1
+        self._log.info("task_finished", task=key[0], attempt=key[1], kind=kind,
+                       exit_code=result.exit_code, output_end=spool.end, reason=result.reason)
+        self.wake.set()
+        self.changed.set()
+
+    def _drop(self, key: TaskKey, kill_reason: str | None) -> None:
+        """Forget a task: kill what is left of it, delete its spool, leave the table."""
+        proc = self._procs.pop(key, None)
+        if proc is not None:
+            proc.kill_now(node_pb2.FINISH_KIND_CANCELLED, kill_reason or "forgotten")
+            self._dying.add(proc)
+            proc.done.add_done_callback(lambda _: self._dying.discard(proc))
+        if kill_reason:
+            self._log.warning("task_killed", task=key[0], attempt=key[1], reason=kill_reason)
+        spool = self._spools.pop(key, None)
+        if spool is not None:
+            spool.delete()
+        self._meta_saved_at.pop(key, None)
+        self.table.remove(key)
+        self.changed.set()
+
+    # ---- shutdown -----------------------------------------------------------
+
+    @property
+    def processes(self) -> list[TaskProcess]:
+        """Every task process not yet reaped, including those already dropped."""
+        return [*self._procs.values(), *self._dying]
+
+    def protected_pids(self) -> set[int]:
+        """Task main pids this host reaps itself; an orphan reaper must leave them alone."""
+        return {p.pid for p in self.processes if p.pid}
+
+    def cancel_all(self, reason: str) -> None:
+        for proc in self.processes:
+            proc.cancel(node_pb2.FINISH_KIND_CANCELLED, reason)
+
+    def kill_all(self, reason: str) -> None:
+        for proc in self.processes:
+            proc.kill_now(node_pb2.FINISH_KIND_CANCELLED, reason)
+
+    async def wait_until(self, predicate: Callable[["TaskHost"], bool], timeout_s: float) -> bool:
+        """Wait (event-driven) until ``predicate(self)`` holds; False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not predicate(self):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), remaining)
+        return True
+
+    def close(self) -> None:
+        for spool in self._spools.values():
+            spool.close()
+
+
+def all_finished(host: TaskHost) -> bool:
+    return not host.processes
+
+
+def all_forgotten(host: TaskHost) -> bool:
+    return len(host.table) == 0
+
