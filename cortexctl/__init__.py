@@ -1,0 +1,7 @@
+"""cortexctl: the operator's command line for a Cortex hub (DESIGN.md §8).
+
+It speaks only the ``cortex.v1.Control`` gRPC API. ``cli`` parses arguments,
+``commands`` runs them, ``client`` wraps the gRPC channel and turns RPC errors
+into one-line messages, ``follow`` streams a task's output, ``render`` draws
+tables and JSON lines, and ``exitcodes`` lists every status cortexctl exits with.
+"""

@@ -1,0 +1,152 @@
+"""cortexctl's command line: the parser, and ``main`` which never shows a traceback
+for an operator's mistake or an unreachable hub.
+
+Global flags may be given before or after the command name
+(``cortexctl --json tasks`` is refused, ``cortexctl tasks --json`` and
+``cortexctl --hub H tasks`` / ``cortexctl tasks --hub H`` both work). ``submit``
+takes its options before the command: everything from the first word that is
+not an option is the command, joined with spaces and run by ``/bin/sh -c`` on
+the node, as ssh does.
+"""
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from cortex.v1 import control_pb2 as pb
+from cortexctl import commands, exitcodes
+from cortexctl.errors import CtlError
+
+EPILOG = """\
+exit status: 0 ok; 1 the hub refused the request; 2 usage or local configuration;
+3 hub unreachable or too slow; 4 credential refused. submit --follow and watch exit
+with the task's status instead: its exit code, 128+N if killed by signal N,
+124 TIMED_OUT, 129 LOST, 130 CANCELLED, 1 FAILED without a code, 125 cortexctl failed.
+--json prints JSON lines: one object per item (per event for --follow and watch).
+"""
+
+STATES = [name for name in pb.TaskState.keys() if name != "TASK_STATE_UNSPECIFIED"]
+
+
+def task_state(value: str) -> str:
+    name = value.upper()
+    if name not in STATES:
+        raise argparse.ArgumentTypeError(f"unknown state {value!r} (one of {', '.join(STATES)})")
+    return name
+
+
+def add_global_flags(p: argparse.ArgumentParser, on_command: bool) -> None:
+    """The connection flags; on a command they default to SUPPRESS, so they only
+    override what was given before the command name."""
+    def d(value: object) -> object:
+        return argparse.SUPPRESS if on_command else value
+
+    g = p.add_argument_group("hub connection")
+    g.add_argument("--hub", metavar="HOST:PORT", default=d(None),
+                   help=f"Control address (env CORTEX_HUB, default {commands.DEFAULT_HUB})")
+    g.add_argument("--token-file", metavar="FILE", default=d(None),
+                   help="bearer token file (env CORTEX_TOKEN_FILE; or the token in CORTEX_TOKEN)")
+    g.add_argument("--insecure-loopback", action="store_true", default=d(False),
+                   help="plaintext to a loopback hub (env CORTEX_INSECURE_LOOPBACK=1)")
+    g.add_argument("--tls", action="store_true", default=d(False),
+                   help="use TLS with the system's CAs (implied by --ca-file)")
+    g.add_argument("--ca-file", metavar="FILE", default=d(None), help="CA to verify the hub")
+    g.add_argument("--cert-file", metavar="FILE", default=d(None), help="client certificate")
+    g.add_argument("--key-file", metavar="FILE", default=d(None), help="client key")
+    g.add_argument("--timeout", metavar="S", type=float, default=d(10.0),
+                   help="deadline of each unary call in seconds (default 10)")
+
+
+def add_follow_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reconnect-s", metavar="S", type=float, default=30.0,
+                   help="how long to keep reconnecting to a hub that went away (default 30)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cortexctl", description="Operate a Cortex hub: submit and follow tasks, "
+        "list nodes, tasks and shards.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_global_flags(parser, on_command=False)
+    sub = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True)
+
+    def command(name: str, run: Callable[[argparse.Namespace], int],
+                help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_global_flags(p, on_command=True)
+        p.set_defaults(run=run)
+        return p
+
+    p = command("submit", commands.cmd_submit, "submit a shell command; print its task id")
+    p.add_argument("--selector", action="append", metavar="K=V", help="label a node must have")
+    p.add_argument("--node", metavar="ID", help="run on this node only")
+    p.add_argument("--idempotency-key", metavar="K", help="same key = same task")
+    p.add_argument("--env", action="append", metavar="K=V", help="environment variable")
+    p.add_argument("--cwd", metavar="DIR", help="working directory on the node")
+    p.add_argument("--task-timeout", metavar="S", type=int, help="kill the task after S seconds")
+    p.add_argument("--follow", action="store_true",
+                   help="stream the output and exit with the task's status")
+    p.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    add_follow_flags(p)
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD...",
+                   help="the command (options of submit go before it)")
+
+    p = command("get", commands.cmd_get, "show one task")
+    p.add_argument("task", metavar="TASK")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+
+    p = command("watch", commands.cmd_watch,
+                "stream a task's output until it ends; exit with the task's status")
+    p.add_argument("task", metavar="TASK")
+    p.add_argument("--from", dest="from_offset", metavar="OFFSET", type=int, default=0,
+                   help="start at this output offset (default 0)")
+    p.add_argument("--json", action="store_true", help="JSON lines, one per event")
+    add_follow_flags(p)
+
+    p = command("cancel", commands.cmd_cancel, "cancel a task")
+    p.add_argument("task", metavar="TASK")
+    p.add_argument("--reason", help="recorded with the cancellation")
+    p.add_argument("--json", action="store_true", help="the task as one JSON object")
+
+    p = command("input", commands.cmd_input, "type TEXT into a running task's terminal")
+    p.add_argument("task", metavar="TASK")
+    p.add_argument("text", metavar="TEXT", help="the text ('-' reads raw bytes from stdin)")
+    p.add_argument("--no-newline", action="store_true", help="do not append a newline")
+    p.add_argument("--json", action="store_true", help="report what was sent as JSON")
+
+    p = command("nodes", commands.cmd_nodes, "list the nodes")
+    p.add_argument("--json", action="store_true", help="JSON lines, one per node")
+
+    p = command("tasks", commands.cmd_tasks, "list tasks, newest first")
+    p.add_argument("--state", type=task_state, help="only tasks in this state")
+    p.add_argument("--node", metavar="ID", help="only tasks of this node")
+    p.add_argument("--limit", type=int, default=0, help="at most N tasks (hub default 100)")
+    p.add_argument("--json", action="store_true", help="JSON lines, one per task")
+
+    p = command("shards", commands.cmd_shards, "list the hub's shards")
+    p.add_argument("--json", action="store_true", help="JSON lines, one per shard")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # gRPC's own logging is not for operators
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.run(args)
+        return status
+    except CtlError as e:
+        print(f"cortexctl: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return exitcodes.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (cortexctl tasks | head): not an error worth a traceback.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return exitcodes.ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

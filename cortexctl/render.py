@@ -1,0 +1,175 @@
+"""Human tables and machine-readable JSON for tasks, nodes and shards.
+
+Tables are plain aligned text (no table library): a header row, then one row
+per item, columns separated by two spaces, numbers right-aligned. ``--json``
+output is JSON lines — one object per line, one line per item — so it streams
+and feeds ``jq`` directly; the fields are documented by the ``*_dict`` functions
+and never renamed (64-bit counters stay JSON numbers, times are Unix ms).
+"""
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from cortex.v1 import control_pb2 as pb
+
+COMMAND_WIDTH = 48
+TERMINAL_STATES = frozenset({pb.SUCCEEDED, pb.FAILED, pb.CANCELLED, pb.TIMED_OUT, pb.LOST})
+
+
+def state_name(state: int) -> str:
+    try:
+        return pb.TaskState.Name(state)
+    except ValueError:
+        return f"STATE_{state}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]],
+          right: Sequence[str] = ()) -> str:
+    """Align ``rows`` under ``headers``; columns named in ``right`` are right-aligned."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = []
+    for row in (list(headers), *rows):
+        cells = [cell.rjust(w) if h in right else cell.ljust(w)
+                 for h, w, cell in zip(headers, widths, row, strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def json_lines(items: Sequence[dict[str, Any]]) -> str:
+    return "\n".join(json.dumps(item, ensure_ascii=False) for item in items)
+
+
+def age(ms: int, now_ms: int | None = None) -> str:
+    if ms <= 0:
+        return "-"
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    seconds = max(0, (now - ms) // 1000)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def one_line(text: str, width: int = COMMAND_WIDTH) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def labels(mapping: Any) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(mapping.items())) or "-"
+
+
+def exit_code(task: pb.Task) -> int | None:
+    return task.exit_code if task.has_exit_code else None
+
+
+# -- tasks ------------------------------------------------------------------
+
+def task_dict(task: pb.Task) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "state": state_name(task.state),
+        "attempt": task.attempt,
+        "node_id": task.node_id,
+        "command": task.command,
+        "exit_code": exit_code(task),
+        "reason": task.reason,
+        "output_bytes": task.output_bytes,
+        "created_ms": task.created_ms,
+        "updated_ms": task.updated_ms,
+        "idempotency_key": task.idempotency_key,
+        "selector": dict(task.selector),
+        "tenant": task.tenant,
+    }
+
+
+def tasks_table(tasks: Sequence[pb.Task]) -> str:
+    rows = [[t.task_id, state_name(t.state), str(t.attempt), t.node_id or "-",
+             "-" if exit_code(t) is None else str(t.exit_code), size(t.output_bytes),
+             age(t.created_ms), one_line(t.command)] for t in tasks]
+    headers = ["TASK", "STATE", "ATTEMPT", "NODE", "EXIT", "OUTPUT", "AGE", "COMMAND"]
+    return table(headers, rows, right=("ATTEMPT", "EXIT", "OUTPUT", "AGE"))
+
+
+def task_detail(task: pb.Task) -> str:
+    fields = [
+        ("task", task.task_id), ("state", state_name(task.state)),
+        ("attempt", str(task.attempt)), ("node", task.node_id or "-"),
+        ("command", task.command),
+        ("exit code", "-" if exit_code(task) is None else str(task.exit_code)),
+        ("reason", task.reason or "-"), ("output", f"{task.output_bytes} bytes"),
+        ("created", f"{age(task.created_ms)} ago"), ("updated", f"{age(task.updated_ms)} ago"),
+        ("selector", labels(task.selector)), ("idempotency key", task.idempotency_key or "-"),
+        ("tenant", task.tenant or "-"),
+    ]
+    width = max(len(k) for k, _ in fields)
+    return "\n".join(f"{k + ':':<{width + 1}} {v}" for k, v in fields)
+
+
+# -- nodes ------------------------------------------------------------------
+
+def node_status(node: pb.Node) -> str:
+    if not node.attached:
+        return "detached"
+    return "draining" if node.draining else "attached"
+
+
+def node_dict(node: pb.Node) -> dict[str, Any]:
+    return {
+        "node_id": node.node_id,
+        "attached": node.attached,
+        "draining": node.draining,
+        "session_epoch": node.session_epoch,
+        "labels": dict(node.labels),
+        "capacity": node.capacity,
+        "running": node.running,
+        "agent_version": node.agent_version,
+        "shard": node.shard,
+        "last_seen_ms": node.last_seen_ms,
+    }
+
+
+def nodes_table(nodes: Sequence[pb.Node]) -> str:
+    rows = [[n.node_id, node_status(n), str(n.shard) if n.attached else "-",
+             str(n.session_epoch), f"{n.running}/{n.capacity}", labels(n.labels),
+             n.agent_version or "-", age(n.last_seen_ms)] for n in nodes]
+    headers = ["NODE", "STATUS", "SHARD", "EPOCH", "RUNNING", "LABELS", "AGENT", "SEEN"]
+    return table(headers, rows, right=("SHARD", "EPOCH", "RUNNING", "SEEN"))
+
+
+# -- shards -----------------------------------------------------------------
+
+def shard_dict(shard: pb.Shard) -> dict[str, Any]:
+    return {
+        "shard": shard.shard,
+        "pid": shard.pid,
+        "alive": shard.alive,
+        "nodes": shard.nodes,
+        "restarts": shard.restarts,
+        "frames_in": shard.frames_in,
+        "frames_out": shard.frames_out,
+        "ring_in_used_bytes": shard.ring_in_used_bytes,
+        "ring_out_used_bytes": shard.ring_out_used_bytes,
+    }
+
+
+def shards_table(shards: Sequence[pb.Shard]) -> str:
+    rows = [[str(s.shard), str(s.pid), "yes" if s.alive else "NO", str(s.nodes),
+             str(s.restarts), str(s.frames_in), str(s.frames_out),
+             size(s.ring_in_used_bytes), size(s.ring_out_used_bytes)] for s in shards]
+    headers = ["SHARD", "PID", "ALIVE", "NODES", "RESTARTS", "FRAMES_IN", "FRAMES_OUT",
+               "RING_IN", "RING_OUT"]
+    return table(headers, rows, right=tuple(h for h in headers if h != "ALIVE"))
