@@ -79,7 +79,7 @@ class TaskHost:
             entry = self.table.add(TaskEntry(meta.task_id, meta.attempt, output_end=spool.end,
                                              acked=min(meta.acked_offset, spool.end)))
             self.table.finished(key, exit_code=meta.exit_code or 0,
-                                kind=node_pb2.FinishKind.Value(meta.kind or "LOST"),
+                                kind=node_pb2.FinishKind.Value(meta.kind or "FINISH_KIND_LOST"),
                                 reason=meta.reason)
             self._spools[key] = spool
             self._log.info("task_recovered", task=meta.task_id, attempt=meta.attempt,
