@@ -1,0 +1,1 @@
+"""Runnable examples of Cortex; ``python -m examples.demo`` is the guided tour."""
