@@ -1,7 +1,7 @@
 """One task attempt's process in a PTY (DESIGN.md §5; docs/protocol.md, "Running").
 
-``/bin/sh -c command`` is spawned with ptyprocess in its own session and process group
-(the PTY fork calls ``setsid``), so its pid names both. Invariants:
+``/bin/sh -c command`` is spawned on a new PTY in its own session and process group
+(:mod:`nodeagent.ptyspawn`), so its pid names both. Invariants:
 
 - Every byte read from the PTY master goes to ``on_output`` in order, before anything else
   learns of it; the master is read non-blocking from the event loop.
@@ -25,11 +25,10 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ptyprocess import PtyProcess
-
 from cortex.v1 import node_pb2
 from nodeagent import procgroup
 from nodeagent.errors import SpawnError
+from nodeagent.ptyspawn import spawn_in_pty
 
 READ_CHUNK_BYTES = 64 * 1024
 READS_PER_WAKEUP = 16  # a chatty task yields the loop after this many reads
@@ -72,20 +71,6 @@ def task_env(spec_env: Mapping[str, str], base: Mapping[str, str] | None = None)
     return env
 
 
-def _child_setup(cwd: str) -> Callable[[], None]:
-    def setup() -> None:
-        # Runs in the forked child before exec. Python ignores SIGPIPE and SIGXFSZ and an
-        # ignored disposition survives exec (subprocess's restore_signals does the same).
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        if cwd:
-            # Here, not via spawn(cwd=): ptyprocess reports a preexec failure to the
-            # parent, while a failing spawn(cwd=) raises inside the forked child.
-            os.chdir(cwd)
-    return setup
-
-
 class TaskProcess:
     def __init__(self, spec: RunSpec, on_output: Callable[[bytes], None], *,
                  cancel_grace_s: float = 2.0, drain_quiet_s: float = 0.1,
@@ -96,7 +81,6 @@ class TaskProcess:
         self._quiet_s = drain_quiet_s
         self._drain_cap_s = drain_cap_s
         self._loop = asyncio.get_running_loop()
-        self._proc: PtyProcess | None = None
         self.pid = 0
         self._fd = -1
         self._pidfd = -1
@@ -114,17 +98,14 @@ class TaskProcess:
 
     def start(self) -> int:
         """Spawn the process and start watching it; returns its pid (= pgid = sid)."""
+        if self.spec.cwd and not os.path.isdir(self.spec.cwd):
+            raise SpawnError(f"cannot start task: cwd {self.spec.cwd!r} is not a directory")
         try:
-            self._proc = PtyProcess.spawn(
-                ["/bin/sh", "-c", self.spec.command],
-                env=task_env(self.spec.env),
-                dimensions=(self.spec.rows or 50, self.spec.cols or 200),
-                preexec_fn=_child_setup(self.spec.cwd),
-            )
-        except Exception as e:  # ptyprocess re-raises the child's error as its builtin type
-            raise SpawnError(f"cannot start task: {type(e).__name__}: {e}") from e
-        self.pid = int(self._proc.pid)
-        self._fd = int(self._proc.fd)
+            self.pid, self._fd = spawn_in_pty(
+                self.spec.command, task_env(self.spec.env), cwd=self.spec.cwd,
+                rows=self.spec.rows or 50, cols=self.spec.cols or 200)
+        except OSError as e:
+            raise SpawnError(f"cannot start task: {e}") from e
         os.set_blocking(self._fd, False)
         self._loop.add_reader(self._fd, self._on_readable)
         self._pidfd = os.pidfd_open(self.pid)
@@ -283,8 +264,5 @@ class TaskProcess:
     def _close_pty(self) -> None:
         if self._fd >= 0:
             self._set_eof()
+            os.close(self._fd)
             self._fd = -1
-        if self._proc is not None and not self._proc.closed:
-            # ptyprocess's close() sleeps and may signal the pid; we have done both jobs.
-            self._proc.fileobj.close()
-            self._proc.closed = True

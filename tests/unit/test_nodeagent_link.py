@@ -7,7 +7,9 @@ processes, real gRPC; nothing of nodeagent is mocked.
 
 import asyncio
 import contextlib
+import json
 import signal
+import sys
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,7 +22,7 @@ import structlog
 import uvloop
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cortex.envelope import EnvelopeSigner
+from cortex.envelope import EnvelopeSigner, public_key_pem
 from cortex.ids import new_task_id
 from cortex.v1 import node_pb2, node_pb2_grpc
 from nodeagent import procgroup
@@ -439,4 +441,60 @@ def test_permission_denied_counts_as_auth_failure(tmp_path: Path, code: grpc.Sta
             while r.agent.last_end is None:
                 await asyncio.sleep(0.01)
             assert r.agent.last_end.auth_failed and r.agent.last_end.code == code.name
+    run(main())
+
+
+# ---- the real process ---------------------------------------------------------
+
+def test_agent_process_sigterm_drains_reaps_and_leaves_nothing(tmp_path: Path) -> None:
+    """The console script as a process: uvloop, signals, subreaper, the shutdown ladder."""
+    key = Ed25519PrivateKey.generate()
+    (tmp_path / "hub.pub").write_bytes(public_key_pem(key))
+    (tmp_path / "token").write_text("tok-n1\n")
+
+    async def main() -> None:
+        hub = FakeHub()
+        server = grpc.aio.server()
+        node_pb2_grpc.add_NodeLinkServicer_to_server(hub, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "nodeagent", "--hub", f"127.0.0.1:{port}", "--node-id", "n1",
+            "--token-file", str(tmp_path / "token"), "--hub-key", str(tmp_path / "hub.pub"),
+            "--state-dir", str(tmp_path / "state"), "--insecure-loopback",
+            "--shutdown-grace-s", "0.3", "--cancel-grace-s", "0.2",
+            stderr=asyncio.subprocess.PIPE)
+        try:
+            conn, hello = await hub.attach(epoch=1)
+            assert hello.node_id == "n1" and hello.labels["os"] == "linux"
+            signer = EnvelopeSigner(key)
+            conn.send(task=signer.sign(
+                task_id=new_task_id(), attempt=1, node_id="n1", session_epoch=1,
+                spec=node_pb2.TaskSpec(command="(trap '' HUP INT TERM; sleep 1000 &) ; "
+                                       "echo started; sleep 1000")))
+            pid = (await conn.expect("started")).pid
+            seen = b""
+            while b"started" not in seen:
+                seen += (await conn.expect("output")).data
+            orphans = [p for p in procgroup.live_members(pid, pid)
+                       if (st := procgroup.proc_stat(p)) and st.ppid == proc.pid]
+            assert orphans, "the double-forked sleep was re-parented to the agent (subreaper)"
+            proc.send_signal(signal.SIGTERM)
+            await conn.expect("draining")
+            finished = await conn.expect("finished")
+            assert finished.kind == node_pb2.FINISH_KIND_CANCELLED
+            conn.send(finished_ack=node_pb2.FinishedAck(task_id=finished.task_id, attempt=1))
+            _, stderr = await asyncio.wait_for(proc.communicate(), TIMEOUT_S)
+            assert proc.returncode == 0, stderr.decode()
+            assert procgroup.live_members(pid, pid) == []
+            events = [json.loads(line)["event"] for line in stderr.decode().splitlines()]
+            for event in ("agent_start", "attach", "task_started", "shutdown",
+                          "shutdown_grace_expired", "task_finished", "agent_stop"):
+                assert event in events, (event, events)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            await server.stop(None)
+
     run(main())

@@ -1,7 +1,6 @@
 """The PTY task runner against real processes: output, exit codes, input, cancel, cleanup."""
 
 import asyncio
-import os
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -89,7 +88,7 @@ def test_cwd_and_dimensions(tmp_path: Path) -> None:
 
 def test_missing_cwd_fails_to_spawn(tmp_path: Path) -> None:
     async def main() -> None:
-        with pytest.raises(SpawnError, match="FileNotFoundError"):
+        with pytest.raises(SpawnError, match="not a directory"):
             TaskProcess(RunSpec("true", cwd=str(tmp_path / "nope")), lambda _: None).start()
     run(main())
 
@@ -97,10 +96,12 @@ def test_missing_cwd_fails_to_spawn(tmp_path: Path) -> None:
 def test_cancel_leaves_no_process_in_group() -> None:
     result, _, pid = run(run_task(RunSpec("sleep 1000"), cancel=True))
     assert result.kind == CANCELLED
-    assert result.exit_code in (-2, 130)
+    # SIGINT normally ends it (-2, or 130 from the shell); if it lands while the shell is
+    # still starting its child, the shell waits it out and the ladder's SIGTERM ends it.
+    assert result.exit_code in (-2, 130, -15)
+    # /proc, not killpg(pid, 0): an orphan's zombie stays in the group until its new
+    # parent reaps it (init here; the agent itself, a subreaper, in production).
     assert procgroup.live_members(pid, pid) == []
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pid, 0)
 
 
 def test_cancel_climbs_the_ladder_to_sigkill() -> None:
