@@ -16,6 +16,8 @@ after a reconnect. Module map:
 - ``procgroup``: signalling and inspecting a task's process group and session.
 - ``spool``: the per-attempt output file and its metadata on disk.
 - ``ranlog``: the at-most-once record of attempts this node has started.
+- ``recovery``: taking back the spools an earlier agent process left.
+- ``ptyspawn``: starting a command on a new PTY in a new session, without fork().
 - ``backoff``: jittered exponential reconnect backoff.
 - ``reaper``: child-subreaper set-up and reaping of re-parented orphans.
 """

@@ -32,6 +32,7 @@ from nodeagent.host import TaskHost, all_finished, all_forgotten
 from nodeagent.link import LinkSession, SessionEnd
 from nodeagent.ranlog import RanLog
 from nodeagent.reaper import OrphanReaper, become_subreaper
+from nodeagent.recovery import recover
 
 LOCK_FILE = "agent.lock"
 FORCED_KILL_WAIT_S = 5.0
@@ -68,7 +69,7 @@ class NodeAgent:
         loop = asyncio.get_running_loop()
         self._lock_state_dir()
         self.ranlog.load()
-        self.host.recover()
+        self.host.adopt(recover(self.host.tasks_dir, self._log))
         reaper_task = None
         if self._manage_process:
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -17,8 +17,6 @@ import asyncio
 import collections
 import contextlib
 import os
-import shutil
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,12 +30,11 @@ from nodeagent.config import AgentConfig
 from nodeagent.errors import NodeAgentError, SpawnError, SpoolError
 from nodeagent.ranlog import RanLog
 from nodeagent.runner import RunSpec, TaskExit, TaskProcess
-from nodeagent.spool import SpoolMeta, TaskSpool, scan
+from nodeagent.spool import SpoolMeta, TaskSpool
 from nodeagent.tasktable import SendFinished, SendOutput, TaskEntry, TaskKey, TaskTable
 
 META_SAVE_INTERVAL_S = 1.0
 MAX_CONTROL_FRAMES = 10_000
-LOST = node_pb2.FINISH_KIND_LOST
 
 
 class TaskHost:
@@ -63,33 +60,16 @@ class TaskHost:
 
     # ---- start-up -----------------------------------------------------------
 
-    def recover(self) -> None:
-        """Take back the spools an earlier agent process left; their processes are lost."""
-        spools, bad = scan(self.tasks_dir)
-        for path, why in bad:
-            self._log.warning("spool_discarded", path=str(path), reason=why)
-            shutil.rmtree(path, ignore_errors=True)
+    def adopt(self, spools: list[TaskSpool]) -> None:
+        """Hold the finished attempts an earlier agent left (see :mod:`recovery`)."""
         for spool in spools:
             meta = spool.meta
             key = (meta.task_id, meta.attempt)
-            if not meta.finished:
-                self._kill_leftover(meta)
-                spool.finish(exit_code=-1, kind=node_pb2.FinishKind.Name(LOST),
-                             reason="node agent restarted; the process was lost")
-            entry = self.table.add(TaskEntry(meta.task_id, meta.attempt, output_end=spool.end,
-                                             acked=min(meta.acked_offset, spool.end)))
-            self.table.finished(key, exit_code=meta.exit_code or 0,
-                                kind=node_pb2.FinishKind.Value(meta.kind or "FINISH_KIND_LOST"),
-                                reason=meta.reason)
+            self.table.add(TaskEntry(meta.task_id, meta.attempt, output_end=spool.end,
+                                     acked=min(meta.acked_offset, spool.end)))
+            self.table.finished(key, exit_code=meta.exit_code or 0, reason=meta.reason,
+                                kind=node_pb2.FinishKind.Value(meta.kind or "FINISH_KIND_LOST"))
             self._spools[key] = spool
-            self._log.info("task_recovered", task=meta.task_id, attempt=meta.attempt,
-                           output_end=entry.output_end, kind=meta.kind)
-
-    def _kill_leftover(self, meta: SpoolMeta) -> None:
-        st = procgroup.proc_stat(meta.pid) if meta.pid else None
-        if st is not None and st.start_ticks == meta.pid_start_ticks:
-            procgroup.signal_task(meta.pid, signal.SIGKILL, sid=meta.pid)
-            self._log.warning("leftover_killed", task=meta.task_id, pid=meta.pid)
 
     # ---- session ------------------------------------------------------------
 

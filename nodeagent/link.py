@@ -93,6 +93,9 @@ class LinkSession:
                              code=code.name)
         except _End as e:
             return self._end(e.reason, retry_after_s=e.retry_after_s)
+        except Exception as e:  # a bug or a disk error must cost a reconnect, not the agent
+            self._log.exception("session_error")
+            return self._end(f"session error: {type(e).__name__}: {e}")
         finally:
             call.cancel()
             await channel.close(None)

@@ -1,18 +1,23 @@
 """The node agent's pure parts: task table, admission, spool ranges, ran log, backoff."""
 
 import random
+import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
+import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cortex.envelope import EnvelopeSigner, EnvelopeVerifier
 from cortex.ids import new_task_id
 from cortex.v1 import node_pb2
+from nodeagent import procgroup
 from nodeagent.admission import Rejection, admit
 from nodeagent.backoff import Backoff
 from nodeagent.ranlog import RanLog
+from nodeagent.recovery import recover
 from nodeagent.spool import SpoolMeta, TaskSpool, scan
 from nodeagent.tasktable import SendFinished, SendOutput, TaskEntry, TaskTable
 
@@ -233,3 +238,44 @@ def test_backoff_full_jitter_grows_caps_and_resets() -> None:
     b.retry_after(3.0)
     assert 3.0 <= b.next_delay() <= 3.6
     assert 9.0 <= b.at_cap() <= 10.0
+
+
+# ---- recovery ---------------------------------------------------------------
+
+def _unfinished_spool(root: Path, pid: int, ticks: int) -> None:
+    meta = SpoolMeta(task_id="t-" + "a" * 20, attempt=1, command="x", started_at=1.0,
+                     pid=pid, pid_start_ticks=ticks)
+    spool = TaskSpool.create(root, meta)
+    spool.append(b"partial")
+    spool.close()
+
+
+def test_recovery_finishes_lost_attempts_and_kills_their_leftovers(tmp_path: Path) -> None:
+    leftover = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+    try:
+        st = procgroup.proc_stat(leftover.pid)
+        assert st is not None
+        _unfinished_spool(tmp_path, leftover.pid, st.start_ticks)
+        (tmp_path / "junk.1").mkdir()
+        (spool,) = recover(tmp_path, structlog.get_logger())
+        assert leftover.wait(timeout=10) == -signal.SIGKILL
+        assert (spool.meta.kind, spool.meta.exit_code, spool.end) == ("FINISH_KIND_LOST", -1, 7)
+        assert not (tmp_path / "junk.1").exists()
+    finally:
+        if leftover.poll() is None:
+            leftover.kill()
+            leftover.wait()
+
+
+def test_recovery_never_signals_a_reused_pid(tmp_path: Path) -> None:
+    bystander = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+    try:
+        st = procgroup.proc_stat(bystander.pid)
+        assert st is not None
+        _unfinished_spool(tmp_path, bystander.pid, st.start_ticks + 1)  # another process
+        (spool,) = recover(tmp_path, structlog.get_logger())
+        assert spool.meta.kind == "FINISH_KIND_LOST"
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
