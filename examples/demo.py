@@ -66,13 +66,9 @@ class Demo:
         print(indent(self.ctl.ok("shards").decode()))
 
     def submit(self, command: str, what: str) -> str:
-        task_id = self.ctl.ok("submit", "--", command).decode().strip()
+        task_id = self.ctl.submit(command)
         print(f"  {task_id}  {what}: {command}")
         return task_id
-
-    def watch(self, task_id: str) -> tuple[bytes, int]:
-        result = self.ctl("watch", task_id, timeout_s=120)
-        return result.stdout, result.returncode
 
     def run_tasks(self) -> None:
         step("Submitting four tasks through cortexctl")
@@ -84,7 +80,7 @@ class Demo:
         step(f"Answering {ask} with cortexctl input")
         self.ctl.wait_state(ask, ["RUNNING"])
         self.ctl.ok("input", ask, ANSWER)
-        out, status = self.watch(ask)
+        out, status = self.ctl.watch(ask)
         show(out)
         self.check("input answered", f"got {ANSWER}", last_line(out), f"got {ANSWER}" in
                    text_lines(out))
@@ -93,12 +89,12 @@ class Demo:
         step(f"Cancelling {sleeper} with cortexctl cancel")
         self.ctl.wait_state(sleeper, ["RUNNING"])
         print(indent(self.ctl.ok("cancel", sleeper).decode()))
-        _, status = self.watch(sleeper)
+        _, status = self.ctl.watch(sleeper)
         self.check("cancelled task state", "CANCELLED", self.ctl.task(sleeper)["state"])
         self.check("cancelled task status", "130", str(status))
 
         step(f"Output of {failing}")
-        out, status = self.watch(failing)
+        out, status = self.ctl.watch(failing)
         show(out)
         task = self.ctl.task(failing)
         self.check("failing task state", "FAILED", task["state"])
@@ -106,7 +102,7 @@ class Demo:
                    task["exit_code"] not in (None, 0))
 
         step(f"Output of {big} (abbreviated)")
-        out, status = self.watch(big)
+        out, status = self.ctl.watch(big)
         lines = text_lines(out)
         show(out, head=3, tail=3)
         expected = [str(i) for i in range(1, BIG_LINES + 1)]

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-#: Environment variable put on every nodeagent (and so on its tasks) to find strays.
-RUN_MARKER_ENV = "CORTEX_LOCALFLEET_RUN"
+#: Environment variable put on every nodeagent (and so on its tasks) to find strays; not
+#: CORTEX_*, which the agent strips from task environments.
+RUN_MARKER_ENV = "LOCALFLEET_RUN"
 
 
 class FleetError(Exception):
@@ -383,6 +384,15 @@ class Ctl:
         """Run a command with --json; return its JSON lines as objects."""
         out = self.ok(*args, "--json").decode()
         return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def submit(self, command: str, *flags: str) -> str:
+        """Submit ``command`` (options of submit in ``flags``); return the task id."""
+        return self.ok("submit", *flags, "--", command).decode().strip()
+
+    def watch(self, task_id: str, timeout_s: float = 120.0) -> tuple[bytes, int]:
+        """The task's whole output and cortexctl's exit status (the task's, see exitcodes)."""
+        result = self("watch", task_id, timeout_s=timeout_s)
+        return result.stdout, result.returncode
 
     def task(self, task_id: str) -> dict[str, Any]:
         return self.json("get", task_id)[0]
