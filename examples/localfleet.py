@@ -213,7 +213,8 @@ class LocalHub:
         """Start cortexd and wait until it is ready; keep the ports for a restart."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._shm_before = shm_segments()
+        if self.starts == 0:  # what existed before this hub ever ran is not its leftover
+            self._shm_before = shm_segments()
         self.starts += 1
         self.log_path = self.log_dir / f"cortexd.{self.starts}.log"
         with open(self.log_path, "wb") as log:
