@@ -21,11 +21,3 @@ after a reconnect. Module map:
 - ``backoff``: jittered exponential reconnect backoff.
 - ``reaper``: child-subreaper set-up and reaping of re-parented orphans.
 """
-
-import os as _os
-
-# The agent forks task processes (the PTY fork) from a process with gRPC threads; the
-# child only execs. gRPC's fork handlers are not needed for that, are unsupported with
-# grpc.aio, and log a line per fork when skipped. Must be set before grpc is imported,
-# which is why it lives here, the first module of the package to load.
-_os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")

@@ -27,6 +27,10 @@ from nodeagent.host import TaskHost
 
 AUTH_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 SILENT_INTERVALS = 3
+# A hub's interval outside these bounds is clamped: a typo must not make the node spin
+# (1 ms) or never notice a dead hub (days).
+MIN_HEARTBEAT_INTERVAL_MS = 50
+MAX_HEARTBEAT_INTERVAL_MS = 600_000
 EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc-stubs predates grpc.aio.EOF
 
 
@@ -110,7 +114,9 @@ class LinkSession:
         welcome = first.welcome
         self._welcomed_at = self._last_rx = self._loop.time()
         if welcome.heartbeat_interval_ms:
-            self._interval_s = welcome.heartbeat_interval_ms / 1000
+            interval_ms = min(max(welcome.heartbeat_interval_ms, MIN_HEARTBEAT_INTERVAL_MS),
+                              MAX_HEARTBEAT_INTERVAL_MS)
+            self._interval_s = interval_ms / 1000
         self.host.welcome(welcome)
         self._log.info("attach", epoch=welcome.session_epoch, shard=welcome.shard,
                        hub=welcome.hub_id, heartbeat_interval_ms=int(self._interval_s * 1000),

@@ -1,5 +1,7 @@
 """The node agent's pure parts: task table, admission, spool ranges, ran log, backoff."""
 
+import asyncio
+import os
 import random
 import signal
 import subprocess
@@ -17,6 +19,7 @@ from nodeagent import procgroup
 from nodeagent.admission import Rejection, admit
 from nodeagent.backoff import Backoff
 from nodeagent.ranlog import RanLog
+from nodeagent.reaper import OrphanReaper
 from nodeagent.recovery import recover
 from nodeagent.spool import SpoolMeta, TaskSpool, scan
 from nodeagent.tasktable import SendFinished, SendOutput, TaskEntry, TaskTable
@@ -279,3 +282,16 @@ def test_recovery_never_signals_a_reused_pid(tmp_path: Path) -> None:
     finally:
         bystander.kill()
         bystander.wait()
+
+
+# ---- orphan reaper ----------------------------------------------------------
+
+def test_orphan_reaper_never_takes_a_protected_status() -> None:
+    task_main = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 7"], dict(os.environ))
+    orphan = os.posix_spawn("/bin/true", ["true"], dict(os.environ))
+    assert asyncio.run(procgroup.wait_gone([task_main, orphan], 10.0))  # both are zombies now
+    reaper = OrphanReaper(lambda: {task_main}, structlog.get_logger())
+    assert reaper.reap() >= 1
+    assert procgroup.proc_stat(orphan) is None  # reaped
+    pid, status = os.waitpid(task_main, 0)  # the runner still gets its child's status
+    assert (pid, os.waitstatus_to_exitcode(status)) == (task_main, 7)
