@@ -7,6 +7,8 @@ processes, real gRPC; nothing of nodeagent is mocked.
 
 import asyncio
 import contextlib
+import datetime
+import ipaddress
 import json
 import signal
 import sys
@@ -20,10 +22,15 @@ import grpc.aio
 import pytest
 import structlog
 import uvloop
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import NameOID
 
 from cortex.envelope import EnvelopeSigner, public_key_pem
 from cortex.ids import new_task_id
+from cortex.tls import ClientTLS, ServerTLS, server_credentials
 from cortex.v1 import node_pb2, node_pb2_grpc
 from nodeagent import procgroup
 from nodeagent.agent import NodeAgent
@@ -142,11 +149,15 @@ def make_config(tmp_path: Path, port: int, **overrides: Any) -> AgentConfig:
 
 @contextlib.asynccontextmanager
 async def rig(tmp_path: Path, key: Ed25519PrivateKey | None = None,
+              server_creds: grpc.ServerCredentials | None = None,
               **overrides: Any) -> AsyncIterator[Rig]:
     hub = FakeHub()
     server = grpc.aio.server()
     node_pb2_grpc.add_NodeLinkServicer_to_server(hub, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    if server_creds is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        port = server.add_secure_port("127.0.0.1:0", server_creds)
     await server.start()
     key = key or Ed25519PrivateKey.generate()
     config = make_config(tmp_path, port, **overrides)
@@ -458,6 +469,44 @@ def test_permission_denied_counts_as_auth_failure(tmp_path: Path, code: grpc.Sta
             while r.agent.last_end is None:
                 await asyncio.sleep(0.01)
             assert r.agent.last_end.auth_failed and r.agent.last_end.code == code.name
+    run(main())
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that is its own CA (server and client alike)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cortex-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_mutual_tls(tmp_path: Path) -> None:
+    cert_file, key_file = self_signed(tmp_path)
+    server_creds = server_credentials(ServerTLS(cert_file, key_file, client_ca_file=cert_file))
+    client_tls = ClientTLS(ca_file=cert_file, cert_file=cert_file, key_file=key_file,
+                           enabled=True)
+
+    async def main() -> None:
+        async with rig(tmp_path, server_creds=server_creds, tls=client_tls,
+                       insecure_loopback=False) as r:
+            conn, hello = await r.hub.attach(epoch=1)
+            assert hello.node_id == "n1"
+            conn.send(task=r.envelope("echo over tls", epoch=1))
+            await conn.expect("started")
+            assert (await conn.expect("output")).data == b"over tls\r\n"
     run(main())
 
 
