@@ -18,6 +18,7 @@ from cortex.tokens import read_token_file
 from nodeagent import exitcodes
 from nodeagent.agent import NodeAgent, StateLocked
 from nodeagent.config import parse
+from nodeagent.errors import NodeAgentError
 
 
 def _fail(code: int, message: str) -> int:
@@ -48,6 +49,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             return runner.run(agent.run())
     except StateLocked as e:
         return _fail(exitcodes.STATE_LOCKED, str(e))
+    except NodeAgentError as e:  # the state directory's ran log or spools are unusable
+        return _fail(exitcodes.CONFIG, str(e))
     except OSError as e:
         return _fail(exitcodes.CONFIG, f"cannot use --state-dir {config.state_dir}: {e}")
 

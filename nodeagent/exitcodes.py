@@ -1,5 +1,5 @@
 """The node agent's process exit codes, in one place."""
 
 OK = 0  # clean exit, including a graceful or forced shutdown on SIGTERM/SIGINT
-CONFIG = 2  # bad flags, unreadable token or hub key, unusable state directory
+CONFIG = 2  # bad flags, unreadable token or hub key, unusable state directory or ran log
 STATE_LOCKED = 3  # another agent holds the state directory
