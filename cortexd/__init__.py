@@ -1,0 +1,1 @@
+"""cortexd: the Cortex hub daemon (supervisor, control process, shard processes)."""

@@ -1,0 +1,88 @@
+"""``cortexd``: run the hub, check or print its configuration, enroll nodes.
+
+    cortexd [--config FILE] [--state-dir DIR] [--shards K] ...   run the hub
+    cortexd --check-config | --print-config                      and exit
+    cortexd enroll NAME [--role node|client|admin]               print a new token
+
+Exit codes are in :mod:`cortexd.exitcodes` (documented in docs/architecture.md).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cortex import logs
+from cortex.errors import ConfigError
+from cortex.tokens import TokenTable
+from cortexd import config, exitcodes
+
+FLAGS: list[tuple[str, dict[str, Any]]] = [
+    ("--state-dir", {"help": "where the key, tokens, store and ready file live"}),
+    ("--node-listen", {"help": "HOST:PORT for nodes (port 0 = pick one)"}),
+    ("--control-listen", {"help": "HOST:PORT for the Control API (port 0 = pick one)"}),
+    ("--shards", {"type": int, "help": "shard processes (default: number of CPUs)"}),
+    ("--tls-cert-file", {}),
+    ("--tls-key-file", {}),
+    ("--tls-client-ca-file", {"help": "require client certificates from this CA"}),
+    ("--store", {"help": "sqlite:///PATH (default: STATE_DIR/cortex.db)"}),
+    ("--heartbeat-interval-ms", {"type": int}),
+    ("--node-grace-s", {"type": float}),
+    ("--max-frame-bytes", {"type": int}),
+    ("--signer", {"choices": ["inline", "pool"]}),
+    ("--shutdown-grace-s", {"type": float}),
+    ("--log-format", {"choices": ["json", "console"]}),
+    ("--log-level", {"choices": ["debug", "info", "warning", "error"]}),
+]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cortexd", description="The Cortex hub daemon.")
+    p.add_argument("--config", type=Path, help="TOML settings file (or CORTEX_CONFIG)")
+    for flag, kw in FLAGS:
+        p.add_argument(flag, **kw)
+    p.add_argument("--insecure-loopback", action="store_true", default=None,
+                   help="allow plaintext gRPC, only on loopback addresses")
+    p.add_argument("--check-config", action="store_true", help="validate settings and exit")
+    p.add_argument("--print-config", action="store_true", help="print effective settings")
+    sub = p.add_subparsers(dest="command")
+    enroll = sub.add_parser("enroll", help="mint a credential and print its token")
+    enroll.add_argument("name", help="node id (or client name)")
+    enroll.add_argument("--role", choices=["node", "client", "admin"], default="node")
+    enroll.add_argument("--state-dir", default=argparse.SUPPRESS)
+    enroll.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
+                 for flag, _ in FLAGS}
+    overrides["insecure_loopback"] = args.insecure_loopback
+    try:
+        settings = config.load(args.config, overrides, validate=args.command != "enroll")
+    except ConfigError as e:
+        print(f"cortexd: {e}", file=sys.stderr)
+        return exitcodes.CONFIG_ERROR
+    if args.print_config:
+        print(json.dumps(settings.to_dict(), indent=2))
+        return exitcodes.OK
+    if args.check_config:
+        print("cortexd: configuration is valid")
+        return exitcodes.OK
+    if args.command == "enroll":
+        try:
+            print(TokenTable(settings.tokens_file).add(args.name, args.role))
+        except (ConfigError, OSError) as e:
+            print(f"cortexd: {e}", file=sys.stderr)
+            return exitcodes.CONFIG_ERROR
+        return exitcodes.OK
+    logs.configure("supervisor", json=settings.log_format == "json", level=settings.log_level)
+    from cortexd.supervisor import Supervisor
+
+    return Supervisor(settings).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

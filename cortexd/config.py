@@ -1,0 +1,160 @@
+"""The hub's settings: one typed, frozen object.
+
+Precedence: defaults < TOML file (``--config`` or ``CORTEX_CONFIG``) < ``CORTEX_*``
+environment variables < command-line flags. Units are in the names. Every
+setting is validated here, so that a bad one is a boot failure with a message
+naming it (exit code CONFIG_ERROR), never a crash later in a child process.
+"""
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cortex.errors import ConfigError
+from cortex.tls import ServerTLS, check_plaintext, split_host_port
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= sets STATE_DIRECTORY.
+    if env := os.environ.get("STATE_DIRECTORY"):
+        return Path(env.split(":")[0])
+    return Path.home() / ".local" / "state" / "cortex"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    state_dir: Path = field(default_factory=_default_state_dir)
+    node_listen: str = "127.0.0.1:7700"
+    control_listen: str = "127.0.0.1:7701"
+    shards: int = field(default_factory=lambda: os.cpu_count() or 1)
+    insecure_loopback: bool = False
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    store: str = ""  # "" = sqlite:///<state_dir>/cortex.db
+    heartbeat_interval_ms: int = 5_000
+    node_grace_s: float = 60.0
+    max_frame_bytes: int = 1 << 20
+    ring_capacity_bytes: int = 8 << 20
+    envelope_ttl_ms: int = 60_000
+    signer: str = "inline"  # inline | pool
+    signer_pool_workers: int = 2
+    max_attempts: int = 3
+    max_queued_tasks: int = 100_000
+    max_watchers: int = 1_000
+    attach_timeout_s: float = 10.0
+    shutdown_grace_s: float = 10.0
+    child_timeout_s: float = 10.0
+    max_restarts_per_minute: int = 5
+    log_format: str = "json"  # json | console
+    log_level: str = "info"
+
+    @property
+    def store_url(self) -> str:
+        return self.store or f"sqlite:///{self.state_dir / 'cortex.db'}"
+
+    @property
+    def tls(self) -> ServerTLS:
+        return ServerTLS(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+
+    @property
+    def key_file(self) -> Path:
+        return self.state_dir / "hub.key"
+
+    @property
+    def tokens_file(self) -> Path:
+        return self.state_dir / "tokens"
+
+    def validate(self) -> None:
+        for name in ("node_listen", "control_listen"):
+            split_host_port(getattr(self, name))
+            check_plaintext(getattr(self, name), self.tls.enabled, self.insecure_loopback,
+                            name.replace("_", " "))
+        if self.tls_cert_file and not self.tls_key_file:
+            raise ConfigError("tls_cert_file is set but tls_key_file is not")
+        if not 1 <= self.shards <= 256:
+            raise ConfigError(f"shards must be between 1 and 256, not {self.shards}")
+        if self.signer not in ("inline", "pool"):
+            raise ConfigError(f"signer must be 'inline' or 'pool', not {self.signer!r}")
+        if self.log_format not in ("json", "console"):
+            raise ConfigError(f"log_format must be 'json' or 'console', not {self.log_format!r}")
+        if not self.store_url.startswith("sqlite:///"):
+            raise ConfigError(f"store {self.store!r}: only sqlite:///PATH is supported by this "
+                              "build")
+        if self.max_frame_bytes < 64 << 10:
+            raise ConfigError("max_frame_bytes must be at least 65536")
+        if self.ring_capacity_bytes < 2 * self.max_frame_bytes + 4096:
+            raise ConfigError("ring_capacity_bytes must be at least 2 * max_frame_bytes + 4096")
+        for name in ("heartbeat_interval_ms", "envelope_ttl_ms", "max_attempts",
+                     "max_queued_tasks", "max_watchers"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Settings":
+        """Rebuild settings sent to a child process as plain values (see to_dict)."""
+        return dataclasses.replace(cls(), **{k: _coerce(k, v) for k, v in values.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v)
+                for f in fields(self)}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Convert a TOML/env/flag value to the type of the default for ``name``."""
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    text = str(kind)
+    try:
+        if raw is None:
+            return None
+        if "bool" in text:
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(raw).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if "Path" in text:
+            return Path(str(raw)).expanduser()
+        if "int" in text:
+            return int(raw)
+        if "float" in text:
+            return float(raw)
+        return str(raw)
+    except ValueError as e:
+        raise ConfigError(f"setting {name}: cannot use {raw!r} ({text})") from e
+
+
+def load(config_file: Path | None, overrides: dict[str, Any],
+         environ: dict[str, str] | None = None, validate: bool = True) -> Settings:
+    """Build the settings from the file, the environment and flag overrides."""
+    environ = dict(os.environ) if environ is None else environ
+    names = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    path = config_file or (Path(environ["CORTEX_CONFIG"]) if "CORTEX_CONFIG" in environ else None)
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+        for key, raw in data.items():
+            if key not in names:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _coerce(key, raw)
+    for name in names:
+        env_name = "CORTEX_" + name.upper()
+        if env_name in environ:
+            values[name] = _coerce(name, environ[env_name])
+    for name, raw in overrides.items():
+        if raw is not None:
+            values[name] = _coerce(name, raw)
+    settings = dataclasses.replace(Settings(), **values)
+    if validate:
+        settings.validate()
+    return settings

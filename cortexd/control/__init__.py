@@ -1,0 +1,1 @@
+"""The control process: Control API, scheduler, node directory and task lifecycle."""

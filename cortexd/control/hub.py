@@ -1,0 +1,487 @@
+"""The control process's core: node directory, scheduling and the task lifecycle.
+
+Inputs are ring messages from the shards (attach, node frames, detach) and
+Control API calls; outputs are store writes, HubFrame bytes sent to a node's
+shard, and events for watchers. Every write about a task is conditional on its
+(attempt, node session epoch) in the store, so a frame from a superseded session
+or attempt is refused there, recorded, and answered with a cancel instead of
+being believed.
+
+Messages of one shard are handled in order by one coroutine; different shards
+interleave only at store awaits, and the conditional writes keep that safe.
+"""
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from cortex import logs
+from cortex.errors import CortexError
+from cortex.ids import is_task_id
+from cortex.v1 import node_pb2
+from cortexd.config import Settings
+from cortexd.ipc import messages as m
+from cortexd.ipc.link import RingLink
+from cortexd.lifecycle import ACTIVE, State, finished_state
+from cortexd.scheduler import Candidate, pick
+from cortexd.serializers.envelope import Encoder, EnvelopeRequest
+from cortexd.store import NodeRow, StaleWrite, Store, TaskRow
+
+#: Rejections after which a new attempt may succeed (the envelope was fine).
+RETRYABLE_REJECTIONS = frozenset({"stale_epoch", "expired", "capacity", "draining"})
+MAX_PLACEMENTS_PER_PASS = 512
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RequestError(CortexError):
+    """A Control request that cannot be served; ``code`` is a grpc.StatusCode name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(eq=False)
+class NodeState:
+    node_id: str
+    epoch: int
+    shard: int
+    labels: dict[str, str]
+    capacity: int
+    agent_version: str = ""
+    attached: bool = False
+    draining: bool = False
+    last_seen_ms: int = 0
+    running: set[str] = field(default_factory=set)
+    last_picked: int = 0
+
+
+@dataclass(slots=True)
+class ShardInfo:
+    pid: int = 0
+    alive: bool = False
+    restarts: int = 0
+    nodes: int = 0
+    frames_in: int = 0
+    frames_out: int = 0
+
+
+def spec_of(task: TaskRow) -> bytes:
+    return node_pb2.TaskSpec(command=task.command, env=task.env, cwd=task.cwd,
+                             timeout_s=task.timeout_s).SerializeToString()
+
+
+class Hub:
+    def __init__(self, settings: Settings, store: Store, encoder: Encoder, hub_id: str) -> None:
+        from cortexd.control.watchers import Watchers
+
+        self.settings = settings
+        self.store = store
+        self.encoder = encoder
+        self.hub_id = hub_id
+        self.watchers = Watchers(settings.max_watchers)
+        self.nodes: dict[str, NodeState] = {}
+        self.links: dict[int, RingLink] = {}
+        self.shards: dict[int, ShardInfo] = {}
+        self.queue: OrderedDict[str, TaskRow] = OrderedDict()
+        self._kick = asyncio.Event()
+        self._grace: dict[str, asyncio.TimerHandle] = {}
+        self._picks = 0
+        self._background: set[asyncio.Task[None]] = set()
+        self.log = logs.get()
+
+    # -- start-up -----------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Rebuild the in-memory view from the store after a (re)start."""
+        for row in await self.store.list_nodes():
+            self.nodes[row.node_id] = NodeState(row.node_id, row.session_epoch, row.shard,
+                                                row.labels, row.capacity, row.agent_version,
+                                                attached=False, last_seen_ms=row.last_seen_ms)
+        for task in await self.store.tasks_in(frozenset({State.QUEUED})):
+            self.queue[task.task_id] = task
+        active = await self.store.tasks_in(ACTIVE)
+        for task in active:
+            if (node := self.nodes.get(task.node_id)) is not None:
+                node.running.add(task.task_id)
+        for node in self.nodes.values():
+            if node.running:
+                self._start_grace(node.node_id, node.epoch)
+        self.log.info("control_recovered", nodes=len(self.nodes), queued=len(self.queue),
+                      active=len(active))
+
+    # -- ring input ---------------------------------------------------------------
+
+    async def serve_shard(self, shard: int, link: RingLink) -> None:
+        while True:
+            for record in await link.recv():
+                try:
+                    await self._dispatch(shard, m.unpack(record))
+                except Exception:
+                    self.log.exception("ring_message_failed", shard=shard)
+
+    async def _dispatch(self, shard: int, msg: list[object]) -> None:
+        kind = msg[0]
+        if kind == m.FRAME:
+            node_id, epoch, raw = msg[1], msg[2], msg[3]
+            assert isinstance(node_id, str) and isinstance(epoch, int)
+            assert isinstance(raw, bytes)
+            await self.on_frame(node_id, epoch, raw)
+        elif kind == m.ATTACH:
+            conn_id, node_id, hello = msg[1], msg[2], msg[3]
+            assert isinstance(conn_id, int) and isinstance(node_id, str)
+            assert isinstance(hello, bytes)
+            await self.on_attach(shard, conn_id, node_id, hello)
+        elif kind == m.DETACH:
+            node_id, epoch, reason = msg[1], msg[2], msg[3]
+            assert isinstance(node_id, str) and isinstance(epoch, int)
+            await self.on_detach(node_id, epoch, str(reason))
+        elif kind == m.STATS:
+            info = self.shards.setdefault(shard, ShardInfo())
+            info.nodes, info.frames_in, info.frames_out = (int(x) for x in msg[1:4])  # type: ignore[call-overload]
+
+    async def _to_shard(self, shard: int, record: bytes) -> None:
+        link = self.links.get(shard)
+        if link is not None and not link.send_nowait(record):
+            await link.send(record)
+
+    async def send_node(self, node: NodeState, frame: node_pb2.HubFrame | bytes) -> None:
+        raw = frame if isinstance(frame, bytes) else frame.SerializeToString()
+        await self._to_shard(node.shard, m.pack(m.SEND, node.node_id, node.epoch, raw))
+
+    # -- attach / detach ----------------------------------------------------------
+
+    async def on_attach(self, shard: int, conn_id: int, node_id: str, hello_raw: bytes) -> None:
+        hello = node_pb2.Hello.FromString(hello_raw)
+        epoch = await self.store.mint_epoch()
+        old = self.nodes.get(node_id)
+        if old is not None and old.attached:
+            await self._to_shard(old.shard, m.pack(m.CLOSE, node_id, old.epoch,
+                                                   "superseded by a newer session"))
+        node = NodeState(node_id, epoch, shard, dict(hello.labels), hello.capacity,
+                         hello.agent_version, attached=True, last_seen_ms=now_ms())
+        self.nodes[node_id] = node
+        self._cancel_grace(node_id)
+        await self.store.node_attached(NodeRow(node_id, epoch, node.labels, node.capacity,
+                                               node.agent_version, shard, True,
+                                               node.last_seen_ms))
+        welcome = node_pb2.Welcome(session_epoch=epoch, hub_id=self.hub_id, shard=shard,
+                                   heartbeat_interval_ms=self.settings.heartbeat_interval_ms)
+        resend: list[TaskRow] = []
+        cancels: list[TaskRow] = []
+        reported: set[str] = set()
+        for rep in hello.tasks:
+            reported.add(rep.task_id)
+            task = await self.store.get_task(rep.task_id) if is_task_id(rep.task_id) else None
+            keep = (task is not None and task.attempt == rep.attempt
+                    and task.node_id == node_id and task.state in ACTIVE)
+            if task is not None and keep:
+                await self.store.rebind_epoch(task.task_id, task.attempt, node_id, epoch)
+                node.running.add(task.task_id)
+                if task.cancel_requested:
+                    cancels.append(task)
+                welcome.verdicts.add(task_id=rep.task_id, attempt=rep.attempt,
+                                     verdict=node_pb2.VERDICT_KEEP,
+                                     resume_offset=task.output_bytes)
+            else:
+                welcome.verdicts.add(task_id=rep.task_id, attempt=rep.attempt,
+                                     verdict=node_pb2.VERDICT_KILL)
+        for task in await self.store.tasks_in(ACTIVE, node_id):
+            if task.task_id in reported:
+                continue
+            if task.state is State.ASSIGNED:
+                # Dispatch is at-least-once: the envelope may never have arrived.
+                await self.store.rebind_epoch(task.task_id, task.attempt, node_id, epoch)
+                task.node_epoch = epoch
+                node.running.add(task.task_id)
+                resend.append(task)
+            else:
+                await self._finish(task, State.LOST, reason="node came back without the task")
+        await self._to_shard(shard, m.pack(m.WELCOME, conn_id, node_id, epoch,
+                                           node_pb2.HubFrame(welcome=welcome).SerializeToString()))
+        self.log.info("node_admitted", node=node_id, epoch=epoch, shard=shard,
+                      kept=len(node.running) - len(resend), resent=len(resend))
+        if resend:
+            await self._dispatch_envelopes([(t, node) for t in resend])
+        for task in cancels:
+            await self.send_node(node, node_pb2.HubFrame(cancel=node_pb2.CancelTask(
+                task_id=task.task_id, attempt=task.attempt, reason="cancel requested")))
+        self.kick()
+
+    async def on_detach(self, node_id: str, epoch: int, reason: str) -> None:
+        node = self.nodes.get(node_id)
+        if node is None or node.epoch != epoch or not node.attached:
+            return
+        node.attached = False
+        node.last_seen_ms = now_ms()
+        await self.store.node_detached(node_id, epoch, node.last_seen_ms)
+        self.log.info("node_gone", node=node_id, epoch=epoch, reason=reason,
+                      running=len(node.running))
+        if node.running:
+            self._start_grace(node_id, epoch)
+
+    async def shard_down(self, shard: int) -> None:
+        for node in list(self.nodes.values()):
+            if node.attached and node.shard == shard:
+                await self.on_detach(node.node_id, node.epoch, f"shard {shard} exited")
+
+    def _start_grace(self, node_id: str, epoch: int) -> None:
+        self._cancel_grace(node_id)
+        loop = asyncio.get_running_loop()
+        self._grace[node_id] = loop.call_later(
+            self.settings.node_grace_s, lambda: self._spawn(self._grace_expired(node_id, epoch)))
+
+    def _cancel_grace(self, node_id: str) -> None:
+        if (handle := self._grace.pop(node_id, None)) is not None:
+            handle.cancel()
+
+    def _spawn(self, coro: "asyncio.Future[None] | asyncio.Task[None] | object") -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _grace_expired(self, node_id: str, epoch: int) -> None:
+        self._grace.pop(node_id, None)
+        node = self.nodes.get(node_id)
+        if node is None or node.attached or node.epoch != epoch:
+            return
+        for task in await self.store.tasks_in(ACTIVE, node_id):
+            await self._finish(task, State.LOST,
+                               reason=f"node missed its grace of {self.settings.node_grace_s} s")
+        node.running.clear()
+
+    # -- node frames --------------------------------------------------------------
+
+    async def on_frame(self, node_id: str, epoch: int, raw: bytes) -> None:
+        frame = node_pb2.NodeFrame.FromString(raw)
+        node = self.nodes.get(node_id)
+        if node is None:
+            return
+        kind = frame.WhichOneof("kind")
+        if kind == "output":
+            await self._on_output(node, epoch, frame.output)
+        elif kind == "started":
+            await self._on_started(node, epoch, frame.started)
+        elif kind == "finished":
+            await self._on_finished(node, epoch, frame.finished)
+        elif kind == "rejected":
+            await self._on_rejected(node, epoch, frame.rejected)
+        elif kind == "draining" and node.epoch == epoch:
+            node.draining = True
+            self.log.info("node_draining", node=node_id, reason=frame.draining.reason)
+
+    async def _kill_stray(self, node: NodeState, epoch: int, task_id: str, attempt: int,
+                          why: str) -> None:
+        if node.epoch == epoch and node.attached:
+            await self.send_node(node, node_pb2.HubFrame(cancel=node_pb2.CancelTask(
+                task_id=task_id, attempt=attempt, reason=why)))
+
+    async def _on_output(self, node: NodeState, epoch: int, out: node_pb2.TaskOutput) -> None:
+        if not is_task_id(out.task_id):
+            return
+        try:
+            before, after = await self.store.append_output(out.task_id, out.attempt, epoch,
+                                                           out.offset, out.data)
+        except StaleWrite:
+            await self._kill_stray(node, epoch, out.task_id, out.attempt,
+                                   "output for a superseded attempt")
+            return
+        if after > before:
+            self.watchers.publish(out.task_id, ("output", (out.attempt, before,
+                                                           out.data[before - out.offset:])))
+        if node.epoch == epoch:
+            await self.send_node(node, node_pb2.HubFrame(ack=node_pb2.OutputAck(
+                task_id=out.task_id, attempt=out.attempt, offset=after)))
+
+    async def _on_started(self, node: NodeState, epoch: int, st: node_pb2.TaskStarted) -> None:
+        if not is_task_id(st.task_id):
+            return
+        try:
+            row = await self.store.transition(st.task_id, attempt=st.attempt, node_epoch=epoch,
+                                              to=State.RUNNING, now_ms=now_ms())
+        except StaleWrite:
+            task = await self.store.get_task(st.task_id)
+            if task is None or task.attempt != st.attempt or task.state.terminal:
+                await self._kill_stray(node, epoch, st.task_id, st.attempt,
+                                       "attempt superseded")
+            return
+        self.watchers.publish(row.task_id, ("state", row))
+
+    async def _on_finished(self, node: NodeState, epoch: int, fin: node_pb2.TaskFinished) -> None:
+        if not is_task_id(fin.task_id):
+            return
+        task = await self.store.get_task(fin.task_id)
+        if task is not None:
+            state = finished_state(fin.kind, fin.exit_code, task.cancel_requested)
+            reason = fin.reason
+            if task.attempt == fin.attempt and task.output_bytes != fin.output_end:
+                reason = (f"{reason}; " if reason else "") + (
+                    f"hub holds {task.output_bytes} of {fin.output_end} output bytes")
+            try:
+                row = await self.store.transition(
+                    fin.task_id, attempt=fin.attempt, node_epoch=epoch, to=state,
+                    exit_code=fin.exit_code, reason=reason, now_ms=now_ms())
+            except StaleWrite as e:
+                self.log.info("late_result_rejected", task=fin.task_id, attempt=fin.attempt,
+                              epoch=epoch, why=str(e))
+            else:
+                node.running.discard(row.task_id)
+                self.watchers.publish(row.task_id, ("state", row))
+                self.kick()
+        if node.epoch == epoch:
+            await self.send_node(node, node_pb2.HubFrame(finished_ack=node_pb2.FinishedAck(
+                task_id=fin.task_id, attempt=fin.attempt)))
+
+    async def _on_rejected(self, node: NodeState, epoch: int, rej: node_pb2.TaskRejected) -> None:
+        self.log.warning("envelope_rejected", node=node.node_id, task=rej.task_id,
+                         attempt=rej.attempt, code=rej.code, reason=rej.reason)
+        task = await self.store.get_task(rej.task_id) if is_task_id(rej.task_id) else None
+        if task is None or task.attempt != rej.attempt or task.node_epoch != epoch:
+            return
+        node.running.discard(task.task_id)
+        if rej.code == "draining":
+            node.draining = True
+        retry = rej.code in RETRYABLE_REJECTIONS and task.attempt < self.settings.max_attempts
+        target = State.QUEUED if retry else State.FAILED
+        try:
+            row = await self.store.transition(
+                task.task_id, attempt=task.attempt, node_epoch=epoch, to=target,
+                reason=f"node {node.node_id} refused the envelope: {rej.code}: {rej.reason}",
+                now_ms=now_ms())
+        except StaleWrite:
+            return
+        if retry:
+            self.queue[row.task_id] = row
+            self.kick()
+        self.watchers.publish(row.task_id, ("state", row))
+
+    async def _finish(self, task: TaskRow, state: State, reason: str) -> None:
+        try:
+            row = await self.store.transition(task.task_id, attempt=task.attempt,
+                                              node_epoch=task.node_epoch, to=state,
+                                              reason=reason, now_ms=now_ms())
+        except StaleWrite:
+            return
+        if (node := self.nodes.get(task.node_id)) is not None:
+            node.running.discard(task.task_id)
+        self.watchers.publish(row.task_id, ("state", row))
+
+    # -- scheduling -----------------------------------------------------------------
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    async def run_scheduler(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            try:
+                await self._schedule_pass()
+            except Exception:
+                self.log.exception("schedule_pass_failed")
+
+    async def _schedule_pass(self) -> None:
+        candidates = {n.node_id: Candidate(n.node_id, n.labels, n.capacity, len(n.running),
+                                           n.attached, n.draining, n.last_picked)
+                      for n in self.nodes.values() if n.attached and not n.draining}
+        if not candidates or not self.queue:
+            return
+        placed: list[tuple[TaskRow, NodeState]] = []
+        for task in list(self.queue.values()):
+            if len(placed) >= MAX_PLACEMENTS_PER_PASS:
+                self.kick()  # more next pass
+                break
+            cand = pick(candidates.values(), task.selector, task.node_pin)
+            if cand is None:
+                continue
+            self._picks += 1
+            cand.running += 1
+            cand.last_picked = self._picks
+            node = self.nodes[cand.node_id]
+            node.last_picked = self._picks
+            node.running.add(task.task_id)
+            del self.queue[task.task_id]
+            placed.append((task, node))
+        assigned: list[tuple[TaskRow, NodeState]] = []
+        for task, node in placed:
+            try:
+                row = await self.store.transition(
+                    task.task_id, attempt=task.attempt, node_epoch=0, to=State.ASSIGNED,
+                    new_attempt=True, node_id=node.node_id, new_node_epoch=node.epoch,
+                    now_ms=now_ms())
+            except StaleWrite:  # cancelled meanwhile
+                node.running.discard(task.task_id)
+                continue
+            self.watchers.publish(row.task_id, ("state", row))
+            assigned.append((row, node))
+        await self._dispatch_envelopes(assigned)
+
+    async def _dispatch_envelopes(self, batch: list[tuple[TaskRow, NodeState]]) -> None:
+        if not batch:
+            return
+        requests = [EnvelopeRequest(t.task_id, t.attempt, n.node_id, t.node_epoch, t.tenant,
+                                    spec_of(t)) for t, n in batch]
+        frames = await self.encoder.encode(requests)
+        for (task, node), frame in zip(batch, frames, strict=True):
+            if node.attached and node.epoch == task.node_epoch:
+                await self.send_node(node, frame)
+
+    # -- Control API operations -------------------------------------------------------
+
+    async def submit(self, task: TaskRow) -> tuple[TaskRow, bool]:
+        if len(self.queue) >= self.settings.max_queued_tasks:
+            raise RequestError("RESOURCE_EXHAUSTED",
+                               f"queue is full ({self.settings.max_queued_tasks} tasks)")
+        row, created = await self.store.create_task(task)
+        if created:
+            self.queue[row.task_id] = row
+            self.watchers.publish(row.task_id, ("state", row))
+            self.kick()
+        return row, not created
+
+    async def get(self, task_id: str) -> TaskRow:
+        if not is_task_id(task_id):
+            raise RequestError("INVALID_ARGUMENT", f"{task_id!r} is not a task id")
+        task = await self.store.get_task(task_id)
+        if task is None:
+            raise RequestError("NOT_FOUND", f"task {task_id} not found")
+        return task
+
+    async def cancel(self, task_id: str, reason: str) -> TaskRow:
+        task = await self.get(task_id)
+        if task.state.terminal:
+            raise RequestError("FAILED_PRECONDITION", f"task {task_id} is already "
+                               f"{task.state.value}")
+        if task.state is State.QUEUED:
+            try:
+                row = await self.store.transition(task_id, attempt=task.attempt, node_epoch=0,
+                                                  to=State.CANCELLED, reason=reason or
+                                                  "cancelled while queued", now_ms=now_ms())
+            except StaleWrite:
+                return await self.cancel(task_id, reason)  # it was placed meanwhile
+            self.queue.pop(task_id, None)
+            self.watchers.publish(task_id, ("state", row))
+            return row
+        row = await self.store.request_cancel(task_id)
+        assert row is not None
+        node = self.nodes.get(row.node_id)
+        if node is not None and node.attached and row.state in ACTIVE:
+            await self.send_node(node, node_pb2.HubFrame(cancel=node_pb2.CancelTask(
+                task_id=task_id, attempt=row.attempt, reason=reason or "cancel requested")))
+        return row
+
+    async def send_input(self, task_id: str, data: bytes) -> int:
+        task = await self.get(task_id)
+        if task.state not in ACTIVE:
+            raise RequestError("FAILED_PRECONDITION",
+                               f"task {task_id} is {task.state.value}; input needs a running task")
+        node = self.nodes.get(task.node_id)
+        if node is None or not node.attached:
+            raise RequestError("UNAVAILABLE", f"node {task.node_id} is not attached; retry later")
+        await self.send_node(node, node_pb2.HubFrame(input=node_pb2.TaskInput(
+            task_id=task_id, attempt=task.attempt, data=data)))
+        return task.attempt

@@ -1,0 +1,129 @@
+"""The control process: opens the store, serves the Control API, drives the Hub.
+
+Spawned by the supervisor. It attaches to every shard's ring pair, listens to
+the supervisor's pipe for shard exits and restarts (``shard_up``/``shard_down``
+maps), and on SIGTERM runs its part of the stop ladder: stop accepting client
+calls, let streams finish, close the store (flushing it).
+"""
+
+import asyncio
+import os
+import signal
+import socket
+from multiprocessing.connection import Connection
+from typing import Any
+
+import uvloop
+
+from cortex import logs
+from cortex.envelope import load_or_create_private_key
+from cortex.errors import ConfigError
+from cortex.tokens import TokenTable
+from cortex.v1 import control_pb2_grpc
+from cortexd import exitcodes
+from cortexd.childproc import RingPaths, install_stop_signals, read_report, report, watch_parent
+from cortexd.config import Settings
+from cortexd.control.hub import Hub, ShardInfo
+from cortexd.control.service import ControlService
+from cortexd.ingress.auth import CONTROL_METHODS, Authenticator, AuthInterceptor
+from cortexd.ingress.server import BindError, build_server
+from cortexd.ipc.link import RingLink
+from cortexd.ipc.ring import Ring
+from cortexd.serializers import make_encoder
+from cortexd.store import StoreError, open_store
+
+
+class Control:
+    def __init__(self, settings: Settings, rings: list[RingPaths], conn: Connection,
+                 parent_pid: int) -> None:
+        self.settings = settings
+        self.rings = rings
+        self.conn = conn
+        self.parent_pid = parent_pid
+        self.stop = asyncio.Event()
+        self.log = logs.get()
+
+    async def run(self) -> int:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        try:
+            key = load_or_create_private_key(s.key_file)
+        except ConfigError as e:
+            report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.CONFIG_ERROR)
+            return exitcodes.CONFIG_ERROR
+        store = open_store(s.store_url)
+        try:
+            await store.open()
+        except StoreError as e:
+            report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.CONFIG_ERROR)
+            return exitcodes.CONFIG_ERROR
+        encoder = make_encoder(s.signer, key, s.envelope_ttl_ms, s.signer_pool_workers)
+        hub = Hub(s, store, encoder, hub_id=socket.gethostname())
+        await hub.recover()
+        for index, paths in enumerate(self.rings):
+            link = RingLink(Ring(paths.down), Ring(paths.up), paths.up_wake, paths.down_wake)
+            link.start(loop)
+            hub.links[index] = link
+            hub.shards[index] = ShardInfo()
+        table = TokenTable(s.tokens_file)
+        table.load()
+        auth = Authenticator(table)
+        try:
+            server, port = build_server(s.control_listen, s.tls,
+                                        max_frame_bytes=s.max_frame_bytes, reuse_port=False,
+                                        interceptors=[AuthInterceptor(auth, CONTROL_METHODS)])
+        except BindError as e:
+            report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.PORT_IN_USE)
+            return exitcodes.PORT_IN_USE
+        control_pb2_grpc.add_ControlServicer_to_server(ControlService(hub), server)
+        await server.start()
+        install_stop_signals(loop, lambda sig: self.stop.set())
+        tasks = [asyncio.create_task(hub.serve_shard(i, link)) for i, link in hub.links.items()]
+        tasks.append(asyncio.create_task(hub.run_scheduler()))
+        tasks.append(asyncio.create_task(watch_parent(self.parent_pid, self.stop.set)))
+        loop.add_reader(self.conn.fileno(), self._from_supervisor, hub)
+        hub.kick()
+        report(self.conn, "ready", pid=os.getpid(), control_port=port)
+        self.log.info("control_ready", address=s.control_listen, port=port)
+        await self.stop.wait()
+        loop.remove_reader(self.conn.fileno())
+        await server.stop(grace=min(3.0, s.shutdown_grace_s))
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        encoder.close()
+        for link in hub.links.values():
+            link.close()
+        await store.close()
+        self.log.info("control_stopped", nodes=sum(n.attached for n in hub.nodes.values()),
+                      queued=len(hub.queue))
+        return exitcodes.OK
+
+    def _from_supervisor(self, hub: Hub) -> None:
+        try:
+            msg = read_report(self.conn)
+        except (EOFError, OSError, ValueError):
+            self.stop.set()  # the supervisor is gone
+            return
+        info = hub.shards.setdefault(int(msg.get("shard", 0)), ShardInfo())
+        if msg["event"] == "shard_up":
+            info.pid, info.alive, info.restarts = msg["pid"], True, msg["restarts"]
+        elif msg["event"] == "shard_down":
+            info.alive = False
+            hub._spawn(hub.shard_down(int(msg["shard"])))
+
+
+def main(settings_dict: dict[str, Any], rings: list[RingPaths], conn: Connection,
+         parent_pid: int) -> None:
+    """Entry point of the spawned control process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    settings = Settings.from_dict(settings_dict)
+    logs.configure("control", json=settings.log_format == "json", level=settings.log_level)
+    try:
+        code = uvloop.run(Control(settings, rings, conn, parent_pid).run())
+    except Exception as e:
+        logs.get().exception("control_crashed")
+        report(conn, "boot_error", message=f"control: {type(e).__name__}: {e}",
+               exit_code=exitcodes.BOOT_ERROR)
+        code = exitcodes.ERROR
+    os._exit(code)

@@ -1,0 +1,186 @@
+"""The Control gRPC service: validation at the edge, then the Hub does the work."""
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from cortex.ids import ENV_NAME_RE, IDEMPOTENCY_KEY_RE, check_labels, is_node_id, new_task_id
+from cortex.v1 import control_pb2, control_pb2_grpc
+from cortexd.control.hub import Hub, RequestError
+from cortexd.lifecycle import State
+from cortexd.store import TaskRow
+
+MAX_COMMAND_BYTES = 64 << 10
+MAX_INPUT_BYTES = 64 << 10
+MAX_ENV = 256
+WATCH_CHUNK = 256 << 10
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def task_pb(t: TaskRow) -> control_pb2.Task:
+    return control_pb2.Task(
+        task_id=t.task_id, state=control_pb2.TaskState.Value(t.state.value), attempt=t.attempt,
+        node_id=t.node_id, command=t.command, has_exit_code=t.exit_code is not None,
+        exit_code=t.exit_code or 0, reason=t.reason, output_bytes=t.output_bytes,
+        created_ms=t.created_ms, updated_ms=t.updated_ms, idempotency_key=t.idempotency_key,
+        selector=t.selector, tenant=t.tenant)
+
+
+def _check_submit(req: control_pb2.SubmitRequest) -> str | None:
+    if not req.command.strip():
+        return "command is required"
+    if len(req.command.encode()) > MAX_COMMAND_BYTES:
+        return f"command is longer than {MAX_COMMAND_BYTES} bytes"
+    if (err := check_labels(dict(req.selector), "selector")) is not None:
+        return err
+    if req.node_id and not is_node_id(req.node_id):
+        return f"node_id {req.node_id!r} is not a valid node id"
+    if req.idempotency_key and not IDEMPOTENCY_KEY_RE.match(req.idempotency_key):
+        return f"idempotency_key must match {IDEMPOTENCY_KEY_RE.pattern}"
+    if len(req.env) > MAX_ENV:
+        return f"at most {MAX_ENV} environment variables"
+    for name in req.env:
+        if not ENV_NAME_RE.match(name):
+            return f"environment variable name {name!r} is not valid"
+    if req.cwd and not req.cwd.startswith("/"):
+        return "cwd must be an absolute path"
+    return None
+
+
+class ControlService(control_pb2_grpc.ControlServicer):
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def _fail(self, context: Ctx, e: RequestError) -> None:
+        await context.abort(getattr(grpc.StatusCode, e.code), str(e))
+
+    async def Submit(self, request: control_pb2.SubmitRequest,  # noqa: N802
+                     context: Ctx) -> control_pb2.SubmitResponse:
+        if (err := _check_submit(request)) is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err)
+        now = int(time.time() * 1000)
+        row = TaskRow(task_id=new_task_id(), command=request.command, env=dict(request.env),
+                      cwd=request.cwd, timeout_s=request.timeout_s,
+                      selector=dict(request.selector), node_pin=request.node_id,
+                      idempotency_key=request.idempotency_key, created_ms=now, updated_ms=now)
+        try:
+            task, dedup = await self.hub.submit(row)
+        except RequestError as e:
+            await self._fail(context, e)
+            raise
+        if dedup and task.command != request.command:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS,
+                                f"idempotency key {request.idempotency_key!r} names task "
+                                f"{task.task_id} with a different command")
+        return control_pb2.SubmitResponse(task=task_pb(task), deduplicated=dedup)
+
+    async def GetTask(self, request: control_pb2.GetTaskRequest,  # noqa: N802
+                      context: Ctx) -> control_pb2.Task:
+        try:
+            return task_pb(await self.hub.get(request.task_id))
+        except RequestError as e:
+            await self._fail(context, e)
+            raise
+
+    async def Cancel(self, request: control_pb2.CancelRequest,  # noqa: N802
+                     context: Ctx) -> control_pb2.CancelResponse:
+        try:
+            return control_pb2.CancelResponse(
+                task=task_pb(await self.hub.cancel(request.task_id, request.reason)))
+        except RequestError as e:
+            await self._fail(context, e)
+            raise
+
+    async def SendInput(self, request: control_pb2.SendInputRequest,  # noqa: N802
+                        context: Ctx) -> control_pb2.SendInputResponse:
+        if not request.data or len(request.data) > MAX_INPUT_BYTES:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"input must be 1 to {MAX_INPUT_BYTES} bytes")
+        try:
+            attempt = await self.hub.send_input(request.task_id, request.data)
+        except RequestError as e:
+            await self._fail(context, e)
+            raise
+        return control_pb2.SendInputResponse(attempt=attempt)
+
+    async def ListNodes(self, request: control_pb2.ListNodesRequest,  # noqa: N802
+                        context: Ctx) -> control_pb2.ListNodesResponse:
+        return control_pb2.ListNodesResponse(nodes=[
+            control_pb2.Node(node_id=n.node_id, attached=n.attached, session_epoch=n.epoch,
+                             labels=n.labels, capacity=n.capacity, running=len(n.running),
+                             agent_version=n.agent_version, shard=n.shard,
+                             last_seen_ms=n.last_seen_ms, draining=n.draining)
+            for n in sorted(self.hub.nodes.values(), key=lambda n: n.node_id)])
+
+    async def ListTasks(self, request: control_pb2.ListTasksRequest,  # noqa: N802
+                        context: Ctx) -> control_pb2.ListTasksResponse:
+        state = (State(control_pb2.TaskState.Name(request.state))
+                 if request.state != control_pb2.TASK_STATE_UNSPECIFIED else None)
+        limit = min(request.limit or 100, 10_000)
+        rows = await self.hub.store.list_tasks(state, request.node_id, limit)
+        return control_pb2.ListTasksResponse(tasks=[task_pb(t) for t in rows])
+
+    async def ListShards(self, request: control_pb2.ListShardsRequest,  # noqa: N802
+                         context: Ctx) -> control_pb2.ListShardsResponse:
+        out = []
+        for index in sorted(set(self.hub.shards) | set(self.hub.links)):
+            info = self.hub.shards.get(index)
+            link = self.hub.links.get(index)
+            out.append(control_pb2.Shard(
+                shard=index, pid=info.pid if info else 0, alive=bool(info and info.alive),
+                nodes=sum(1 for n in self.hub.nodes.values() if n.attached and n.shard == index),
+                restarts=info.restarts if info else 0,
+                frames_in=info.frames_in if info else 0, frames_out=info.frames_out if info else 0,
+                ring_in_used_bytes=link.rx.used_bytes if link else 0,
+                ring_out_used_bytes=link.tx.used_bytes if link else 0))
+        return control_pb2.ListShardsResponse(shards=out)
+
+    async def Watch(self, request: control_pb2.WatchRequest,  # noqa: N802
+                    context: Ctx) -> AsyncIterator[control_pb2.WatchEvent]:
+        try:
+            task = await self.hub.get(request.task_id)
+        except RequestError as e:
+            await self._fail(context, e)
+            raise
+        watcher = self.hub.watchers.add(task.task_id)
+        if watcher is None:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many watchers")
+            raise AssertionError("unreachable")
+        try:
+            # Registered before reading the store: nothing published after the read is missed.
+            task = await self.hub.get(request.task_id)
+            yield control_pb2.WatchEvent(state=task_pb(task))
+            attempt, offset = task.attempt, request.from_offset
+            while True:
+                if not request.no_output and attempt > 0:
+                    while data := await self.hub.store.read_output(task.task_id, attempt,
+                                                                   offset, WATCH_CHUNK):
+                        yield control_pb2.WatchEvent(output=control_pb2.OutputChunk(
+                            attempt=attempt, offset=offset, data=data))
+                        offset += len(data)
+                if task.state.terminal:
+                    return
+                kind, payload = await watcher.queue.get()
+                if kind == "lagged":
+                    watcher.lagged = False
+                    task = await self.hub.get(task.task_id)
+                    yield control_pb2.WatchEvent(state=task_pb(task))
+                elif kind == "state":
+                    assert isinstance(payload, TaskRow)
+                    if payload.attempt != attempt:
+                        attempt, offset = payload.attempt, 0
+                    task = payload
+                    yield control_pb2.WatchEvent(state=task_pb(task))
+                elif kind == "output" and not request.no_output:
+                    ev_attempt, ev_offset, data = payload
+                    if ev_attempt == attempt and ev_offset <= offset < ev_offset + len(data):
+                        chunk = data[offset - ev_offset:]
+                        yield control_pb2.WatchEvent(output=control_pb2.OutputChunk(
+                            attempt=attempt, offset=offset, data=chunk))
+                        offset += len(chunk)
+                    # an event past our offset means we missed some: the store read
+                    # at the top of the loop catches up.
+        finally:
+            self.hub.watchers.remove(watcher)

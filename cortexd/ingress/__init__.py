@@ -1,0 +1,1 @@
+"""The hub's network edge: gRPC servers, their options and the auth interceptor."""

@@ -1,0 +1,83 @@
+"""One interceptor authenticates and authorizes every RPC before any handler runs.
+
+The method allowlist is explicit: a method not named here is refused, whatever
+the credential. Handlers that need the caller's identity ask
+:meth:`Authenticator.identify` again (cheap: a hash lookup), because the
+identity must come from the credential, never from the request.
+"""
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+
+from cortex.tokens import METADATA_KEY, Principal, TokenTable
+
+NODE_METHODS = {"/cortex.v1.NodeLink/Attach": frozenset({"node"})}
+_CLIENT = frozenset({"client", "admin"})
+_ADMIN = frozenset({"admin"})
+CONTROL_METHODS = {
+    "/cortex.v1.Control/Submit": _CLIENT,
+    "/cortex.v1.Control/GetTask": _CLIENT,
+    "/cortex.v1.Control/Watch": _CLIENT,
+    "/cortex.v1.Control/Cancel": _CLIENT,
+    "/cortex.v1.Control/SendInput": _CLIENT,
+    "/cortex.v1.Control/ListTasks": _CLIENT,
+    "/cortex.v1.Control/ListNodes": _ADMIN,
+    "/cortex.v1.Control/ListShards": _ADMIN,
+}
+
+
+class Authenticator:
+    def __init__(self, table: TokenTable) -> None:
+        self.table = table
+
+    def identify(self, metadata: Sequence[Any] | None) -> Principal | None:
+        for item in metadata or ():
+            key, value = item[0], item[1]
+            if key == METADATA_KEY and isinstance(value, str) and value.startswith("Bearer "):
+                return self.table.lookup(value[7:].strip())
+        return None
+
+
+def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode,
+             message: str) -> grpc.RpcMethodHandler:
+    async def refuse(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await context.abort(code, message)
+
+    kw = {"request_deserializer": handler.request_deserializer,
+          "response_serializer": handler.response_serializer}
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(refuse, **kw)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(refuse, **kw)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(refuse, **kw)
+    return grpc.unary_unary_rpc_method_handler(refuse, **kw)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, auth: Authenticator, allow: dict[str, frozenset[str]]) -> None:
+        self._auth = auth
+        self._allow = allow
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        roles = self._allow.get(details.method)
+        if roles is None:
+            return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED,
+                            f"method {details.method} is not allowed here")
+        principal = self._auth.identify(details.invocation_metadata)
+        if principal is None:
+            return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED,
+                            "missing or unknown credential (authorization: Bearer <token>)")
+        if principal.role not in roles:
+            return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED,
+                            f"{principal.role} {principal.name!r} may not call {details.method}")
+        return handler

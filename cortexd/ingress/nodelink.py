@@ -1,0 +1,168 @@
+"""The NodeLink.Attach handler: a thin adapter between a node's stream and the rings.
+
+Frames arrive as raw bytes (identity deserializer) and are parsed here, so that a
+malformed frame ends that stream with INVALID_ARGUMENT and a clear message.
+Heartbeats are answered in the shard; everything about tasks is forwarded to
+the control process as the node's own bytes, tagged with the session epoch.
+Frames to the node are written as the bytes the control process produced
+(identity serializer): an envelope is never re-encoded.
+"""
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from cortex import logs
+from cortex.ids import check_labels, is_node_id
+from cortex.v1 import node_pb2
+from cortexd.ingress.auth import Authenticator
+from cortexd.ipc import messages as m
+from cortexd.ipc.link import RingLink
+from cortexd.shards.session import CLOSE, NodeSession, RefusedAttach, SessionTable
+
+MAX_REPORTED_TASKS = 10_000
+MAX_CAPACITY = 10_000
+Context = grpc.aio.ServicerContext[bytes, bytes]
+
+
+def _parse(raw: bytes) -> node_pb2.NodeFrame:
+    frame = node_pb2.NodeFrame()
+    try:
+        frame.ParseFromString(raw)
+    except DecodeError as e:
+        raise ValueError(f"malformed NodeFrame: {e}") from e
+    if frame.WhichOneof("kind") is None:
+        raise ValueError("NodeFrame carries no frame kind")
+    return frame
+
+
+def _check_hello(hello: node_pb2.Hello, identity: str) -> str | None:
+    if hello.node_id != identity:
+        return f"hello names node {hello.node_id!r} but the credential is for {identity!r}"
+    if not is_node_id(hello.node_id):
+        return f"node id {hello.node_id!r} is not valid"
+    if (err := check_labels(dict(hello.labels))) is not None:
+        return err
+    if not 0 < hello.capacity <= MAX_CAPACITY:
+        return f"capacity must be between 1 and {MAX_CAPACITY}"
+    if len(hello.tasks) > MAX_REPORTED_TASKS:
+        return f"too many reported tasks ({len(hello.tasks)} > {MAX_REPORTED_TASKS})"
+    return None
+
+
+class NodeLinkService:
+    def __init__(self, shard: int, link: RingLink, sessions: SessionTable, auth: Authenticator,
+                 attach_timeout_s: float, heartbeat_interval_ms: int) -> None:
+        self.shard = shard
+        self.link = link
+        self.sessions = sessions
+        self.auth = auth
+        self.attach_timeout_s = attach_timeout_s
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.frames_in = 0
+        self.frames_out = 0
+        self.log = logs.get()
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        def identity(b: bytes) -> bytes:
+            return b
+
+        return grpc.method_handlers_generic_handler("cortex.v1.NodeLink", {
+            "Attach": grpc.stream_stream_rpc_method_handler(
+                self.attach, request_deserializer=identity, response_serializer=identity),
+        })
+
+    async def attach(self, requests: AsyncIterator[bytes], context: Context) -> None:
+        principal = self.auth.identify(context.invocation_metadata())
+        if principal is None or principal.role != "node":
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "not a node credential")
+            return
+        stream = requests.__aiter__()
+        try:
+            first = await asyncio.wait_for(anext(stream), self.attach_timeout_s)
+            frame = _parse(first)
+        except (TimeoutError, StopAsyncIteration):
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no hello frame in time")
+            return
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            return
+        if frame.WhichOneof("kind") != "hello":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first frame must be hello")
+            return
+        if (err := _check_hello(frame.hello, principal.name)) is not None:
+            code = (grpc.StatusCode.PERMISSION_DENIED if "credential" in err
+                    else grpc.StatusCode.INVALID_ARGUMENT)
+            await context.abort(code, err)
+            return
+        session = self.sessions.begin(principal.name, asyncio.get_running_loop())
+        assert session.welcome is not None
+        await self.link.send(m.pack(m.ATTACH, session.conn_id, session.node_id,
+                                     frame.hello.SerializeToString()))
+        try:
+            epoch, welcome = await asyncio.wait_for(session.welcome, self.attach_timeout_s)
+        except TimeoutError:
+            self.sessions.end(session)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "hub did not admit the node in time")
+            return
+        except RefusedAttach as e:
+            self.sessions.end(session)
+            await context.abort(getattr(grpc.StatusCode, e.code, grpc.StatusCode.UNAVAILABLE),
+                                str(e))
+            return
+        self.log.info("node_attached", node=session.node_id, epoch=epoch, shard=self.shard)
+        await context.write(welcome)
+        reader = asyncio.create_task(self._read(stream, session))
+        try:
+            await self._write(session, context, reader)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            self.sessions.end(session)
+            reason = session.close_reason or "stream ended"
+            detach = m.pack(m.DETACH, session.node_id, epoch, reason)
+            if not self.link.send_nowait(detach):
+                await self.link.send(detach)
+            self.log.info("node_detached", node=session.node_id, epoch=epoch, reason=reason)
+
+    async def _write(self, session: NodeSession, context: Context,
+                     reader: "asyncio.Task[Any]") -> None:
+        while True:
+            out = await session.outbound.get()
+            if out is CLOSE or out == CLOSE:
+                if reader.done() and (exc := reader.exception()) is not None:
+                    code = getattr(exc, "code", grpc.StatusCode.INVALID_ARGUMENT)
+                    await context.abort(code, str(exc))
+                return
+            await context.write(out)
+            self.frames_out += 1
+
+    async def _read(self, stream: AsyncIterator[bytes], session: NodeSession) -> None:
+        try:
+            async for raw in stream:
+                session.last_seen = time.monotonic()
+                self.frames_in += 1
+                frame = _parse(raw)
+                kind = frame.WhichOneof("kind")
+                if kind == "heartbeat":
+                    ack = node_pb2.HubFrame(heartbeat_ack=node_pb2.HeartbeatAck(
+                        seq=frame.heartbeat.seq))
+                    session.push(ack.SerializeToString())
+                elif kind == "hello":
+                    raise ValueError("hello may only be the first frame")
+                else:
+                    await self.link.send(m.pack(m.FRAME, session.node_id, session.epoch, raw))
+            session.close("node closed its stream")
+        except ValueError as e:
+            session.close(str(e))
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the stream broke (reset, cancelled by the peer)
+            session.close(f"stream error: {type(e).__name__}")

@@ -1,0 +1,1 @@
+"""Inter-process plumbing of one hub host: shared-memory rings and their messages."""

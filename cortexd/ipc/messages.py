@@ -1,0 +1,45 @@
+"""Messages between the control process and the shards, framed with msgpack.
+
+A message is a msgpack array whose first element is its kind. Protobuf frames
+travel inside as raw bytes, exactly as they arrived from (or will be written to)
+a node: the control process never re-encodes a node's frame and the shard never
+re-encodes an envelope. Nothing is pickled.
+
+shard -> control::
+
+    [ATTACH, conn_id, node_id, hello_bytes]
+    [FRAME, node_id, epoch, node_frame_bytes]   output/started/finished/rejected/draining
+    [DETACH, node_id, epoch, reason]
+    [STATS, nodes, frames_in, frames_out]
+
+control -> shard::
+
+    [WELCOME, conn_id, node_id, epoch, hub_frame_bytes]
+    [REFUSE, conn_id, grpc_status_name, message]
+    [SEND, node_id, epoch, hub_frame_bytes]
+    [CLOSE, node_id, epoch, reason]
+"""
+
+from typing import Any
+
+import msgpack
+
+ATTACH = 1
+FRAME = 2
+DETACH = 3
+STATS = 4
+WELCOME = 10
+REFUSE = 11
+SEND = 12
+CLOSE = 13
+
+
+def pack(*fields: Any) -> bytes:
+    return msgpack.packb(fields, use_bin_type=True)
+
+
+def unpack(record: bytes) -> list[Any]:
+    msg = msgpack.unpackb(record, raw=False, use_list=True)
+    if not isinstance(msg, list) or not msg or not isinstance(msg[0], int):
+        raise ValueError("ring record is not a cortex message")
+    return msg

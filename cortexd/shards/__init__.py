@@ -1,0 +1,1 @@
+"""Shard processes: each holds the node streams the kernel gave it on the shared port."""

@@ -1,0 +1,130 @@
+"""The shard process: its own grpc.aio server on the shared node port.
+
+Started by the supervisor with the ``spawn`` method; everything that owns a
+socket, a thread or gRPC state is created here, after the spawn. The kernel
+spreads node connections over the shards (SO_REUSEPORT); the shard that accepts
+a node owns its session. It talks to the control process only through its two
+rings.
+"""
+
+import asyncio
+import os
+import signal
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import uvloop
+
+from cortex import logs
+from cortex.tokens import TokenTable
+from cortexd import exitcodes
+from cortexd.childproc import RingPaths, install_stop_signals, report, watch_parent
+from cortexd.config import Settings
+from cortexd.ingress.auth import NODE_METHODS, Authenticator, AuthInterceptor
+from cortexd.ingress.nodelink import NodeLinkService
+from cortexd.ingress.server import BindError, build_server
+from cortexd.ipc import messages as m
+from cortexd.ipc.link import RingLink
+from cortexd.ipc.ring import Ring
+from cortexd.shards.session import SessionTable
+
+STATS_INTERVAL_S = 1.0
+
+
+class Shard:
+    def __init__(self, index: int, settings: Settings, paths: RingPaths, conn: Connection,
+                 parent_pid: int) -> None:
+        self.index = index
+        self.settings = settings
+        self.paths = paths
+        self.conn = conn
+        self.parent_pid = parent_pid
+        self.stop = asyncio.Event()
+        self.log = logs.get()
+
+    async def run(self) -> int:
+        s = self.settings
+        link = RingLink(Ring(self.paths.up), Ring(self.paths.down), self.paths.down_wake,
+                        self.paths.up_wake)
+        link.start(asyncio.get_running_loop())
+        table = TokenTable(s.tokens_file)
+        table.load()
+        auth = Authenticator(table)
+        sessions = SessionTable()
+        service = NodeLinkService(self.index, link, sessions, auth, s.attach_timeout_s,
+                                  s.heartbeat_interval_ms)
+        try:
+            server, _ = build_server(s.node_listen, s.tls, max_frame_bytes=s.max_frame_bytes,
+                                     reuse_port=True,
+                                     interceptors=[AuthInterceptor(auth, NODE_METHODS)])
+        except BindError as e:
+            report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.PORT_IN_USE)
+            return exitcodes.PORT_IN_USE
+        server.add_generic_rpc_handlers([service.handler()])
+        await server.start()
+        install_stop_signals(asyncio.get_running_loop(), lambda sig: self.stop.set())
+        report(self.conn, "ready", pid=os.getpid())
+        self.log.info("shard_ready", address=s.node_listen)
+        tasks = [
+            asyncio.create_task(self._from_control(link, sessions)),
+            asyncio.create_task(self._housekeeping(link, sessions, service)),
+            asyncio.create_task(watch_parent(self.parent_pid, self.stop.set)),
+        ]
+        await self.stop.wait()
+        # Stop ladder, shard part: end every node stream (nodes keep their tasks and
+        # reconnect to the next hub), stop accepting, then close the rings.
+        for session in list(sessions.active.values()):
+            session.close("hub is shutting down")
+        await server.stop(grace=min(2.0, s.shutdown_grace_s))
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        link.close()
+        self.log.info("shard_stopped", nodes=len(sessions.active), frames_in=service.frames_in,
+                      frames_out=service.frames_out)
+        return exitcodes.OK
+
+    async def _from_control(self, link: RingLink, sessions: SessionTable) -> None:
+        while True:
+            for record in await link.recv():
+                msg = m.unpack(record)
+                kind = msg[0]
+                if kind == m.SEND:
+                    if (session := sessions.route(msg[1], msg[2])) is not None:
+                        session.push(msg[3])
+                elif kind == m.WELCOME:
+                    sessions.welcomed(msg[1], msg[3], msg[4])
+                elif kind == m.REFUSE:
+                    sessions.refused(msg[1], msg[2], msg[3])
+                elif kind == m.CLOSE:
+                    if (session := sessions.route(msg[1], msg[2])) is not None:
+                        session.close(msg[3])
+
+    async def _housekeeping(self, link: RingLink, sessions: SessionTable,
+                            service: NodeLinkService) -> None:
+        silent_limit_s = 3 * self.settings.heartbeat_interval_ms / 1000
+        while True:
+            await asyncio.sleep(STATS_INTERVAL_S)
+            link.tx.beat_producer()
+            for session in sessions.silent(time.monotonic(), silent_limit_s):
+                session.close(f"no frame from the node for {silent_limit_s:.1f} s")
+            link.send_nowait(m.pack(m.STATS, len(sessions.active), service.frames_in,
+                                    service.frames_out))
+
+
+def main(index: int, settings_dict: dict[str, Any], paths: RingPaths, conn: Connection,
+         parent_pid: int) -> None:
+    """Entry point of a spawned shard process."""
+    settings = Settings.from_dict(settings_dict)
+    logs.configure("shard", json=settings.log_format == "json", level=settings.log_level,
+                   shard=index)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; see install_stop
+    try:
+        code = uvloop.run(Shard(index, settings, paths, conn, parent_pid).run())
+    except Exception as e:
+        logs.get().exception("shard_crashed")
+        report(conn, "boot_error", message=f"shard {index}: {type(e).__name__}: {e}",
+               exit_code=exitcodes.BOOT_ERROR)
+        code = exitcodes.ERROR
+    os._exit(code)

@@ -1,0 +1,121 @@
+"""The store interface: nodes, tasks, attempts, output, transitions.
+
+Every task transition is a conditional write on (task, attempt, node session
+epoch) and the expected source states; a writer whose view is stale gets
+:class:`StaleWrite`, and the refused transition is recorded too (the history
+checker reads both). Session epochs are minted here, durable and strictly
+increasing, never by a cache.
+"""
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cortex.errors import CortexError
+from cortexd.lifecycle import State
+
+
+class StoreError(CortexError):
+    """The store failed or refused an operation."""
+
+
+class StaleWrite(StoreError):
+    """A conditional write lost: the task moved on (other attempt, epoch or state)."""
+
+
+@dataclass(slots=True)
+class TaskRow:
+    task_id: str
+    command: str
+    state: State = State.QUEUED
+    attempt: int = 0
+    node_id: str = ""
+    node_epoch: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str = ""
+    timeout_s: int = 0
+    selector: dict[str, str] = field(default_factory=dict)
+    node_pin: str = ""
+    idempotency_key: str = ""
+    tenant: str = "default"
+    exit_code: int | None = None
+    reason: str = ""
+    output_bytes: int = 0
+    cancel_requested: bool = False
+    created_ms: int = 0
+    updated_ms: int = 0
+
+
+@dataclass(slots=True)
+class NodeRow:
+    node_id: str
+    session_epoch: int
+    labels: dict[str, str]
+    capacity: int
+    agent_version: str
+    shard: int
+    attached: bool
+    last_seen_ms: int
+
+
+@dataclass(slots=True)
+class TransitionRow:
+    task_id: str
+    attempt: int
+    from_state: str
+    to_state: str
+    node_epoch: int
+    accepted: bool
+    at_ms: int
+    reason: str
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def mint_epoch(self) -> int: ...
+
+    async def node_attached(self, node: NodeRow) -> None: ...
+
+    async def node_detached(self, node_id: str, epoch: int, now_ms: int) -> bool: ...
+
+    async def list_nodes(self) -> list[NodeRow]: ...
+
+    async def create_task(self, task: TaskRow) -> tuple[TaskRow, bool]: ...
+
+    async def get_task(self, task_id: str) -> TaskRow | None: ...
+
+    async def list_tasks(self, state: State | None = None, node_id: str = "",
+                         limit: int = 100) -> list[TaskRow]: ...
+
+    async def tasks_in(self, states: frozenset[State], node_id: str = "") -> list[TaskRow]: ...
+
+    async def count_in(self, states: frozenset[State]) -> int: ...
+
+    async def transition(
+        self,
+        task_id: str,
+        *,
+        attempt: int,
+        node_epoch: int,
+        to: State,
+        new_attempt: bool = False,
+        node_id: str | None = None,
+        new_node_epoch: int | None = None,
+        exit_code: int | None = None,
+        reason: str = "",
+        now_ms: int,
+    ) -> TaskRow: ...
+
+    async def rebind_epoch(self, task_id: str, attempt: int, node_id: str, epoch: int) -> bool: ...
+
+    async def request_cancel(self, task_id: str) -> TaskRow | None: ...
+
+    async def append_output(self, task_id: str, attempt: int, node_epoch: int, offset: int,
+                            data: bytes) -> tuple[int, int]: ...
+
+    async def read_output(self, task_id: str, attempt: int, offset: int,
+                          max_bytes: int) -> bytes: ...
+
+    async def transitions(self, task_id: str | None = None) -> list[TransitionRow]: ...

@@ -1,0 +1,355 @@
+"""The cortexd supervisor (the gunicorn "arbiter" shape).
+
+It reads the settings, takes the single-instance locks, creates the rings,
+spawns the control process and the shards (``spawn`` start method), keeps them
+alive, and runs the stop ladder. It never touches task data.
+
+- Boot: a child that fails before it reports ``ready`` halts the hub with that
+  child's exit code (BOOT_ERROR, PORT_IN_USE, CONFIG_ERROR) instead of looping.
+- Liveness: a shard proves it lives by advancing the producer heartbeat of its
+  ring; one that stops (SIGSTOP, a hang) for ``child_timeout_s`` is killed.
+- A crashed shard is respawned with exponential backoff on the same rings; its
+  nodes reconnect. More than ``max_restarts_per_minute`` crashes halt the hub
+  (CRASH_LOOP). A crashed control process takes the shards down with it and all
+  children are started again (nodes reconnect and reconcile).
+- Signals only enqueue; the loop decides. SIGTERM/SIGINT: graceful stop; a
+  second one skips to the forced step. The ladder: shards stop accepting and end
+  their streams → control flushes the store → SIGKILL whatever is left after
+  ``shutdown_grace_s`` → unlink rings, remove the ready file, release the locks.
+"""
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from cortex import logs
+from cortex.errors import ConfigError
+from cortexd import exitcodes
+from cortexd.childproc import RingPaths, read_report, report
+from cortexd.config import Settings
+from cortexd.control import process as control_process
+from cortexd.ipc.link import make_fifo
+from cortexd.ipc.ring import Ring
+from cortexd.runtime import (
+    BootError,
+    port_lock_path,
+    prepare_keys,
+    probe_port,
+    remove_stale_segments,
+    ring_prefix,
+    sd_notify,
+    take_lock,
+    write_ready_file,
+)
+from cortexd.shards import process as shard_process
+
+BOOT_TIMEOUT_S = 60.0
+TICK_S = 0.5
+
+
+@dataclass(eq=False)
+class Child:
+    name: str
+    shard: int | None  # None = the control process
+    proc: BaseProcess | None = None
+    conn: Connection | None = None
+    restarts: int = 0
+    crash_times: deque[float] = field(default_factory=lambda: deque(maxlen=64))
+    respawn_at: float | None = None
+    last_beat: int = -1
+    last_beat_change: float = 0.0
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.ctx = multiprocessing.get_context("spawn")
+        self.log = logs.get()
+        self.signals: deque[int] = deque()
+        self.rings: list[RingPaths] = []
+        self.ring_objs: list[Ring] = []
+        self.control = Child("control", None)
+        self.shards: list[Child] = []
+        self.locks: list[int] = []
+        self.node_address = settings.node_listen
+        self.control_address = settings.control_listen
+        self.stopping = False
+        self.ready_file_written = False
+
+    # -- boot -------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            self._boot()
+        except BootError as e:
+            self.log.error("boot_failed", message=str(e), exit_code=e.exit_code)
+            print(f"cortexd: {e}", flush=True, file=sys.stderr)
+            self._halt()
+            return e.exit_code
+        code = self._loop()
+        self._halt()
+        return code
+
+    def _boot(self) -> None:
+        s = self.s
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        self.locks.append(take_lock(s.state_dir / "cortexd.lock", f"state directory {s.state_dir}"))
+        host, port = s.node_listen.rsplit(":", 1)
+        if port != "0":
+            self.locks.append(take_lock(port_lock_path(int(port)), f"node port {port}"))
+        node_port = probe_port(s.node_listen, "node port")
+        if port == "0":
+            self.locks.append(take_lock(port_lock_path(node_port), f"node port {node_port}"))
+        self.node_address = f"{host}:{node_port}"
+        chost, cport = s.control_listen.rsplit(":", 1)
+        control_port = probe_port(s.control_listen, "control port")
+        self.control_address = f"{chost}:{control_port}"
+        self.s = s = type(s).from_dict({**s.to_dict(), "node_listen": self.node_address,
+                                        "control_listen": self.control_address})
+        try:
+            prepare_keys(s.state_dir, s.key_file, s.tokens_file)
+        except ConfigError as e:
+            raise BootError(str(e), exitcodes.CONFIG_ERROR) from e
+        if removed := remove_stale_segments():
+            self.log.info("stale_segments_removed", segments=removed)
+        prefix = ring_prefix()
+        for index in range(s.shards):
+            paths = RingPaths.for_shard(prefix, index)
+            self.ring_objs.append(Ring(paths.up, create=True, capacity=s.ring_capacity_bytes))
+            self.ring_objs.append(Ring(paths.down, create=True, capacity=s.ring_capacity_bytes))
+            make_fifo(paths.up_wake)
+            make_fifo(paths.down_wake)
+            self.rings.append(paths)
+        self.shards = [Child(f"shard-{i}", i) for i in range(s.shards)]
+        self._start_all()
+        info = {"pid": os.getpid(), "node_address": self.node_address,
+                "control_address": self.control_address, "control_pid": self._pid(self.control),
+                "shards": [{"shard": c.shard, "pid": self._pid(c)} for c in self.shards],
+                "state_dir": str(s.state_dir)}
+        write_ready_file(s.state_dir / "cortexd.json", info)
+        self.ready_file_written = True
+        self.log.info("cortexd_ready", **info)
+        sd_notify("READY=1")
+
+    def _start_all(self) -> None:
+        self._spawn(self.control)
+        self._await_ready(self.control)
+        for child in self.shards:
+            self._spawn(child)
+        for child in self.shards:
+            self._await_ready(child)
+
+    @staticmethod
+    def _pid(child: Child) -> int:
+        return child.proc.pid or 0 if child.proc is not None else 0
+
+    def _spawn(self, child: Child) -> None:
+        parent_conn, child_conn = self.ctx.Pipe(duplex=True)
+        settings = self.s.to_dict()
+        args: tuple[Any, ...]
+        if child.shard is None:
+            target: Any = control_process.main
+            args = (settings, self.rings, child_conn, os.getpid())
+        else:
+            target = shard_process.main
+            args = (child.shard, settings, self.rings[child.shard], child_conn, os.getpid())
+        proc = self.ctx.Process(target=target, args=args, name=f"cortexd-{child.name}")
+        proc.start()
+        child_conn.close()
+        child.proc, child.conn = proc, parent_conn
+        child.respawn_at = None
+        child.last_beat, child.last_beat_change = -1, time.monotonic()
+
+    def _await_ready(self, child: Child) -> None:
+        assert child.proc is not None and child.conn is not None
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            ready = wait([child.conn, child.proc.sentinel], timeout=1.0)
+            if child.conn in ready:
+                try:
+                    msg = read_report(child.conn)
+                except (EOFError, OSError):
+                    msg = {"event": "died"}
+                if msg["event"] == "ready":
+                    self.log.info("child_ready", child=child.name, pid=child.proc.pid)
+                    self._tell_control_up(child)
+                    return
+                if msg["event"] == "boot_error":
+                    raise BootError(f"{child.name}: {msg['message']}", int(msg["exit_code"]))
+            if child.proc.sentinel in ready and not child.proc.is_alive():
+                raise BootError(f"{child.name} exited with code {child.proc.exitcode} during "
+                                "boot", exitcodes.BOOT_ERROR)
+        raise BootError(f"{child.name} did not become ready within {BOOT_TIMEOUT_S:.0f} s",
+                        exitcodes.BOOT_ERROR)
+
+    def _tell_control_up(self, child: Child) -> None:
+        if child.shard is not None and self.control.conn is not None:
+            with contextlib.suppress(OSError):
+                report(self.control.conn, "shard_up", shard=child.shard, pid=self._pid(child),
+                       restarts=child.restarts)
+
+    # -- the loop ---------------------------------------------------------------
+
+    def _signal(self, signum: int, _frame: Any) -> None:
+        self.signals.append(signum)
+
+    def _loop(self) -> int:
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wfd)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+            signal.signal(sig, self._signal)
+        try:
+            while True:
+                sentinels: list[Any] = [rfd]
+                for child in (self.control, *self.shards):
+                    if child.proc is not None and child.respawn_at is None:
+                        sentinels.append(child.proc.sentinel)
+                wait(sentinels, timeout=TICK_S)
+                with contextlib.suppress(BlockingIOError):
+                    os.read(rfd, 4096)
+                while self.signals:
+                    sig = self.signals.popleft()
+                    if sig == signal.SIGHUP:
+                        self.log.info("sighup_ignored", note="reload is not implemented yet")
+                        continue
+                    self.log.info("stop_signal", signal=signal.Signals(sig).name)
+                    return self._stop_ladder(force=sig == signal.SIGQUIT)
+                if (code := self._check_children()) is not None:
+                    return code
+        finally:
+            signal.set_wakeup_fd(-1)
+            os.close(rfd)
+            os.close(wfd)
+
+    def _check_children(self) -> int | None:
+        now = time.monotonic()
+        if self.control.proc is not None and not self.control.proc.is_alive():
+            self.log.error("control_died", exitcode=self.control.proc.exitcode)
+            if self._crashing(self.control, now):
+                return exitcodes.CRASH_LOOP
+            # The shards' sessions lived in the dead control's memory: restart all.
+            for child in self.shards:
+                self._terminate(child, 5.0)
+            try:
+                self._start_all()
+            except BootError as e:
+                self.log.error("restart_failed", message=str(e))
+                return e.exit_code
+            return None
+        for child in self.shards:
+            assert child.shard is not None
+            if child.respawn_at is not None:
+                if now >= child.respawn_at:
+                    self._spawn(child)
+                    try:
+                        self._await_ready(child)
+                    except BootError as e:
+                        self.log.error("respawn_failed", child=child.name, message=str(e))
+                        child.respawn_at = now + self._backoff(child)
+                continue
+            assert child.proc is not None
+            if not child.proc.is_alive():
+                self.log.warning("shard_died", shard=child.shard, exitcode=child.proc.exitcode)
+                if self._crashing(child, now):
+                    return exitcodes.CRASH_LOOP
+                self._shard_down(child, now)
+                continue
+            beat = self.ring_objs[2 * child.shard].producer_heartbeat
+            if beat != child.last_beat:
+                child.last_beat, child.last_beat_change = beat, now
+            elif now - child.last_beat_change > self.s.child_timeout_s:
+                self.log.error("shard_unresponsive", shard=child.shard, pid=child.proc.pid,
+                               silent_s=round(now - child.last_beat_change, 1))
+                child.proc.kill()
+                child.proc.join(5)
+                self._shard_down(child, now)
+        return None
+
+    def _shard_down(self, child: Child, now: float) -> None:
+        if child.conn is not None:
+            child.conn.close()
+            child.conn = None
+        if self.control.conn is not None:
+            with contextlib.suppress(OSError):
+                report(self.control.conn, "shard_down", shard=child.shard)
+        child.restarts += 1
+        child.respawn_at = now + self._backoff(child)
+
+    @staticmethod
+    def _backoff(child: Child) -> float:
+        recent = sum(1 for t in child.crash_times if time.monotonic() - t < 60)
+        return min(30.0, 0.1 * 2 ** max(0, recent - 1))
+
+    def _crashing(self, child: Child, now: float) -> bool:
+        child.crash_times.append(now)
+        recent = sum(1 for t in child.crash_times if now - t < 60)
+        if recent > self.s.max_restarts_per_minute:
+            self.log.error("crash_loop", child=child.name, crashes_last_minute=recent)
+            return True
+        return False
+
+    # -- stopping ---------------------------------------------------------------
+
+    def _stop_ladder(self, force: bool) -> int:
+        self.stopping = True
+        sd_notify("STOPPING=1")
+        grace = 0.0 if force else self.s.shutdown_grace_s
+        deadline = time.monotonic() + grace
+        # 1. shards stop accepting and end their node streams (nodes keep their tasks).
+        for child in self.shards:
+            self._signal_child(child, signal.SIGTERM)
+        self._join(self.shards, deadline)
+        # 2. control stops the API and flushes the store.
+        self._signal_child(self.control, signal.SIGTERM)
+        self._join([self.control], deadline)
+        return exitcodes.OK
+
+    def _signal_child(self, child: Child, sig: int) -> None:
+        if child.proc is not None and child.proc.pid and child.proc.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.proc.pid, sig)
+
+    def _join(self, children: list[Child], deadline: float) -> None:
+        for child in children:
+            if child.proc is None:
+                continue
+            child.proc.join(max(0.0, deadline - time.monotonic()))
+            if self.signals:  # a second signal skips to the forced step
+                deadline = time.monotonic()
+            if child.proc.is_alive():
+                self.log.warning("child_killed", child=child.name, pid=child.proc.pid)
+                child.proc.kill()
+                child.proc.join(5)
+
+    def _terminate(self, child: Child, grace_s: float) -> None:
+        self._signal_child(child, signal.SIGTERM)
+        self._join([child], time.monotonic() + grace_s)
+
+    def _halt(self) -> None:
+        """Last step of every exit: nothing of ours is left behind."""
+        for child in (*self.shards, self.control):
+            if child.proc is not None and child.proc.is_alive():
+                child.proc.kill()
+                child.proc.join(5)
+            if child.conn is not None:
+                child.conn.close()
+        for ring in self.ring_objs:
+            ring.close()
+        for paths in self.rings:
+            for path in paths.all():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        if self.ready_file_written:
+            with contextlib.suppress(FileNotFoundError):
+                (self.s.state_dir / "cortexd.json").unlink()
+        for fd in self.locks:
+            os.close(fd)
+        self.log.info("cortexd_stopped", shard_restarts=sum(c.restarts for c in self.shards))
