@@ -204,8 +204,8 @@ class Supervisor:
     def _loop(self) -> int:
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wfd)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
-            signal.signal(sig, self._signal)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+            signal.signal(signum, self._signal)
         try:
             while True:
                 sentinels: list[Any] = [rfd]
@@ -286,7 +286,7 @@ class Supervisor:
     @staticmethod
     def _backoff(child: Child) -> float:
         recent = sum(1 for t in child.crash_times if time.monotonic() - t < 60)
-        return min(30.0, 0.1 * 2 ** max(0, recent - 1))
+        return min(30.0, 0.1 * 2.0 ** max(0, recent - 1))
 
     def _crashing(self, child: Child, now: float) -> bool:
         child.crash_times.append(now)

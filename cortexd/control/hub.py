@@ -14,7 +14,9 @@ interleave only at store awaits, and the conditional writes keep that safe.
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from cortex import logs
 from cortex.errors import CortexError
@@ -239,8 +241,8 @@ class Hub:
         if (handle := self._grace.pop(node_id, None)) is not None:
             handle.cancel()
 
-    def _spawn(self, coro: "asyncio.Future[None] | asyncio.Task[None] | object") -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -466,8 +468,9 @@ class Hub:
             self.queue.pop(task_id, None)
             self.watchers.publish(task_id, ("state", row))
             return row
-        row = await self.store.request_cancel(task_id)
-        assert row is not None
+        cancelled = await self.store.request_cancel(task_id)
+        assert cancelled is not None
+        row = cancelled
         node = self.nodes.get(row.node_id)
         if node is not None and node.attached and row.state in ACTIVE:
             await self.send_node(node, node_pb2.HubFrame(cancel=node_pb2.CancelTask(

@@ -75,7 +75,8 @@ class Control:
         except BindError as e:
             report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.PORT_IN_USE)
             return exitcodes.PORT_IN_USE
-        control_pb2_grpc.add_ControlServicer_to_server(ControlService(hub), server)
+        control_pb2_grpc.add_ControlServicer_to_server(  # type: ignore[no-untyped-call]
+            ControlService(hub), server)
         await server.start()
         install_stop_signals(loop, lambda sig: self.stop.set())
         tasks = [asyncio.create_task(hub.serve_shard(i, link)) for i, link in hub.links.items()]

@@ -21,7 +21,7 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 def task_pb(t: TaskRow) -> control_pb2.Task:
     return control_pb2.Task(
-        task_id=t.task_id, state=control_pb2.TaskState.Value(t.state.value), attempt=t.attempt,
+        task_id=t.task_id, state=t.state.value, attempt=t.attempt,
         node_id=t.node_id, command=t.command, has_exit_code=t.exit_code is not None,
         exit_code=t.exit_code or 0, reason=t.reason, output_bytes=t.output_bytes,
         created_ms=t.created_ms, updated_ms=t.updated_ms, idempotency_key=t.idempotency_key,

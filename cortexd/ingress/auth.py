@@ -6,7 +6,7 @@ the credential. Handlers that need the caller's identity ask
 identity must come from the credential, never from the request.
 """
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -32,7 +32,7 @@ class Authenticator:
     def __init__(self, table: TokenTable) -> None:
         self.table = table
 
-    def identify(self, metadata: Sequence[Any] | None) -> Principal | None:
+    def identify(self, metadata: Iterable[Any] | None) -> Principal | None:
         for item in metadata or ():
             key, value = item[0], item[1]
             if key == METADATA_KEY and isinstance(value, str) and value.startswith("Bearer "):
@@ -40,8 +40,8 @@ class Authenticator:
         return None
 
 
-def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode,
-             message: str) -> grpc.RpcMethodHandler:
+def _refusal(handler: grpc.RpcMethodHandler[Any, Any], code: grpc.StatusCode,
+             message: str) -> grpc.RpcMethodHandler[Any, Any]:
     async def refuse(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         await context.abort(code, message)
 
@@ -56,16 +56,16 @@ def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode,
     return grpc.unary_unary_rpc_method_handler(refuse, **kw)
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
     def __init__(self, auth: Authenticator, allow: dict[str, frozenset[str]]) -> None:
         self._auth = auth
         self._allow = allow
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(details)
         if handler is None:
             return handler

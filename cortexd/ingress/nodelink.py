@@ -68,7 +68,7 @@ class NodeLinkService:
         self.frames_out = 0
         self.log = logs.get()
 
-    def handler(self) -> grpc.GenericRpcHandler:
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         def identity(b: bytes) -> bytes:
             return b
 

@@ -35,7 +35,7 @@ def build_server(
     *,
     max_frame_bytes: int,
     reuse_port: bool,
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
 ) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(interceptors=list(interceptors),
                              options=server_options(max_frame_bytes, reuse_port))
