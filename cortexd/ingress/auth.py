@@ -13,6 +13,8 @@ import grpc
 
 from cortex.tokens import METADATA_KEY, Principal, TokenTable
 
+Handler = grpc.RpcMethodHandler[Any, Any]
+
 NODE_METHODS = {"/cortex.v1.NodeLink/Attach": frozenset({"node"})}
 _CLIENT = frozenset({"client", "admin"})
 _ADMIN = frozenset({"admin"})
@@ -63,7 +65,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(details)
