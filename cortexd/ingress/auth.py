@@ -6,14 +6,16 @@ the credential. Handlers that need the caller's identity ask
 identity must come from the credential, never from the request.
 """
 
+from __future__ import annotations
+
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
 from cortex.tokens import METADATA_KEY, Principal, TokenTable
 
-Handler = grpc.RpcMethodHandler[Any, Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 NODE_METHODS = {"/cortex.v1.NodeLink/Attach": frozenset({"node"})}
 _CLIENT = frozenset({"client", "admin"})
@@ -58,7 +60,13 @@ def _refusal(handler: grpc.RpcMethodHandler[Any, Any], code: grpc.StatusCode,
     return grpc.unary_unary_rpc_method_handler(refuse, **kw)
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+if TYPE_CHECKING:
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:  # grpcio's runtime class is not generic; only the stubs are
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+class AuthInterceptor(_Interceptor):
     def __init__(self, auth: Authenticator, allow: dict[str, frozenset[str]]) -> None:
         self._auth = auth
         self._allow = allow

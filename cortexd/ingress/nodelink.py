@@ -8,6 +8,8 @@ Frames to the node are written as the bytes the control process produced
 (identity serializer): an envelope is never re-encoded.
 """
 
+from __future__ import annotations
+
 import asyncio
 import contextlib
 import time
@@ -132,7 +134,7 @@ class NodeLinkService:
             self.log.info("node_detached", node=session.node_id, epoch=epoch, reason=reason)
 
     async def _write(self, session: NodeSession, context: Context,
-                     reader: "asyncio.Task[Any]") -> None:
+                     reader: asyncio.Task[Any]) -> None:
         while True:
             out = await session.outbound.get()
             if out is CLOSE or out == CLOSE:

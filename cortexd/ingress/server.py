@@ -1,5 +1,7 @@
 """Building a grpc.aio server: options, bound port, TLS or explicit loopback plaintext."""
 
+from __future__ import annotations
+
 from collections.abc import Sequence
 from typing import Any
 
