@@ -130,14 +130,18 @@ class Supervisor:
             self.rings.append(paths)
         self.shards = [Child(f"shard-{i}", i) for i in range(s.shards)]
         self._start_all()
+        self.log.info("cortexd_ready", **self._write_ready())
+        sd_notify("READY=1")
+
+    def _write_ready(self) -> dict[str, Any]:
+        """(Re)write cortexd.json: addresses and the pids of the current children."""
         info = {"pid": os.getpid(), "node_address": self.node_address,
                 "control_address": self.control_address, "control_pid": self._pid(self.control),
                 "shards": [{"shard": c.shard, "pid": self._pid(c)} for c in self.shards],
-                "state_dir": str(s.state_dir)}
-        write_ready_file(s.state_dir / "cortexd.json", info)
+                "state_dir": str(self.s.state_dir)}
+        write_ready_file(self.s.state_dir / "cortexd.json", info)
         self.ready_file_written = True
-        self.log.info("cortexd_ready", **info)
-        sd_notify("READY=1")
+        return info
 
     def _start_all(self) -> None:
         self._spawn(self.control)
@@ -240,6 +244,7 @@ class Supervisor:
                 self._terminate(child, 5.0)
             try:
                 self._start_all()
+                self._write_ready()
             except BootError as e:
                 self.log.error("restart_failed", message=str(e))
                 return e.exit_code
@@ -251,6 +256,7 @@ class Supervisor:
                     self._spawn(child)
                     try:
                         self._await_ready(child)
+                        self._write_ready()
                     except BootError as e:
                         self.log.error("respawn_failed", child=child.name, message=str(e))
                         child.respawn_at = now + self._backoff(child)

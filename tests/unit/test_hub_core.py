@@ -1,0 +1,133 @@
+"""Pure parts of the hub: lifecycle, scheduler, settings, wire messages, shard sessions."""
+
+import asyncio
+import importlib
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import cortex
+import cortexd
+from cortex.errors import ConfigError
+from cortexd import config
+from cortexd.ipc import messages as m
+from cortexd.lifecycle import ALLOWED, TERMINAL, State, finished_state, sources
+from cortexd.scheduler import Candidate, pick
+from cortexd.shards.session import CLOSE, MAX_OUTBOUND, RefusedAttach, SessionTable
+
+
+def test_every_module_imports() -> None:
+    # Type checking does not run annotations; importing does (grpc's runtime
+    # classes are not generic, for one).
+    for pkg in (cortex, cortexd):
+        for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+            importlib.import_module(info.name)
+
+
+def test_terminal_states_have_no_way_out() -> None:
+    for state in TERMINAL:
+        assert ALLOWED[state] == frozenset()
+    assert State.QUEUED in sources(State.ASSIGNED)
+    assert State.RUNNING not in sources(State.ASSIGNED)
+    assert sources(State.RUNNING) == {State.ASSIGNED}
+
+
+@pytest.mark.parametrize(("kind", "code", "cancel", "state"), [
+    (1, 0, False, State.SUCCEEDED),
+    (1, 3, False, State.FAILED),
+    (2, -2, False, State.CANCELLED),
+    (1, -15, True, State.CANCELLED),
+    (1, 0, True, State.SUCCEEDED),  # finished on its own before the cancel landed
+    (3, -9, False, State.TIMED_OUT),
+    (4, -1, False, State.LOST),
+])
+def test_finished_state(kind: int, code: int, cancel: bool, state: State) -> None:
+    assert finished_state(kind, code, cancel) is state
+
+
+def test_scheduler_matches_labels_capacity_and_spreads() -> None:
+    nodes = [Candidate("a", {"os": "linux"}, 2, 0), Candidate("b", {"os": "linux"}, 2, 0),
+             Candidate("c", {"os": "mac"}, 2, 0), Candidate("d", {"os": "linux"}, 2, 0,
+                                                             attached=False)]
+    picked = []
+    for turn in range(4):
+        node = pick(nodes, {"os": "linux"})
+        assert node is not None
+        node.running += 1
+        node.last_picked = turn + 1
+        picked.append(node.node_id)
+    assert sorted(picked) == ["a", "a", "b", "b"]  # spread, and never the detached d
+    assert pick(nodes, {"os": "linux"}) is None  # all full
+    assert pick(nodes, {"os": "mac"}, pin="c") is not None
+    assert pick(nodes, {}, pin="zz") is None
+
+
+def test_settings_precedence_and_errors(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('shards = 3\nnode_grace_s = 5\ninsecure_loopback = true\n')
+    env = {"CORTEX_SHARDS": "4"}
+    s = config.load(toml, {}, environ=env)
+    assert (s.shards, s.node_grace_s, s.insecure_loopback) == (4, 5.0, True)
+    s = config.load(toml, {"shards": 2}, environ=env)
+    assert s.shards == 2
+    assert config.Settings.from_dict(s.to_dict()) == s
+    toml.write_text("bogus = 1\n")
+    with pytest.raises(ConfigError, match="unknown setting 'bogus'"):
+        config.load(toml, {}, environ={})
+    with pytest.raises(ConfigError, match="no TLS configured"):
+        config.load(None, {}, environ={})
+    with pytest.raises(ConfigError, match="only on loopback"):
+        config.load(None, {"insecure_loopback": True, "node_listen": "0.0.0.0:7700"},
+                    environ={})
+    with pytest.raises(ConfigError, match="shards must be"):
+        config.load(None, {"insecure_loopback": True, "shards": 0}, environ={})
+    with pytest.raises(ConfigError, match="setting shards: cannot use"):
+        config.load(None, {}, environ={"CORTEX_SHARDS": "many"})
+
+
+def test_ring_messages_round_trip_and_reject_garbage() -> None:
+    rec = m.pack(m.FRAME, "n1", 7, b"\x00\x01raw")
+    assert m.unpack(rec) == [m.FRAME, "n1", 7, b"\x00\x01raw"]
+    with pytest.raises(ValueError):
+        m.unpack(m.pack())
+    with pytest.raises(ValueError):
+        m.unpack(b"\xa3abc")  # a msgpack string, not an array
+
+
+def test_session_table_routes_by_epoch_and_supersedes() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        table = SessionTable()
+        first = table.begin("n1", loop)
+        table.welcomed(first.conn_id, 5, b"welcome-5")
+        assert first.welcome is not None and first.welcome.result() == (5, b"welcome-5")
+        assert table.route("n1", 5) is first
+        assert table.route("n1", 4) is None  # a message for an older session is dropped
+        second = table.begin("n1", loop)
+        table.welcomed(second.conn_id, 6, b"welcome-6")
+        assert first.close_reason.startswith("superseded")
+        assert await first.outbound.get() == CLOSE
+        assert table.route("n1", 6) is second
+        table.end(first)  # the old stream ending must not remove the new session
+        assert table.route("n1", 6) is second
+        third = table.begin("n2", loop)
+        table.refused(third.conn_id, "UNAVAILABLE", "busy")
+        assert third.welcome is not None
+        with pytest.raises(RefusedAttach, match="busy"):
+            third.welcome.result()
+
+    asyncio.run(scenario())
+
+
+def test_slow_node_is_closed_not_buffered_forever() -> None:
+    async def scenario() -> None:
+        table = SessionTable()
+        s = table.begin("n1", asyncio.get_running_loop())
+        for _ in range(MAX_OUTBOUND):
+            assert s.push(b"f")
+        assert not s.push(b"f")
+        assert "outbound queue full" in s.close_reason
+        assert s.outbound.qsize() == MAX_OUTBOUND + 1  # frames + the CLOSE sentinel
+
+    asyncio.run(scenario())
