@@ -180,7 +180,7 @@ class LocalHub:
         self.starts = 0
         self.log_path = self.log_dir / "cortexd.log"
         self._seen: dict[int, int] = {}  # every child ever seen: {pid: start time}
-        self._shm_before: set[str] = set()
+        self._supervisor_pids: set[int] = set()  # every cortexd pid this hub had
 
     # addresses, known once started
     @property
@@ -213,13 +213,12 @@ class LocalHub:
         """Start cortexd and wait until it is ready; keep the ports for a restart."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        if self.starts == 0:  # what existed before this hub ever ran is not its leftover
-            self._shm_before = shm_segments()
         self.starts += 1
         self.log_path = self.log_dir / f"cortexd.{self.starts}.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT)
+        self._supervisor_pids.add(self.proc.pid)
         self.info = wait_until(self._ready, timeout_s, f"{self.ready_file} of pid {self.proc.pid}")
         self.node_port = int(self.node_address.rsplit(":", 1)[1])
         self.control_port = int(self.control_address.rsplit(":", 1)[1])
@@ -274,8 +273,11 @@ class LocalHub:
         problems += [f"port {port} still listening" for port in (self.node_port,
                                                                  self.control_port)
                      if port and port in ports]
-        problems += [f"/dev/shm/{name} left" for name in sorted(shm_segments()
-                                                                 - self._shm_before)]
+        # Segments are named cortex-<supervisor pid>-…: count only this hub's, not those of
+        # another cortexd that happens to run on the machine at the same time.
+        ours = {f"cortex-{pid}-" for pid in self._supervisor_pids}
+        problems += [f"/dev/shm/{name} left" for name in sorted(shm_segments())
+                     if any(name.startswith(prefix) for prefix in ours)]
         if self.ready_file.exists():
             problems.append(f"{self.ready_file} left")
         return problems
