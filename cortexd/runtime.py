@@ -105,6 +105,22 @@ def write_ready_file(path: Path, info: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def stop_resource_tracker() -> None:
+    """Reap multiprocessing's resource tracker before we exit.
+
+    The ``spawn`` start method starts a tracker process as our child; it would
+    otherwise outlive the supervisor by a moment (it exits on EOF of its pipe),
+    so "nothing left behind after exit" would be racy. ``_stop`` closes the
+    pipe and waits for it (CPython 3.11+).
+    """
+    from multiprocessing import resource_tracker
+
+    stop = getattr(resource_tracker._resource_tracker, "_stop", None)
+    if stop is not None:
+        with contextlib.suppress(Exception):
+            stop()
+
+
 def sd_notify(message: str) -> None:
     """Tell systemd (Type=notify) about readiness, stopping and watchdog pings."""
     addr = os.environ.get("NOTIFY_SOCKET")

@@ -46,6 +46,7 @@ from cortexd.runtime import (
     remove_stale_segments,
     ring_prefix,
     sd_notify,
+    stop_resource_tracker,
     take_lock,
     write_ready_file,
 )
@@ -358,4 +359,5 @@ class Supervisor:
                 (self.s.state_dir / "cortexd.json").unlink()
         for fd in self.locks:
             os.close(fd)
+        stop_resource_tracker()
         self.log.info("cortexd_stopped", shard_restarts=sum(c.restarts for c in self.shards))
