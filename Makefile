@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(wildcard proto/cortex/v1/*.proto)
 
-.PHONY: demo test lint typecheck unit proto clean
+.PHONY: demo test lint proto clean bench-micro
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: cortex/v1/.generated
 
 test: lint
 	$(PY) -m pytest tests
+
+# Micro-benchmarks (signing inline vs pool, rings vs socketpair); not part of `make test`.
+bench-micro: cortex/v1/.generated
+	$(PY) -m bench.run_micro
 
 clean:
 	rm -rf cortex/v1 $(VENV) .pytest_cache .mypy_cache .ruff_cache
