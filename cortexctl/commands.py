@@ -126,6 +126,9 @@ def follow(client: HubClient, tid: str, args: argparse.Namespace, from_offset: i
                         reconnect_s=args.reconnect_s).run()
     except CtlError as e:
         raise CtlError(str(e), exitcodes.FOLLOW_ERROR) from e
+    except KeyboardInterrupt:
+        notice(f"stopped following task {tid}; it keeps running (cortexctl cancel {tid})")
+        raise
     if task.state != pb.SUCCEEDED and not args.json:
         code = f", exit code {task.exit_code}" if task.has_exit_code else ""
         reason = f": {task.reason}" if task.reason else ""
@@ -178,8 +181,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         task = client.cancel(tid, args.reason or "")
     if args.json:
         print(render.json_lines([render.task_dict(task)]))
-    else:
+    elif task.state in render.TERMINAL_STATES:
         print(f"{task.task_id} {render.state_name(task.state)}")
+    else:  # the node stops it (SIGINT, SIGTERM, SIGKILL); `watch` follows it to the end
+        print(f"{task.task_id} cancel requested (was {render.state_name(task.state)})")
     return exitcodes.OK
 
 
