@@ -8,10 +8,12 @@ loopback address and only when asked for explicitly (``insecure_loopback``).
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-
-import grpc
+from typing import TYPE_CHECKING
 
 from cortex.errors import ConfigError
+
+if TYPE_CHECKING:
+    import grpc
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +70,9 @@ def _read(path: Path, what: str) -> bytes:
         raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
 
 
-def server_credentials(tls: ServerTLS) -> grpc.ServerCredentials:
+def server_credentials(tls: ServerTLS) -> "grpc.ServerCredentials":
+    import grpc  # not at module level: the supervisor imports this and must not load grpc
+
     assert tls.cert_file is not None
     if tls.key_file is None:
         raise ConfigError("tls_cert_file is set but tls_key_file is not")
@@ -80,7 +84,9 @@ def server_credentials(tls: ServerTLS) -> grpc.ServerCredentials:
     )
 
 
-def channel_credentials(tls: ClientTLS) -> grpc.ChannelCredentials:
+def channel_credentials(tls: ClientTLS) -> "grpc.ChannelCredentials":
+    import grpc
+
     ca = _read(tls.ca_file, "CA certificate") if tls.ca_file else None
     key = _read(tls.key_file, "client key") if tls.key_file else None
     cert = _read(tls.cert_file, "client certificate") if tls.cert_file else None

@@ -35,7 +35,7 @@ from cortex.errors import ConfigError
 from cortexd import exitcodes
 from cortexd.childproc import RingPaths, read_report, report
 from cortexd.config import Settings
-from cortexd.control import process as control_process
+from cortexd.entry import control_main, shard_main
 from cortexd.ipc.link import make_fifo
 from cortexd.ipc.ring import Ring
 from cortexd.runtime import (
@@ -50,7 +50,6 @@ from cortexd.runtime import (
     take_lock,
     write_ready_file,
 )
-from cortexd.shards import process as shard_process
 
 BOOT_TIMEOUT_S = 60.0
 TICK_S = 0.5
@@ -161,10 +160,10 @@ class Supervisor:
         settings = self.s.to_dict()
         args: tuple[Any, ...]
         if child.shard is None:
-            target: Any = control_process.main
+            target: Any = control_main
             args = (settings, self.rings, child_conn, os.getpid())
         else:
-            target = shard_process.main
+            target = shard_main
             args = (child.shard, settings, self.rings[child.shard], child_conn, os.getpid())
         proc = self.ctx.Process(target=target, args=args, name=f"cortexd-{child.name}")
         proc.start()

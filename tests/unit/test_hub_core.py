@@ -131,3 +131,15 @@ def test_slow_node_is_closed_not_buffered_forever() -> None:
         assert s.outbound.qsize() == MAX_OUTBOUND + 1  # frames + the CLOSE sentinel
 
     asyncio.run(scenario())
+
+
+def test_supervisor_does_not_load_grpc() -> None:
+    # Nothing that owns threads or gRPC state may exist in the process that spawns
+    # the children (DESIGN §1); importing grpcio is where that would start.
+    import subprocess
+    import sys
+
+    probe = "import sys, cortexd.supervisor, cortexd.cli; print('grpc' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
