@@ -21,6 +21,19 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from examples.proctable import (
+    alive,
+    descendants,
+    listening_ports,
+    processes_with_env,
+    shm_segments,
+    signal_all,
+    start_time,
+)
+
+__all__ = ["Ctl", "FleetError", "LocalHub", "LocalNode", "binary", "shm_segments",
+           "start_time", "tail", "wait_until"]
+
 T = TypeVar("T")
 #: Environment variable put on every nodeagent (and so on its tasks) to find strays; not
 #: CORTEX_*, which the agent strips from task environments.
@@ -52,95 +65,6 @@ def binary(name: str) -> list[str]:
     module = {"cortexd": "cortexd.cli", "nodeagent": "nodeagent.cli",
               "cortexctl": "cortexctl.cli"}[name]
     return [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main())"]
-
-
-# -- the process table, ports and shared memory, from /proc ---------------------
-
-def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks (field 22 of /proc/PID/stat), None if gone
-    or a zombie; (pid, start time) names a process even after pid reuse."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return None if fields[0] == "Z" else int(fields[19])
-
-
-def parent_pid(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(")") + 2:].split()[1])
-
-
-def all_pids() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def descendants(root: int) -> dict[int, int]:
-    """Living descendants of ``root`` as {pid: start time}."""
-    children: dict[int, list[int]] = {}
-    for pid in all_pids():
-        ppid = parent_pid(pid)
-        if ppid is not None:
-            children.setdefault(ppid, []).append(pid)
-    found: dict[int, int] = {}
-    stack = [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            st = start_time(child)
-            if st is not None:
-                found[child] = st
-                stack.append(child)
-    return found
-
-
-def alive(processes: dict[int, int]) -> list[int]:
-    """The pids of ``processes`` ({pid: start time}) that still run."""
-    return [pid for pid, st in processes.items() if start_time(pid) == st]
-
-
-def listening_ports() -> set[int]:
-    ports: set[int] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "0A":  # TCP_LISTEN
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
-def shm_segments() -> set[str]:
-    try:
-        return {name for name in os.listdir("/dev/shm") if name.startswith("cortex")}
-    except FileNotFoundError:
-        return set()
-
-
-def processes_with_env(marker: str) -> list[int]:
-    needle = f"{RUN_MARKER_ENV}={marker}".encode()
-    found = []
-    for pid in all_pids():
-        try:
-            if needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                found.append(pid)
-        except OSError:
-            continue
-    return found
-
-
-def signal_all(pids: Iterable[int], sig: signal.Signals) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def tail(path: Path, lines: int = 40) -> str:
@@ -349,11 +273,11 @@ class LocalNode:
             assert self.proc is not None
             self.proc.kill()
             self.proc.wait()
-        signal_all(processes_with_env(self.marker), signal.SIGKILL)
+        signal_all(processes_with_env(RUN_MARKER_ENV, self.marker), signal.SIGKILL)
 
     def stray_processes(self) -> list[int]:
         """Processes started by this agent (its tasks) that still run."""
-        return [pid for pid in processes_with_env(self.marker)
+        return [pid for pid in processes_with_env(RUN_MARKER_ENV, self.marker)
                 if self.proc is None or pid != self.proc.pid]
 
     def log_tail(self) -> str:

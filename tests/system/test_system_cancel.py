@@ -1,38 +1,13 @@
 """Test 3: cancelling ``sleep 1000`` leaves no process of the task on the node."""
 
 import uuid
-from pathlib import Path
 
 import pytest
 
-from examples.localfleet import all_pids, wait_until
+from examples.localfleet import wait_until
+from examples.proctable import all_pids, cmdline, session_members, stat_fields
 
 pytestmark = pytest.mark.system
-
-
-def stat_fields(pid: int) -> list[str] | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2:].split()  # state ppid pgrp session ...
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def session_members(sid: int) -> dict[int, str]:
-    """Living (non-zombie) processes of session ``sid``, with their command lines."""
-    members = {}
-    for pid in all_pids():
-        fields = stat_fields(pid)
-        if fields and fields[0] != "Z" and int(fields[3]) == sid:
-            members[pid] = cmdline(pid)
-    return members
 
 
 def test_cancel_leaves_no_process(ctl, nodes):
