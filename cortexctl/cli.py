@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cortex.v1 import control_pb2 as pb
-from cortexctl import commands, exitcodes
+from cortexctl import commands, exitcodes, logcmds
 from cortexctl.errors import CtlError
 
 EPILOG = """\
@@ -123,6 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", metavar="ID", help="only tasks of this node")
     p.add_argument("--limit", type=int, default=0, help="at most N tasks (hub default 100)")
     p.add_argument("--json", action="store_true", help="JSON lines, one per task")
+
+    p = command("logs", logcmds.cmd_logs,
+                "print a range of a task's output from the node's spool")
+    p.add_argument("task", metavar="TASK")
+    p.add_argument("--from", dest="from_offset", metavar="OFFSET", type=int, default=0,
+                   help="first byte (default 0)")
+    p.add_argument("--length", metavar="N", type=int, default=0,
+                   help="at most N bytes (default 0: to the end)")
+    p.add_argument("--attempt", metavar="N", type=int, default=0,
+                   help="this attempt (default 0: the current one)")
+    p.add_argument("--json", action="store_true", help="JSON lines, one per chunk (base64)")
+
+    p = command("journal", logcmds.cmd_journal,
+                "print a task's journal: first 10 KB, what was omitted, last 30 KB")
+    p.add_argument("task", metavar="TASK")
+    p.add_argument("--json", action="store_true", help="one JSON object (head/tail base64)")
 
     p = command("shards", commands.cmd_shards, "list the hub's shards")
     p.add_argument("--json", action="store_true", help="JSON lines, one per shard")

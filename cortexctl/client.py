@@ -97,6 +97,12 @@ class HubClient:
         self._shards: grpc.UnaryUnaryMultiCallable[pb.ListShardsRequest, pb.ListShardsResponse] = (
             ch.unary_unary(SERVICE + "ListShards", pb.ListShardsRequest.SerializeToString,
                            pb.ListShardsResponse.FromString))
+        self._journal: grpc.UnaryUnaryMultiCallable[pb.GetJournalRequest, pb.Journal] = (
+            ch.unary_unary(SERVICE + "GetJournal", pb.GetJournalRequest.SerializeToString,
+                           pb.Journal.FromString))
+        self._logs: grpc.UnaryStreamMultiCallable[pb.ReadLogsRequest, pb.LogData] = (
+            ch.unary_stream(SERVICE + "ReadLogs", pb.ReadLogsRequest.SerializeToString,
+                            pb.LogData.FromString))
 
     def __enter__(self) -> HubClient:
         return self
@@ -143,3 +149,14 @@ class HubClient:
         """Open a Watch stream; errors are raised while iterating it (as grpc.RpcError)."""
         request = pb.WatchRequest(task_id=task_id, from_offset=from_offset, no_output=no_output)
         return self._watch(request, metadata=self._metadata)
+
+    def journal(self, task_id: str) -> pb.Journal:
+        return self._call(self._journal, pb.GetJournalRequest(task_id=task_id), f"task {task_id}")
+
+    def read_logs(self, task_id: str, attempt: int = 0, offset: int = 0,
+                  length: int = 0) -> grpc.CallIterator[pb.LogData]:
+        """Open a ReadLogs stream; errors are raised while iterating it (as grpc.RpcError).
+        No deadline: a long range takes as long as the node needs to read it."""
+        request = pb.ReadLogsRequest(task_id=task_id, attempt=attempt, offset=offset,
+                                     length=length)
+        return self._logs(request, metadata=self._metadata)

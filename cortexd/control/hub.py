@@ -23,6 +23,7 @@ from cortex.errors import CortexError
 from cortex.ids import is_task_id
 from cortex.v1 import node_pb2
 from cortexd.config import Settings
+from cortexd.control.journals import JournalCache
 from cortexd.ipc import messages as m
 from cortexd.ipc.link import RingLink
 from cortexd.lifecycle import ACTIVE, State, finished_state
@@ -86,6 +87,7 @@ class Hub:
         self.encoder = encoder
         self.hub_id = hub_id
         self.watchers = Watchers(settings.max_watchers)
+        self.journals = JournalCache(store)
         self.nodes: dict[str, NodeState] = {}
         self.links: dict[int, RingLink] = {}
         self.shards: dict[int, ShardInfo] = {}
@@ -293,8 +295,9 @@ class Hub:
                                    "output for a superseded attempt")
             return
         if after > before:
-            self.watchers.publish(out.task_id, ("output", (out.attempt, before,
-                                                           out.data[before - out.offset:])))
+            fresh = out.data[before - out.offset:]
+            self.watchers.publish(out.task_id, ("output", (out.attempt, before, fresh)))
+            await self.journals.appended(out.task_id, out.attempt, before, fresh)
         if node.epoch == epoch:
             await self.send_node(node, node_pb2.HubFrame(ack=node_pb2.OutputAck(
                 task_id=out.task_id, attempt=out.attempt, offset=after)))

@@ -137,6 +137,19 @@ class ControlService(control_pb2_grpc.ControlServicer):
                 ring_out_used_bytes=link.tx.used_bytes if link else 0))
         return control_pb2.ListShardsResponse(shards=out)
 
+    async def GetJournal(self, request: control_pb2.GetJournalRequest,  # noqa: N802
+                         context: Ctx) -> control_pb2.Journal:
+        try:
+            task = await self.hub.get(request.task_id)
+        except RequestError as e:
+            await self._fail(context, e)
+            raise
+        view = await self.hub.journals.view(task.task_id, task.attempt, task.output_bytes)
+        return control_pb2.Journal(
+            task_id=task.task_id, attempt=task.attempt, head=view.head, tail=view.tail,
+            total_bytes=view.total_bytes, omitted_bytes=view.omitted_bytes,
+            omitted_from=view.omitted_from, omitted_to=view.omitted_to)
+
     async def Watch(self, request: control_pb2.WatchRequest,  # noqa: N802
                     context: Ctx) -> AsyncIterator[control_pb2.WatchEvent]:
         try:

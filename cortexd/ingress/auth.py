@@ -27,6 +27,8 @@ CONTROL_METHODS = {
     "/cortex.v1.Control/Cancel": _CLIENT,
     "/cortex.v1.Control/SendInput": _CLIENT,
     "/cortex.v1.Control/ListTasks": _CLIENT,
+    "/cortex.v1.Control/ReadLogs": _CLIENT,
+    "/cortex.v1.Control/GetJournal": _CLIENT,
     "/cortex.v1.Control/ListNodes": _ADMIN,
     "/cortex.v1.Control/ListShards": _ADMIN,
 }
