@@ -3,82 +3,95 @@
 Every call runs on a single dedicated thread (SQLite connections are not to be
 shared across threads, and one writer is what WAL allows anyway), so the
 control process's event loop never blocks on disk. Each public method is one
-transaction. The schema is versioned; a database written by a newer or unknown
-schema is refused at open with a clear message.
+transaction, except output appends and transitions, which go through the group
+commit writer: one ``BEGIN IMMEDIATE … COMMIT`` (and one thread hop) per batch.
+
+The schema is versioned by the files in ``migrations/sqlite``; the store
+migrates itself at open (embedded means zero setup) and refuses a database
+written by a newer schema. Stores from before versioned migrations recorded
+``meta.schema_version = 1``; that is read as version 1.
 """
 
 import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cortexd.lifecycle import State, sources
+from cortexd.lifecycle import State
+from cortexd.store import migrations
 from cortexd.store.base import NodeRow, StaleWrite, StoreError, TaskRow, TransitionRow
+from cortexd.store.groupcommit import GroupCommit
+from cortexd.store.migrations import SchemaError
+from cortexd.store.rows import (
+    NODE_COLS,
+    TASK_COLS,
+    Append,
+    Transition,
+    WriteOp,
+    WriteResult,
+    node_from_row,
+    task_from_row,
+    task_params,
+)
 
 T = TypeVar("T")
-SCHEMA_VERSION = 1
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS nodes (
-    node_id TEXT PRIMARY KEY, session_epoch INTEGER NOT NULL, labels TEXT NOT NULL,
-    capacity INTEGER NOT NULL, agent_version TEXT NOT NULL, shard INTEGER NOT NULL,
-    attached INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS tasks (
-    task_id TEXT PRIMARY KEY, command TEXT NOT NULL, state TEXT NOT NULL,
-    attempt INTEGER NOT NULL, node_id TEXT NOT NULL, node_epoch INTEGER NOT NULL,
-    env TEXT NOT NULL, cwd TEXT NOT NULL, timeout_s INTEGER NOT NULL, selector TEXT NOT NULL,
-    node_pin TEXT NOT NULL, idempotency_key TEXT, tenant TEXT NOT NULL, exit_code INTEGER,
-    reason TEXT NOT NULL, output_bytes INTEGER NOT NULL, cancel_requested INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS tasks_idem ON tasks (tenant, idempotency_key)
-    WHERE idempotency_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS tasks_state ON tasks (state, created_ms);
-CREATE INDEX IF NOT EXISTS tasks_node ON tasks (node_id, state);
-CREATE TABLE IF NOT EXISTS attempts (
-    task_id TEXT NOT NULL, attempt INTEGER NOT NULL, node_id TEXT NOT NULL,
-    node_epoch INTEGER NOT NULL, state TEXT NOT NULL, exit_code INTEGER,
-    output_bytes INTEGER NOT NULL DEFAULT 0, started_ms INTEGER NOT NULL,
-    finished_ms INTEGER, PRIMARY KEY (task_id, attempt));
-CREATE TABLE IF NOT EXISTS output (
-    task_id TEXT NOT NULL, attempt INTEGER NOT NULL, off INTEGER NOT NULL,
-    data BLOB NOT NULL, PRIMARY KEY (task_id, attempt, off));
-CREATE TABLE IF NOT EXISTS transitions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL, attempt INTEGER NOT NULL,
-    from_state TEXT NOT NULL, to_state TEXT NOT NULL, node_epoch INTEGER NOT NULL,
-    accepted INTEGER NOT NULL, at_ms INTEGER NOT NULL, reason TEXT NOT NULL);
-"""
-
-_TASK_COLS = ("task_id, command, state, attempt, node_id, node_epoch, env, cwd, timeout_s, "
-              "selector, node_pin, idempotency_key, tenant, exit_code, reason, output_bytes, "
-              "cancel_requested, created_ms, updated_ms")
+KIND = "sqlite"
 
 
-def _task(row: tuple[Any, ...]) -> TaskRow:
-    return TaskRow(
-        task_id=row[0], command=row[1], state=State(row[2]), attempt=row[3], node_id=row[4],
-        node_epoch=row[5], env=json.loads(row[6]), cwd=row[7], timeout_s=row[8],
-        selector=json.loads(row[9]), node_pin=row[10], idempotency_key=row[11] or "",
-        tenant=row[12], exit_code=row[13], reason=row[14], output_bytes=row[15],
-        cancel_requested=bool(row[16]), created_ms=row[17], updated_ms=row[18],
-    )
+def schema_version(db: sqlite3.Connection) -> int:
+    """The highest migration applied to ``db`` (0 for an empty database)."""
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "schema_migrations" in tables:
+        row = db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+        return int(row[0])
+    if "meta" in tables:
+        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is not None:
+            return int(row[0])
+    return 0
 
 
-def _node(row: tuple[Any, ...]) -> NodeRow:
-    return NodeRow(node_id=row[0], session_epoch=row[1], labels=json.loads(row[2]),
-                   capacity=row[3], agent_version=row[4], shard=row[5],
-                   attached=bool(row[6]), last_seen_ms=row[7])
+def migrate(db: sqlite3.Connection, where: str) -> tuple[int, int]:
+    """Apply the pending migrations to ``db``; return (version before, version after)."""
+    current = schema_version(db)
+    known = migrations.latest(KIND)
+    if current > known:
+        raise SchemaError(migrations.ahead_message(where, current, known))
+    now = int(time.time() * 1000)
+    ledger = ("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+              "name TEXT NOT NULL, applied_ms INTEGER NOT NULL);")
+    if current and not db.execute("SELECT 1 FROM sqlite_master WHERE "
+                                  "name='schema_migrations'").fetchone():
+        # A store from before the ledger: record what it already has.
+        adopted = "".join(f"INSERT INTO schema_migrations VALUES ({m.version}, '{m.name}', {now});"
+                          for m in migrations.load(KIND)[:current])
+        _script(db, f"BEGIN IMMEDIATE; {ledger} {adopted} COMMIT;")
+    for m in migrations.pending(KIND, current):
+        _script(db, f"BEGIN IMMEDIATE; {ledger}\n{m.sql}\n;INSERT INTO schema_migrations "
+                    f"VALUES ({m.version}, '{m.name}', {now}); COMMIT;")
+    return current, known
+
+
+def _script(db: sqlite3.Connection, sql: str) -> None:
+    try:
+        db.executescript(sql)
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 class SQLiteStore:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, batch_max: int = 512, flush_delay_ms: float = 0.0) -> None:
         self.path = Path(path)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
+        self.writer: GroupCommit[WriteOp, WriteResult] = GroupCommit(
+            self._flush, max_batch=batch_max, delay_s=flush_delay_ms / 1000)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -93,6 +106,7 @@ class SQLiteStore:
 
     async def open(self) -> None:
         await self._run(self._open)
+        self.writer.start()
 
     def _open(self) -> None:
         try:
@@ -101,21 +115,20 @@ class SQLiteStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(SCHEMA)
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                       (SCHEMA_VERSION,))
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', 0)")
-            (version,) = db.execute(
-                "SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open SQLite store {self.path}: {e}") from e
-        if version != SCHEMA_VERSION:
+        try:
+            migrate(db, str(self.path))
+        except SchemaError:
             db.close()
-            raise StoreError(f"store {self.path} has schema version {version}; this cortexd "
-                             f"knows version {SCHEMA_VERSION}")
+            raise
+        except sqlite3.Error as e:
+            db.close()
+            raise StoreError(f"cannot migrate SQLite store {self.path}: {e}") from e
         self._db = db
 
     async def close(self) -> None:
+        await self.writer.close()
         if self._db is not None:
             await self._run(self.db.close)
             self._db = None
@@ -152,7 +165,8 @@ class SQLiteStore:
 
     async def list_nodes(self) -> list[NodeRow]:
         def q() -> list[NodeRow]:
-            return [_node(r) for r in self.db.execute("SELECT * FROM nodes ORDER BY node_id")]
+            return [node_from_row(r) for r in
+                    self.db.execute(f"SELECT {NODE_COLS} FROM nodes ORDER BY node_id")]
         return await self._run(q)
 
     # -- tasks ------------------------------------------------------------------
@@ -161,24 +175,19 @@ class SQLiteStore:
         def q() -> tuple[TaskRow, bool]:
             if task.idempotency_key:
                 row = self.db.execute(
-                    f"SELECT {_TASK_COLS} FROM tasks WHERE tenant=? AND idempotency_key=?",
+                    f"SELECT {TASK_COLS} FROM tasks WHERE tenant=? AND idempotency_key=?",
                     (task.tenant, task.idempotency_key)).fetchone()
                 if row is not None:
-                    return _task(row), False
-            self.db.execute(
-                f"INSERT INTO tasks ({_TASK_COLS}) VALUES ({','.join('?' * 19)})",
-                (task.task_id, task.command, task.state.value, task.attempt, task.node_id,
-                 task.node_epoch, json.dumps(task.env), task.cwd, task.timeout_s,
-                 json.dumps(task.selector), task.node_pin, task.idempotency_key or None,
-                 task.tenant, task.exit_code, task.reason, task.output_bytes,
-                 int(task.cancel_requested), task.created_ms, task.updated_ms))
+                    return task_from_row(row), False
+            self.db.execute(f"INSERT INTO tasks ({TASK_COLS}) VALUES ({','.join('?' * 19)})",
+                            task_params(task))
             return task, True
         return await self._run(q)
 
     def _get(self, task_id: str) -> TaskRow | None:
-        row = self.db.execute(f"SELECT {_TASK_COLS} FROM tasks WHERE task_id=?",
+        row = self.db.execute(f"SELECT {TASK_COLS} FROM tasks WHERE task_id=?",
                               (task_id,)).fetchone()
-        return None if row is None else _task(row)
+        return None if row is None else task_from_row(row)
 
     async def get_task(self, task_id: str) -> TaskRow | None:
         return await self._run(self._get, task_id)
@@ -193,23 +202,23 @@ class SQLiteStore:
             if node_id:
                 where.append("node_id=?")
                 args.append(node_id)
-            sql = f"SELECT {_TASK_COLS} FROM tasks"
+            sql = f"SELECT {TASK_COLS} FROM tasks"
             if where:
                 sql += " WHERE " + " AND ".join(where)
             sql += " ORDER BY created_ms DESC, task_id LIMIT ?"
-            return [_task(r) for r in self.db.execute(sql, (*args, limit))]
+            return [task_from_row(r) for r in self.db.execute(sql, (*args, limit))]
         return await self._run(q)
 
     async def tasks_in(self, states: frozenset[State], node_id: str = "") -> list[TaskRow]:
         def q() -> list[TaskRow]:
             marks = ",".join("?" * len(states))
             args: list[str] = [s.value for s in states]
-            sql = f"SELECT {_TASK_COLS} FROM tasks WHERE state IN ({marks})"
+            sql = f"SELECT {TASK_COLS} FROM tasks WHERE state IN ({marks})"
             if node_id:
                 sql += " AND node_id=?"
                 args.append(node_id)
-            return [_task(r) for r in self.db.execute(sql + " ORDER BY created_ms, task_id",
-                                                      args)]
+            return [task_from_row(r)
+                    for r in self.db.execute(sql + " ORDER BY created_ms, task_id", args)]
         return await self._run(q)
 
     async def count_in(self, states: frozenset[State]) -> int:
@@ -234,65 +243,11 @@ class SQLiteStore:
         reason: str = "",
         now_ms: int,
     ) -> TaskRow:
-        return await self._run(self._transition, task_id, attempt, node_epoch, to, new_attempt,
-                               node_id, new_node_epoch, exit_code, reason, now_ms)
-
-    def _transition(self, task_id: str, attempt: int, node_epoch: int, to: State,
-                    new_attempt: bool, node_id: str | None, new_node_epoch: int | None,
-                    exit_code: int | None, reason: str, now_ms: int) -> TaskRow:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            current = self._get(task_id)
-            if current is None:
-                raise StaleWrite(f"task {task_id} does not exist")
-            allowed = sources(to)
-            ok = (current.attempt == attempt and current.node_epoch == node_epoch
-                  and current.state in allowed)
-            if not ok:
-                db.execute("INSERT INTO transitions (task_id, attempt, from_state, to_state, "
-                           "node_epoch, accepted, at_ms, reason) VALUES (?,?,?,?,?,0,?,?)",
-                           (task_id, attempt, current.state.value, to.value, node_epoch, now_ms,
-                            f"stale: task is {current.state.value} attempt {current.attempt} "
-                            f"epoch {current.node_epoch}"))
-                db.execute("COMMIT")
-                raise StaleWrite(
-                    f"task {task_id}: {current.state.value}/attempt {current.attempt}/epoch "
-                    f"{current.node_epoch}, writer expected attempt {attempt} epoch {node_epoch}"
-                    f" and a state in {sorted(s.value for s in allowed)}")
-            nxt_attempt = attempt + 1 if new_attempt else attempt
-            nxt_node = current.node_id if node_id is None else node_id
-            nxt_epoch = node_epoch if new_node_epoch is None else new_node_epoch
-            out_bytes = 0 if new_attempt else current.output_bytes
-            if to is State.QUEUED:
-                nxt_node, nxt_epoch = "", 0
-            db.execute(
-                "UPDATE tasks SET state=?, attempt=?, node_id=?, node_epoch=?, exit_code=?, "
-                "reason=?, output_bytes=?, updated_ms=? WHERE task_id=?",
-                (to.value, nxt_attempt, nxt_node, nxt_epoch, exit_code, reason, out_bytes,
-                 now_ms, task_id))
-            if new_attempt:
-                db.execute("INSERT INTO attempts (task_id, attempt, node_id, node_epoch, state, "
-                           "started_ms) VALUES (?,?,?,?,?,?)",
-                           (task_id, nxt_attempt, nxt_node, nxt_epoch, to.value, now_ms))
-            elif attempt > 0:
-                db.execute("UPDATE attempts SET state=?, exit_code=?, node_epoch=?, "
-                           "finished_ms=? WHERE task_id=? AND attempt=?",
-                           (to.value, exit_code, nxt_epoch, now_ms if to.terminal else None,
-                            task_id, attempt))
-            db.execute("INSERT INTO transitions (task_id, attempt, from_state, to_state, "
-                       "node_epoch, accepted, at_ms, reason) VALUES (?,?,?,?,?,1,?,?)",
-                       (task_id, nxt_attempt, current.state.value, to.value, nxt_epoch, now_ms,
-                        reason))
-            db.execute("COMMIT")
-        except StaleWrite:
-            raise
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        row = self._get(task_id)
-        assert row is not None
-        return row
+        result = await self.writer.submit(Transition(
+            task_id, attempt, node_epoch, to, new_attempt, node_id, new_node_epoch, exit_code,
+            reason, now_ms))
+        assert isinstance(result, TaskRow)
+        return result
 
     async def rebind_epoch(self, task_id: str, attempt: int, node_id: str, epoch: int) -> bool:
         """Move a kept task to the node's new session epoch (never backwards)."""
@@ -323,38 +278,10 @@ class SQLiteStore:
         chunk starting past the end is a gap and is refused (the node resends from
         the acknowledged offset).
         """
-        return await self._run(self._append, task_id, attempt, node_epoch, offset, data)
-
-    def _append(self, task_id: str, attempt: int, node_epoch: int, offset: int,
-                data: bytes) -> tuple[int, int]:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            row = db.execute("SELECT output_bytes FROM tasks WHERE task_id=? AND attempt=? "
-                             "AND node_epoch=?", (task_id, attempt, node_epoch)).fetchone()
-            if row is None:
-                db.execute("COMMIT")
-                raise StaleWrite(f"output for {task_id}/{attempt} from epoch {node_epoch} "
-                                 "is stale")
-            end = int(row[0])
-            if offset > end or offset + len(data) <= end:
-                db.execute("COMMIT")
-                return end, end
-            chunk = data[end - offset:]
-            db.execute("INSERT INTO output VALUES (?,?,?,?)", (task_id, attempt, end, chunk))
-            new_end = end + len(chunk)
-            now = int(time.time() * 1000)
-            db.execute("UPDATE tasks SET output_bytes=?, updated_ms=? WHERE task_id=?",
-                       (new_end, now, task_id))
-            db.execute("UPDATE attempts SET output_bytes=? WHERE task_id=? AND attempt=?",
-                       (new_end, task_id, attempt))
-            db.execute("COMMIT")
-            return end, new_end
-        except StaleWrite:
-            raise
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        result = await self.writer.submit(
+            Append(task_id, attempt, node_epoch, offset, data, int(time.time() * 1000)))
+        assert isinstance(result, tuple)
+        return result
 
     async def read_output(self, task_id: str, attempt: int, offset: int,
                           max_bytes: int) -> bytes:
@@ -381,3 +308,85 @@ class SQLiteStore:
             return [TransitionRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7])
                     for r in self.db.execute(sql + " ORDER BY id", args)]
         return await self._run(q)
+
+    # -- the group commit writer's flush ---------------------------------------------
+
+    async def _flush(self, ops: Sequence[WriteOp]) -> list[WriteResult | Exception]:
+        return await self._run(self._flush_sync, ops)
+
+    def _flush_sync(self, ops: Sequence[WriteOp]) -> list[WriteResult | Exception]:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            results: list[WriteResult | Exception] = []
+            for op in ops:
+                try:
+                    if isinstance(op, Append):
+                        results.append(self._append(op))
+                    else:
+                        results.append(self._transition(op))
+                except StaleWrite as e:
+                    results.append(e)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return results
+
+    def _transition(self, op: Transition) -> TaskRow:
+        db = self.db
+        current = self._get(op.task_id)
+        if current is None:
+            raise StaleWrite(f"task {op.task_id} does not exist")
+        if not (current.attempt == op.attempt and current.node_epoch == op.node_epoch
+                and current.state in op.allowed):
+            db.execute("INSERT INTO transitions (task_id, attempt, from_state, to_state, "
+                       "node_epoch, accepted, at_ms, reason) VALUES (?,?,?,?,?,0,?,?)",
+                       (op.task_id, op.attempt, current.state.value, op.to.value,
+                        op.node_epoch, op.now_ms, op.refusal_reason(current)))
+            raise op.refused(current)
+        nxt_attempt = op.attempt + 1 if op.new_attempt else op.attempt
+        nxt_node = current.node_id if op.node_id is None else op.node_id
+        nxt_epoch = op.node_epoch if op.new_node_epoch is None else op.new_node_epoch
+        out_bytes = 0 if op.new_attempt else current.output_bytes
+        if op.to is State.QUEUED:
+            nxt_node, nxt_epoch = "", 0
+        db.execute(
+            "UPDATE tasks SET state=?, attempt=?, node_id=?, node_epoch=?, exit_code=?, "
+            "reason=?, output_bytes=?, updated_ms=? WHERE task_id=?",
+            (op.to.value, nxt_attempt, nxt_node, nxt_epoch, op.exit_code, op.reason, out_bytes,
+             op.now_ms, op.task_id))
+        if op.new_attempt:
+            db.execute("INSERT INTO attempts (task_id, attempt, node_id, node_epoch, state, "
+                       "started_ms) VALUES (?,?,?,?,?,?)",
+                       (op.task_id, nxt_attempt, nxt_node, nxt_epoch, op.to.value, op.now_ms))
+        elif op.attempt > 0:
+            db.execute("UPDATE attempts SET state=?, exit_code=?, node_epoch=?, "
+                       "finished_ms=? WHERE task_id=? AND attempt=?",
+                       (op.to.value, op.exit_code, nxt_epoch,
+                        op.now_ms if op.to.terminal else None, op.task_id, op.attempt))
+        db.execute("INSERT INTO transitions (task_id, attempt, from_state, to_state, "
+                   "node_epoch, accepted, at_ms, reason) VALUES (?,?,?,?,?,1,?,?)",
+                   (op.task_id, nxt_attempt, current.state.value, op.to.value, nxt_epoch,
+                    op.now_ms, op.reason))
+        row = self._get(op.task_id)
+        assert row is not None
+        return row
+
+    def _append(self, op: Append) -> tuple[int, int]:
+        db = self.db
+        row = db.execute("SELECT output_bytes FROM tasks WHERE task_id=? AND attempt=? "
+                         "AND node_epoch=?", (op.task_id, op.attempt, op.node_epoch)).fetchone()
+        if row is None:
+            raise op.stale()
+        end = int(row[0])
+        if op.offset > end or op.offset + len(op.data) <= end:
+            return end, end
+        chunk = op.data[end - op.offset:]
+        db.execute("INSERT INTO output VALUES (?,?,?,?)", (op.task_id, op.attempt, end, chunk))
+        new_end = end + len(chunk)
+        db.execute("UPDATE tasks SET output_bytes=?, updated_ms=? WHERE task_id=?",
+                   (new_end, op.now_ms, op.task_id))
+        db.execute("UPDATE attempts SET output_bytes=? WHERE task_id=? AND attempt=?",
+                   (new_end, op.task_id, op.attempt))
+        return end, new_end

@@ -1,0 +1,398 @@
+"""The shared store: PostgreSQL through psycopg 3 (async) and a connection pool.
+
+Same interface and semantics as the SQLite store (one test suite runs against
+both). What differs:
+
+- **Epochs** come from ``UPDATE cortex_epoch SET value = value + 1 RETURNING``:
+  a committed row write, durable and strictly increasing across every hub that
+  shares the database (the row lock orders concurrent minters).
+- **Conditional writes** are the SQL functions ``cortex_transition`` and
+  ``cortex_append_output`` (migrations/pg): each locks the task row
+  (``SELECT … FOR UPDATE``), checks attempt, epoch and state, writes, and records
+  a refused transition in ``transitions`` like an accepted one.
+- **Group commit**: appends and transitions from the writer are sent as one
+  pipelined transaction per batch (one round trip instead of one per row).
+- **Schema**: checked at open; an empty database is migrated (first start,
+  serialized by an advisory lock), a schema that is behind is refused with the
+  ``cortexctl db migrate`` command to run, one that is ahead is refused.
+"""
+
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from cortexd.lifecycle import State
+from cortexd.store import migrations
+from cortexd.store.base import NodeRow, StaleWrite, StoreError, TaskRow, TransitionRow
+from cortexd.store.groupcommit import GroupCommit
+from cortexd.store.migrations import SchemaError
+from cortexd.store.rows import (
+    NODE_COLS,
+    TASK_COLS,
+    Append,
+    Transition,
+    WriteOp,
+    WriteResult,
+    node_from_row,
+    task_from_dict,
+    task_from_row,
+    task_params,
+)
+
+KIND = "pg"
+CONNECT_TIMEOUT_S = 5
+#: Serializes migrations of one database between hubs and cortexctl (any 64-bit key).
+MIGRATION_LOCK = 0x636F72746578  # "cortex"
+
+_APPEND_SQL = "SELECT cortex_append_output(%s, %s, %s, %s, %s, %s)"
+_TRANSITION_SQL = "SELECT cortex_transition(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def _hint(text: str) -> str:
+    if "Connection refused" in text:
+        return "nothing listens there: is PostgreSQL running, on that host and port?"
+    if "resolve host" in text:
+        return "the host name does not resolve"
+    if "timeout expired" in text:
+        return "no answer within the connect timeout: host down or a firewall"
+    if "database" in text and "does not exist" in text:
+        return "create the database (createdb), or fix its name in the URL"
+    if "role" in text and "does not exist" in text:
+        return "no such user: fix the user name in the URL"
+    if "password" in text or "authentication" in text:
+        return "authentication failed: check the user and password (URL, PGPASSWORD, ~/.pgpass)"
+    return ""
+
+
+async def connect(url: str) -> psycopg.AsyncConnection[Any]:
+    """One autocommit connection, or a StoreError that says what is wrong."""
+    try:
+        return await psycopg.AsyncConnection.connect(url, autocommit=True,
+                                                     connect_timeout=CONNECT_TIMEOUT_S)
+    except psycopg.Error as e:
+        text = " ".join(str(e).split())
+        hint = _hint(text)
+        raise StoreError(f"cannot connect to PostgreSQL store {redact(url)}: {text}"
+                         + (f" ({hint})" if hint else "")) from e
+
+
+async def schema_state(conn: psycopg.AsyncConnection[Any]) -> tuple[int, bool]:
+    """(applied version, whether the schema holds none of our tables)."""
+    cur = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL, "
+                             "to_regclass('tasks') IS NULL")
+    row = await cur.fetchone()
+    assert row is not None
+    has_ledger, no_tasks = bool(row[0]), bool(row[1])
+    if not has_ledger:
+        return 0, no_tasks
+    cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), False
+
+
+async def migrate(conn: psycopg.AsyncConnection[Any], where: str) -> tuple[int, int]:
+    """Apply pending migrations, each in its own transaction; (before, after)."""
+    known = migrations.latest(KIND)
+    first: int | None = None
+    while True:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            current, empty = await schema_state(conn)
+            first = current if first is None else first
+            if current == 0 and not empty:
+                raise SchemaError(f"store {where} has a 'tasks' table but no schema_migrations:"
+                                  " it is not a Cortex schema this release knows")
+            if current > known:
+                raise SchemaError(migrations.ahead_message(where, current, known))
+            if current == known:
+                return first, known
+            m = migrations.pending(KIND, current)[0]
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
+                "name text NOT NULL, applied_ms bigint NOT NULL)")
+            await conn.execute(m.sql.encode())
+            await conn.execute("INSERT INTO schema_migrations VALUES (%s, %s, %s)",
+                               (m.version, m.name, int(time.time() * 1000)))
+
+
+async def check(url: str) -> str:
+    """Connect and compare the schema with this release's; a line if fine, else raise."""
+    conn = await connect(url)
+    try:
+        current, empty = await schema_state(conn)
+    except psycopg.Error as e:
+        raise StoreError(f"store {redact(url)}: cannot read its schema: {e}") from e
+    finally:
+        await conn.close()
+    known = migrations.latest(KIND)
+    where = redact(url)
+    if current > known:
+        raise SchemaError(migrations.ahead_message(where, current, known))
+    if current == 0 and empty:
+        return (f"store {where}: reachable, empty database (cortexd will create schema "
+                f"version {known} at first start)")
+    if current == 0:
+        raise SchemaError(f"store {where} has a 'tasks' table but no schema_migrations")
+    if current < known:
+        raise SchemaError(migrations.behind_message(where, current, known, where))
+    return f"store {where}: reachable, schema version {current} (current)"
+
+
+class PostgresStore:
+    def __init__(self, url: str, *, pool_size: int = 4, batch_max: int = 512,
+                 flush_delay_ms: float = 0.0) -> None:
+        self.url = url
+        self.pool_size = pool_size
+        self._pool: AsyncConnectionPool | None = None
+        self.writer: GroupCommit[WriteOp, WriteResult] = GroupCommit(
+            self._flush, max_batch=batch_max, delay_s=flush_delay_ms / 1000)
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        assert self._pool is not None, "store is not open"
+        return self._pool
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def open(self) -> None:
+        where = redact(self.url)
+        conn = await connect(self.url)
+        try:
+            current, empty = await schema_state(conn)
+            known = migrations.latest(KIND)
+            if current == 0 and empty:
+                await migrate(conn, where)  # first start on an empty database
+            elif current > known:
+                raise SchemaError(migrations.ahead_message(where, current, known))
+            elif current < known:
+                raise SchemaError(migrations.behind_message(where, current, known, where))
+        except psycopg.Error as e:
+            raise StoreError(f"store {where}: cannot check or create its schema: {e}") from e
+        finally:
+            await conn.close()
+        self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=self.pool_size,
+                                         kwargs={"autocommit": True}, open=False,
+                                         name="cortex-store")
+        await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+        self.writer.start()
+
+    async def close(self) -> None:
+        await self.writer.close()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql, args)
+            return await cur.fetchall()
+
+    async def _one(self, sql: str, args: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql, args)
+            return await cur.fetchone()
+
+    # -- epochs and nodes -------------------------------------------------------
+
+    async def mint_epoch(self) -> int:
+        row = await self._one("UPDATE cortex_epoch SET value = value + 1 WHERE id = 1 "
+                              "RETURNING value")
+        assert row is not None
+        return int(row[0])
+
+    async def node_attached(self, node: NodeRow) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                f"INSERT INTO nodes ({NODE_COLS}) VALUES (%s,%s,%s,%s,%s,%s,true,%s) "
+                "ON CONFLICT (node_id) DO UPDATE SET "
+                "session_epoch=excluded.session_epoch, labels=excluded.labels, "
+                "capacity=excluded.capacity, agent_version=excluded.agent_version, "
+                "shard=excluded.shard, attached=true, last_seen_ms=excluded.last_seen_ms "
+                "WHERE excluded.session_epoch > nodes.session_epoch",
+                (node.node_id, node.session_epoch, orjson.dumps(node.labels).decode(),
+                 node.capacity, node.agent_version, node.shard, node.last_seen_ms))
+
+    async def node_detached(self, node_id: str, epoch: int, now_ms: int) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("UPDATE nodes SET attached=false, last_seen_ms=%s "
+                                     "WHERE node_id=%s AND session_epoch=%s",
+                                     (now_ms, node_id, epoch))
+            return cur.rowcount == 1
+
+    async def list_nodes(self) -> list[NodeRow]:
+        return [node_from_row(r)
+                for r in await self._all(f"SELECT {NODE_COLS} FROM nodes ORDER BY node_id")]
+
+    # -- tasks ------------------------------------------------------------------
+
+    async def create_task(self, task: TaskRow) -> tuple[TaskRow, bool]:
+        marks = ",".join(["%s"] * 19)
+        async with self.pool.connection() as conn:
+            # ON CONFLICT makes two hubs racing on one idempotency key agree on one task.
+            cur = await conn.execute(
+                f"INSERT INTO tasks ({TASK_COLS}) VALUES ({marks}) ON CONFLICT (tenant, "
+                "idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+                "RETURNING task_id", task_params(task))
+            if await cur.fetchone() is not None:
+                return task, True
+            cur = await conn.execute(
+                f"SELECT {TASK_COLS} FROM tasks WHERE tenant=%s AND idempotency_key=%s",
+                (task.tenant, task.idempotency_key))
+            row = await cur.fetchone()
+        if row is None:
+            raise StoreError(f"task {task.task_id}: insert conflicted but no task has its key")
+        return task_from_row(row), False
+
+    async def get_task(self, task_id: str) -> TaskRow | None:
+        row = await self._one(f"SELECT {TASK_COLS} FROM tasks WHERE task_id=%s", (task_id,))
+        return None if row is None else task_from_row(row)
+
+    async def list_tasks(self, state: State | None = None, node_id: str = "",
+                         limit: int = 100) -> list[TaskRow]:
+        where, args = [], []
+        if state is not None:
+            where.append("state=%s")
+            args.append(state.value)
+        if node_id:
+            where.append("node_id=%s")
+            args.append(node_id)
+        sql = f"SELECT {TASK_COLS} FROM tasks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_ms DESC, task_id LIMIT %s"
+        return [task_from_row(r) for r in await self._all(sql, (*args, limit))]
+
+    async def tasks_in(self, states: frozenset[State], node_id: str = "") -> list[TaskRow]:
+        sql = f"SELECT {TASK_COLS} FROM tasks WHERE state = ANY(%s)"
+        args: list[Any] = [[s.value for s in states]]
+        if node_id:
+            sql += " AND node_id=%s"
+            args.append(node_id)
+        return [task_from_row(r)
+                for r in await self._all(sql + " ORDER BY created_ms, task_id", args)]
+
+    async def count_in(self, states: frozenset[State]) -> int:
+        row = await self._one("SELECT count(*) FROM tasks WHERE state = ANY(%s)",
+                              ([s.value for s in states],))
+        assert row is not None
+        return int(row[0])
+
+    async def transition(
+        self,
+        task_id: str,
+        *,
+        attempt: int,
+        node_epoch: int,
+        to: State,
+        new_attempt: bool = False,
+        node_id: str | None = None,
+        new_node_epoch: int | None = None,
+        exit_code: int | None = None,
+        reason: str = "",
+        now_ms: int,
+    ) -> TaskRow:
+        result = await self.writer.submit(Transition(
+            task_id, attempt, node_epoch, to, new_attempt, node_id, new_node_epoch, exit_code,
+            reason, now_ms))
+        assert isinstance(result, TaskRow)
+        return result
+
+    async def rebind_epoch(self, task_id: str, attempt: int, node_id: str, epoch: int) -> bool:
+        """Move a kept task to the node's new session epoch (never backwards)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "UPDATE tasks SET node_epoch=%s WHERE task_id=%s AND attempt=%s AND "
+                "node_id=%s AND node_epoch < %s AND state IN ('ASSIGNED','RUNNING')",
+                (epoch, task_id, attempt, node_id, epoch))
+            if cur.rowcount:
+                await conn.execute("UPDATE attempts SET node_epoch=%s WHERE task_id=%s AND "
+                                   "attempt=%s", (epoch, task_id, attempt))
+            return cur.rowcount == 1
+
+    async def request_cancel(self, task_id: str) -> TaskRow | None:
+        row = await self._one(f"UPDATE tasks SET cancel_requested=true WHERE task_id=%s "
+                              f"RETURNING {TASK_COLS}", (task_id,))
+        return None if row is None else task_from_row(row)
+
+    # -- output -------------------------------------------------------------------
+
+    async def append_output(self, task_id: str, attempt: int, node_epoch: int, offset: int,
+                            data: bytes) -> tuple[int, int]:
+        """Append at the durable end; return (end before, end after). See SQLiteStore."""
+        result = await self.writer.submit(
+            Append(task_id, attempt, node_epoch, offset, data, int(time.time() * 1000)))
+        assert isinstance(result, tuple)
+        return result
+
+    async def read_output(self, task_id: str, attempt: int, offset: int,
+                          max_bytes: int) -> bytes:
+        out = bytearray()
+        async with self.pool.connection() as conn:
+            cur = conn.cursor()
+            await cur.execute("SELECT off, data FROM output WHERE task_id=%s AND attempt=%s "
+                              "AND off + length(data) > %s ORDER BY off",
+                              (task_id, attempt, offset))
+            async for start, data in cur:
+                out += data[max(0, offset - start):]
+                if len(out) >= max_bytes:
+                    break
+        return bytes(out[:max_bytes])
+
+    async def transitions(self, task_id: str | None = None) -> list[TransitionRow]:
+        sql = ("SELECT task_id, attempt, from_state, to_state, node_epoch, accepted, at_ms, "
+               "reason FROM transitions")
+        args: tuple[str, ...] = ()
+        if task_id is not None:
+            sql += " WHERE task_id=%s"
+            args = (task_id,)
+        return [TransitionRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7])
+                for r in await self._all(sql + " ORDER BY id", args)]
+
+    # -- the group commit writer's flush ---------------------------------------------
+
+    async def _flush(self, ops: Sequence[WriteOp]) -> list[WriteResult | Exception]:
+        """One transaction, pipelined: every op is sent before any result is read."""
+        async with self.pool.connection() as conn:
+            cursors = []
+            async with conn.pipeline(), conn.transaction():
+                for op in ops:
+                    cur = conn.cursor()
+                    await cur.execute(*_statement(op))
+                    cursors.append(cur)
+            rows = [await cur.fetchone() for cur in cursors]
+        return [_result(op, row[0] if row else None) for op, row in zip(ops, rows, strict=True)]
+
+
+def _statement(op: WriteOp) -> tuple[str, tuple[Any, ...]]:
+    if isinstance(op, Append):
+        return _APPEND_SQL, (op.task_id, op.attempt, op.node_epoch, op.offset, op.data,
+                             op.now_ms)
+    return _TRANSITION_SQL, (
+        op.task_id, op.attempt, op.node_epoch, op.to.value, [s.value for s in op.allowed],
+        op.to.terminal, op.new_attempt, op.node_id, op.new_node_epoch, op.exit_code, op.reason,
+        op.now_ms)
+
+
+def _result(op: WriteOp, value: Any) -> WriteResult | Exception:
+    if isinstance(op, Append):
+        return op.stale() if value is None else (int(value[0]), int(value[1]))
+    if value is None:
+        return StaleWrite(f"task {op.task_id} does not exist")
+    task = task_from_dict(value["task"])
+    return task if value["accepted"] else op.refused(task)

@@ -1,0 +1,99 @@
+"""Row mapping shared by the SQLite and PostgreSQL stores, and the batched write ops.
+
+Both backends keep labels, env and selectors as JSON text, so one mapping serves
+both. ``Append`` and ``Transition`` are the writes that go through the group
+commit writer (:mod:`cortexd.store.groupcommit`): each is a conditional write
+whose outcome is a value or a :class:`StaleWrite` the caller receives.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cortexd.lifecycle import State, sources
+from cortexd.store.base import NodeRow, StaleWrite, TaskRow
+
+TASK_COLS = ("task_id, command, state, attempt, node_id, node_epoch, env, cwd, timeout_s, "
+             "selector, node_pin, idempotency_key, tenant, exit_code, reason, output_bytes, "
+             "cancel_requested, created_ms, updated_ms")
+NODE_COLS = ("node_id, session_epoch, labels, capacity, agent_version, shard, attached, "
+             "last_seen_ms")
+
+
+def task_from_row(row: tuple[Any, ...] | list[Any]) -> TaskRow:
+    return TaskRow(
+        task_id=row[0], command=row[1], state=State(row[2]), attempt=row[3], node_id=row[4],
+        node_epoch=row[5], env=json.loads(row[6]), cwd=row[7], timeout_s=row[8],
+        selector=json.loads(row[9]), node_pin=row[10], idempotency_key=row[11] or "",
+        tenant=row[12], exit_code=row[13], reason=row[14], output_bytes=row[15],
+        cancel_requested=bool(row[16]), created_ms=row[17], updated_ms=row[18],
+    )
+
+
+def task_from_dict(d: dict[str, Any]) -> TaskRow:
+    return task_from_row([d[c] for c in TASK_COLS.split(", ")])
+
+
+def task_params(task: TaskRow) -> tuple[Any, ...]:
+    """The values of TASK_COLS for an insert."""
+    return (task.task_id, task.command, task.state.value, task.attempt, task.node_id,
+            task.node_epoch, json.dumps(task.env), task.cwd, task.timeout_s,
+            json.dumps(task.selector), task.node_pin, task.idempotency_key or None,
+            task.tenant, task.exit_code, task.reason, task.output_bytes,
+            task.cancel_requested, task.created_ms, task.updated_ms)
+
+
+def node_from_row(row: tuple[Any, ...]) -> NodeRow:
+    return NodeRow(node_id=row[0], session_epoch=row[1], labels=json.loads(row[2]),
+                   capacity=row[3], agent_version=row[4], shard=row[5],
+                   attached=bool(row[6]), last_seen_ms=row[7])
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """Append output at the durable end; the result is (end before, end after)."""
+
+    task_id: str
+    attempt: int
+    node_epoch: int
+    offset: int
+    data: bytes
+    now_ms: int
+
+    def stale(self) -> StaleWrite:
+        return StaleWrite(f"output for {self.task_id}/{self.attempt} from epoch "
+                          f"{self.node_epoch} is stale")
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A conditional state transition; the result is the task after it."""
+
+    task_id: str
+    attempt: int
+    node_epoch: int
+    to: State
+    new_attempt: bool
+    node_id: str | None
+    new_node_epoch: int | None
+    exit_code: int | None
+    reason: str
+    now_ms: int
+
+    @property
+    def allowed(self) -> frozenset[State]:
+        return sources(self.to)
+
+    def refused(self, current: TaskRow) -> StaleWrite:
+        return StaleWrite(
+            f"task {self.task_id}: {current.state.value}/attempt {current.attempt}/epoch "
+            f"{current.node_epoch}, writer expected attempt {self.attempt} epoch "
+            f"{self.node_epoch} and a state in {sorted(s.value for s in self.allowed)}")
+
+    def refusal_reason(self, current: TaskRow) -> str:
+        return (f"stale: task is {current.state.value} attempt {current.attempt} "
+                f"epoch {current.node_epoch}")
+
+
+WriteOp = Append | Transition
+WriteResult = tuple[int, int] | TaskRow

@@ -1,0 +1,364 @@
+"""The store, for real, on both backends: conditional transitions, fencing, idempotency,
+output, schema versions, group commit. PostgreSQL runs at 127.0.0.1:5432 (tests/pg.py)."""
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from cortexd.lifecycle import State
+from cortexd.store import (
+    NodeRow,
+    SchemaError,
+    StaleWrite,
+    Store,
+    StoreError,
+    TaskRow,
+    check_store,
+    migrate_store,
+    open_store,
+)
+from cortexd.store import migrations as migrations_mod
+from cortexd.store.groupcommit import GroupCommit
+from tests.pg import pg_schema
+
+Body = Callable[[Store], Awaitable[None]]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'c.db'}"
+    else:
+        with pg_schema() as pg_url:
+            yield pg_url
+
+
+def run(url: str, body: Body) -> None:
+    async def main() -> None:
+        store = open_store(url)
+        await store.open()
+        try:
+            await body(store)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def task(task_id: str = "t-00000000000000000001", key: str = "") -> TaskRow:
+    return TaskRow(task_id=task_id, command="echo hi", idempotency_key=key, created_ms=1,
+                   updated_ms=1, env={"A": "1"}, selector={"zone": "z1"})
+
+
+def test_epochs_are_strictly_increasing_and_durable(url: str) -> None:
+    seen: list[int] = []
+
+    async def body(store: Store) -> None:
+        seen.extend([await store.mint_epoch() for _ in range(3)])
+
+    run(url, body)
+    run(url, body)  # reopened: keeps counting
+    assert seen == sorted(set(seen)) and len(seen) == 6
+
+
+def test_lifecycle_with_fencing(url: str) -> None:
+    async def body(store: Store) -> None:
+        t, created = await store.create_task(task())
+        assert created
+        row = await store.transition(t.task_id, attempt=0, node_epoch=0, to=State.ASSIGNED,
+                                     new_attempt=True, node_id="n1", new_node_epoch=5,
+                                     now_ms=2)
+        assert (row.state, row.attempt, row.node_id, row.node_epoch) == (
+            State.ASSIGNED, 1, "n1", 5)
+        assert (row.env, row.selector) == ({"A": "1"}, {"zone": "z1"})
+        # A writer from another session epoch is refused, and the refusal is recorded.
+        with pytest.raises(StaleWrite):
+            await store.transition(t.task_id, attempt=1, node_epoch=4, to=State.RUNNING,
+                                   now_ms=3)
+        # The node re-attached with epoch 6: the task moves to it, never back.
+        assert await store.rebind_epoch(t.task_id, 1, "n1", 6)
+        assert not await store.rebind_epoch(t.task_id, 1, "n1", 5)
+        with pytest.raises(StaleWrite):
+            await store.transition(t.task_id, attempt=1, node_epoch=5, to=State.RUNNING,
+                                   now_ms=3)
+        await store.transition(t.task_id, attempt=1, node_epoch=6, to=State.RUNNING, now_ms=4)
+        done = await store.transition(t.task_id, attempt=1, node_epoch=6, to=State.SUCCEEDED,
+                                      exit_code=0, now_ms=5)
+        assert (done.state, done.exit_code) == (State.SUCCEEDED, 0)
+        # A late duplicate result cannot move a terminal task.
+        with pytest.raises(StaleWrite, match="SUCCEEDED"):
+            await store.transition(t.task_id, attempt=1, node_epoch=6, to=State.FAILED,
+                                   exit_code=1, now_ms=6)
+        with pytest.raises(StaleWrite, match="does not exist"):
+            await store.transition("t-00000000000000000009", attempt=0, node_epoch=0,
+                                   to=State.ASSIGNED, now_ms=6)
+        history = await store.transitions(t.task_id)
+        accepted = [(h.from_state, h.to_state) for h in history if h.accepted]
+        assert accepted == [("QUEUED", "ASSIGNED"), ("ASSIGNED", "RUNNING"),
+                            ("RUNNING", "SUCCEEDED")]
+        refused = [h for h in history if not h.accepted]
+        assert len(refused) == 3 and refused[0].reason.startswith("stale: task is ASSIGNED")
+        assert [t.task_id for t in await store.tasks_in(frozenset({State.SUCCEEDED}))] == [
+            t.task_id]
+        assert await store.count_in(frozenset({State.SUCCEEDED, State.QUEUED})) == 1
+        assert [r.task_id for r in await store.list_tasks(State.SUCCEEDED, "n1")] == [t.task_id]
+        cancelled = await store.request_cancel(t.task_id)
+        assert cancelled is not None and cancelled.cancel_requested
+
+    run(url, body)
+
+
+def test_requeue_clears_the_node_and_starts_a_new_attempt(url: str) -> None:
+    async def body(store: Store) -> None:
+        t, _ = await store.create_task(task())
+        await store.transition(t.task_id, attempt=0, node_epoch=0, to=State.ASSIGNED,
+                               new_attempt=True, node_id="n1", new_node_epoch=3, now_ms=2)
+        await store.append_output(t.task_id, 1, 3, 0, b"partial")
+        back = await store.transition(t.task_id, attempt=1, node_epoch=3, to=State.QUEUED,
+                                      reason="rejected", now_ms=3)
+        assert (back.state, back.node_id, back.node_epoch, back.attempt) == (
+            State.QUEUED, "", 0, 1)
+        again = await store.transition(t.task_id, attempt=1, node_epoch=0, to=State.ASSIGNED,
+                                       new_attempt=True, node_id="n2", new_node_epoch=4,
+                                       now_ms=4)
+        assert (again.attempt, again.node_id, again.output_bytes) == (2, "n2", 0)
+
+    run(url, body)
+
+
+def test_idempotency_key_returns_the_same_task(url: str) -> None:
+    async def body(store: Store) -> None:
+        first, created = await store.create_task(task("t-00000000000000000001", key="k1"))
+        again, created2 = await store.create_task(task("t-00000000000000000002", key="k1"))
+        assert created and not created2
+        assert again.task_id == first.task_id
+        other, created3 = await store.create_task(task("t-00000000000000000003", key="k2"))
+        assert created3 and other.task_id == "t-00000000000000000003"
+        assert await store.get_task("t-00000000000000000002") is None
+
+    run(url, body)
+
+
+def test_output_is_gapless_and_deduplicated(url: str) -> None:
+    async def body(store: Store) -> None:
+        t, _ = await store.create_task(task())
+        await store.transition(t.task_id, attempt=0, node_epoch=0, to=State.ASSIGNED,
+                               new_attempt=True, node_id="n1", new_node_epoch=9, now_ms=2)
+        assert await store.append_output(t.task_id, 1, 9, 0, b"hello ") == (0, 6)
+        assert await store.append_output(t.task_id, 1, 9, 3, b"lo world") == (6, 11)  # overlap
+        assert await store.append_output(t.task_id, 1, 9, 0, b"hello") == (11, 11)  # replay
+        assert await store.append_output(t.task_id, 1, 9, 20, b"gap") == (11, 11)  # refused
+        with pytest.raises(StaleWrite):
+            await store.append_output(t.task_id, 1, 8, 11, b"!")  # stale epoch
+        assert await store.read_output(t.task_id, 1, 0, 1 << 20) == b"hello world"
+        assert await store.read_output(t.task_id, 1, 4, 3) == b"o w"
+        row = await store.get_task(t.task_id)
+        assert row is not None and row.output_bytes == 11
+
+    run(url, body)
+
+
+def test_concurrent_writes_are_group_committed(url: str) -> None:
+    """Writes awaited together share transactions; a stale one fails only itself."""
+    async def body(store: Store) -> None:
+        ids = [f"t-{i:020d}" for i in range(8)]
+        for i in ids:
+            await store.create_task(task(i))
+        await asyncio.gather(*(store.transition(i, attempt=0, node_epoch=0, to=State.ASSIGNED,
+                                                new_attempt=True, node_id="n1",
+                                                new_node_epoch=2, now_ms=2) for i in ids))
+
+        async def stream(task_id: str) -> list[tuple[int, int]]:
+            return [await store.append_output(task_id, 1, 2, k * 4, b"%04d" % k)
+                    for k in range(50)]
+
+        writer = store.writer  # type: ignore[attr-defined]
+        batches_before = writer.batches
+        stale = store.append_output(ids[0], 1, 1, 0, b"stale")
+        results = await asyncio.gather(*(stream(i) for i in ids), stale,
+                                       return_exceptions=True)
+        assert isinstance(results[-1], StaleWrite)
+        for ends in results[:-1]:
+            assert ends == [(k * 4, k * 4 + 4) for k in range(50)]
+        assert writer.batches - batches_before < 8 * 50 / 4  # batched, not one per write
+        for i in ids:
+            assert await store.read_output(i, 1, 0, 1 << 20) == b"".join(
+                b"%04d" % k for k in range(50))
+
+    run(url, body)
+
+
+def test_nodes_upsert_only_forward(url: str) -> None:
+    async def body(store: Store) -> None:
+        await store.node_attached(NodeRow("n1", 3, {"os": "linux"}, 4, "0.1", 0, True, 10))
+        await store.node_attached(NodeRow("n1", 2, {"os": "old"}, 4, "0.1", 1, True, 11))
+        assert not await store.node_detached("n1", 2, 12)  # not its current epoch
+        (node,) = await store.list_nodes()
+        assert (node.session_epoch, node.labels, node.shard, node.attached) == (
+            3, {"os": "linux"}, 0, True)
+        assert await store.node_detached("n1", 3, 13)
+        (node,) = await store.list_nodes()
+        assert not node.attached and node.last_seen_ms == 13
+
+    run(url, body)
+
+
+def _set_version(url: str, version: int) -> None:
+    if url.startswith("sqlite"):
+        db = sqlite3.connect(url.removeprefix("sqlite:///"))
+        db.execute("INSERT INTO schema_migrations VALUES (?, 'future', 0)", (version,))
+        db.commit()
+        db.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("INSERT INTO schema_migrations VALUES (%s, 'future', 0)", (version,))
+
+
+async def _noop(store: Store) -> None:
+    pass
+
+
+def test_newer_schema_is_refused(url: str) -> None:
+    run(url, _noop)
+    assert "schema version 1 (current)" in asyncio.run(check_store(url))
+    _set_version(url, 99)
+    with pytest.raises(SchemaError, match=r"schema version 99, newer than .*version 1\)"):
+        run(url, _noop)
+    with pytest.raises(SchemaError, match="schema version 99"):
+        asyncio.run(check_store(url))
+
+
+def test_a_schema_behind_is_migrated_by_sqlite_and_refused_by_postgresql(
+        url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    run(url, _noop)
+    real = migrations_mod.load
+
+    def with_next(kind: str) -> list[migrations_mod.Migration]:
+        return [*real(kind), migrations_mod.Migration(2, "next", "CREATE TABLE next_t (x int);")]
+
+    monkeypatch.setattr(migrations_mod, "load", with_next)
+    if url.startswith("sqlite"):
+        assert "migrates it to 2" in asyncio.run(check_store(url))
+        run(url, _noop)  # embedded: migrates itself
+    else:
+        with pytest.raises(SchemaError, match=r"version 1; this cortexd needs version 2 "
+                                              r"\(pending: 0002_next\): run `cortexctl db "
+                                              r"migrate --store postgresql://"):
+            run(url, _noop)
+        with pytest.raises(SchemaError, match="cortexctl db migrate"):
+            asyncio.run(check_store(url))
+        assert asyncio.run(migrate_store(url)) == (1, 2)
+        run(url, _noop)
+    assert asyncio.run(migrate_store(url)) == (2, 2)
+    assert "schema version 2 (current)" in asyncio.run(check_store(url))
+
+
+def test_check_store_on_empty_stores(url: str) -> None:
+    line = asyncio.run(check_store(url))
+    assert "first start" in line
+    assert asyncio.run(migrate_store(url)) == (0, 1)
+    assert "schema version 1 (current)" in asyncio.run(check_store(url))
+
+
+def test_sqlite_store_from_before_the_ledger_is_adopted(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "c.db")
+    db.executescript(migrations_mod.load("sqlite")[0].sql)
+    db.execute("INSERT INTO meta VALUES ('schema_version', 1)")
+    db.commit()
+    db.close()
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    assert "schema version 1 (current)" in asyncio.run(check_store(url))
+    run(url, _noop)
+    db = sqlite3.connect(tmp_path / "c.db")
+    assert db.execute("SELECT version, name FROM schema_migrations").fetchall() == [(1, "init")]
+    db.close()
+
+
+def test_postgresql_epochs_are_unique_across_hubs() -> None:
+    with pg_schema() as url:
+        async def main() -> list[int]:
+            a, b = open_store(url), open_store(url)
+            await a.open()
+            await b.open()
+            try:
+                got = await asyncio.gather(*(s.mint_epoch() for _ in range(50) for s in (a, b)))
+            finally:
+                await a.close()
+                await b.close()
+            return list(got)
+
+        epochs = asyncio.run(main())
+        assert sorted(epochs) == list(range(1, 101))
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("postgresql://postgres@127.0.0.1:1/test", "nothing listens there"),
+    ("postgresql://postgres@127.0.0.1:5432/cortex_no_such_db", "create the database"),
+    ("postgresql://cortex_no_such_role@127.0.0.1:5432/test", "no such user"),
+])
+def test_check_store_says_what_is_wrong(url: str, says: str) -> None:
+    with pg_schema():  # skips (outside CI) when there is no server at all
+        pass
+    with pytest.raises(StoreError, match=says):
+        asyncio.run(check_store(url))
+
+
+def test_store_url_must_name_a_backend() -> None:
+    with pytest.raises(StoreError, match="expected sqlite"):
+        open_store("mysql://x")
+
+
+# -- the group commit writer alone -------------------------------------------------
+
+def test_group_commit_bounds_batches_and_flushes_on_close() -> None:
+    batches: list[list[int]] = []
+
+    async def flush(ops: list[int]) -> list[int | Exception]:
+        batches.append(list(ops))
+        await asyncio.sleep(0.001)
+        return [ValueError(op) if op == 13 else op * 2 for op in ops]
+
+    async def main() -> list[object]:
+        gc: GroupCommit[int, int] = GroupCommit(flush, max_batch=4, delay_s=0.002,
+                                                max_pending=8)
+        gc.start()
+        got = await asyncio.gather(*(gc.submit(i) for i in range(20)), return_exceptions=True)
+        late = asyncio.ensure_future(gc.submit(100))
+        await asyncio.sleep(0)
+        await gc.close()
+        with pytest.raises(StoreError, match="closed"):
+            await gc.submit(1)
+        return [*got, await late]
+
+    got = asyncio.run(main())
+    assert got[:13] == [i * 2 for i in range(13)] and isinstance(got[13], ValueError)
+    assert got[14:] == [i * 2 for i in range(14, 20)] + [200]
+    assert all(len(b) <= 4 for b in batches) and sum(map(len, batches)) == 21
+    assert len(batches) <= 7
+
+
+def test_group_commit_retries_a_failed_batch_one_write_at_a_time() -> None:
+    async def flush(ops: list[int]) -> list[int | Exception]:
+        if 3 in ops and len(ops) > 1:
+            raise RuntimeError("batch poisoned")
+        if ops == [3]:
+            raise RuntimeError("bad write")
+        return list(ops)
+
+    async def main() -> list[object]:
+        gc: GroupCommit[int, int] = GroupCommit(flush, max_batch=16)
+        gc.start()
+        try:
+            return list(await asyncio.gather(*(gc.submit(i) for i in range(6)),
+                                             return_exceptions=True))
+        finally:
+            await gc.close()
+
+    got = asyncio.run(main())
+    assert [g for g in got if not isinstance(g, Exception)] == [0, 1, 2, 4, 5]
+    assert isinstance(got[3], RuntimeError) and str(got[3]) == "bad write"
