@@ -93,6 +93,8 @@ def task_dict(task: pb.Task) -> dict[str, Any]:
         "idempotency_key": task.idempotency_key,
         "selector": dict(task.selector),
         "tenant": task.tenant,
+        "spooled_bytes": task.spooled_bytes,
+        "held_back_bytes": task.held_back_bytes,
     }
 
 
@@ -114,6 +116,8 @@ def task_detail(task: pb.Task) -> str:
         ("created", f"{age(task.created_ms)} ago"), ("updated", f"{age(task.updated_ms)} ago"),
         ("selector", labels(task.selector)), ("idempotency key", task.idempotency_key or "-"),
         ("tenant", task.tenant or "-"),
+        ("held back", f"{task.held_back_bytes} bytes (of {task.spooled_bytes} spooled)"
+         if task.held_back_bytes else "-"),
     ]
     width = max(len(k) for k, _ in fields)
     return "\n".join(f"{k + ':':<{width + 1}} {v}" for k, v in fields)

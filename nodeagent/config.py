@@ -41,6 +41,13 @@ class AgentConfig:
     backoff_cap_s: float = 10.0
     log_format: str = "json"
     log_level: str = "info"
+    # The live stream's per-task rate limit, and the faster drain after the task ended
+    # (nodeagent/pacing.py; docs/protocol.md, "Rate limit"). 0 = unlimited.
+    stream_rate_bytes_s: int = 15_000
+    stream_burst_bytes: int = 64 * KIB
+    catchup_rate_bytes_s: int = 1 * MIB
+    catchup_burst_bytes: int = 1 * MIB
+    progress_interval_s: float = 1.0
     # Protocol limits and timers that are not flags (docs/protocol.md).
     max_output_frame_bytes: int = 64 * KIB
     output_window_bytes: int = 1 * MIB
@@ -85,6 +92,13 @@ def _parser() -> _Parser:
     p.add_argument("--shutdown-grace-s", type=float, default=30.0)
     p.add_argument("--backoff-base-s", type=float, default=0.2)
     p.add_argument("--backoff-cap-s", type=float, default=10.0)
+    p.add_argument("--stream-rate-bytes-s", type=int, default=15_000,
+                   help="live output per task to the hub, bytes/s (0 = unlimited)")
+    p.add_argument("--stream-burst-bytes", type=int, default=64 * KIB,
+                   help="bytes a task may send at once before the rate applies")
+    p.add_argument("--catchup-rate-bytes-s", type=int, default=1 * MIB,
+                   help="rate of the rest of a finished task's spool, bytes/s (0 = unlimited)")
+    p.add_argument("--catchup-burst-bytes", type=int, default=1 * MIB)
     p.add_argument("--log-format", choices=("json", "console"), default="json")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     p.add_argument("--check-config", action="store_true",
@@ -133,6 +147,12 @@ def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Name
         raise ConfigError(f"--capacity must be >= 1, got {ns.capacity}")
     for flag in ("cancel_grace_s", "shutdown_grace_s", "backoff_base_s", "backoff_cap_s"):
         _positive(getattr(ns, flag), "--" + flag.replace("_", "-"))
+    for flag in ("stream_rate_bytes_s", "catchup_rate_bytes_s"):
+        if getattr(ns, flag) < 0:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be >= 0")
+    for flag in ("stream_burst_bytes", "catchup_burst_bytes"):
+        if getattr(ns, flag) < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1")
     if ns.backoff_cap_s < ns.backoff_base_s:
         raise ConfigError("--backoff-cap-s must be >= --backoff-base-s")
     if bool(ns.cert_file) != bool(ns.key_file):
@@ -158,6 +178,10 @@ def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Name
         shutdown_grace_s=ns.shutdown_grace_s,
         backoff_base_s=ns.backoff_base_s,
         backoff_cap_s=ns.backoff_cap_s,
+        stream_rate_bytes_s=ns.stream_rate_bytes_s,
+        stream_burst_bytes=ns.stream_burst_bytes,
+        catchup_rate_bytes_s=ns.catchup_rate_bytes_s,
+        catchup_burst_bytes=ns.catchup_burst_bytes,
         log_format=ns.log_format,
         log_level=ns.log_level,
     )

@@ -28,6 +28,7 @@ from nodeagent import procgroup
 from nodeagent.admission import Rejection, admit
 from nodeagent.config import AgentConfig
 from nodeagent.errors import NodeAgentError, SpawnError, SpoolError
+from nodeagent.pacing import StreamPacer
 from nodeagent.ranlog import RanLog
 from nodeagent.runner import RunSpec, TaskExit, TaskProcess
 from nodeagent.spool import SpoolMeta, TaskSpool
@@ -53,6 +54,10 @@ class TaskHost:
         self._meta_saved_at: dict[TaskKey, float] = {}
         self._control: collections.deque[node_pb2.NodeFrame] = collections.deque()
         self.wake = asyncio.Event()  # set whenever next_frame() may have something new
+        self.pacer = StreamPacer(
+            rate_bytes_s=config.stream_rate_bytes_s, burst_bytes=config.stream_burst_bytes,
+            catchup_rate_bytes_s=config.catchup_rate_bytes_s,
+            catchup_burst_bytes=config.catchup_burst_bytes, wake=self.wake)
         self.changed = asyncio.Event()  # set whenever a task finishes or leaves the table
         self.session_epoch = 0
         self.draining = False
@@ -84,6 +89,7 @@ class TaskHost:
         self._control.clear()  # frames for the old session mean nothing to the new one
         self.session_epoch = welcome.session_epoch
         self.table.new_session()
+        self.pacer.new_session()
         outcome = self.table.apply_verdicts(welcome.verdicts)
         for key, asked, held in outcome.clamped:
             self._log.warning("resume_offset_clamped", task=key[0], attempt=key[1],
@@ -103,7 +109,7 @@ class TaskHost:
     def next_frame(self) -> node_pb2.NodeFrame | None:
         if self._control:
             return self._control.popleft()
-        while (step := self.table.next_send()) is not None:
+        while (step := self.table.next_send(self.pacer.budget)) is not None:
             if isinstance(step, SendFinished):
                 e = step.entry
                 return node_pb2.NodeFrame(finished=node_pb2.TaskFinished(
@@ -111,10 +117,16 @@ class TaskHost:
                     exit_code=e.exit_code, output_end=e.output_end, reason=e.reason))
             assert isinstance(step, SendOutput)
             data = self._spools[step.key].read(step.offset, step.length)
+            self.pacer.sent(step.key, len(data))
             if data:
                 return node_pb2.NodeFrame(output=node_pb2.TaskOutput(
                     task_id=step.key[0], attempt=step.key[1], offset=step.offset, data=data))
+        self.pacer.idle()
         return None
+
+    def progress_frames(self) -> list[node_pb2.NodeFrame]:
+        """``TaskProgress`` for the tasks whose spooled / held-back bytes changed."""
+        return self.pacer.progress(self.table)
 
     # ---- hub frames ---------------------------------------------------------
 
@@ -265,6 +277,7 @@ class TaskHost:
         if spool is not None:
             spool.delete()
         self._meta_saved_at.pop(key, None)
+        self.pacer.forget(key)
         self.table.remove(key)
         self.changed.set()
 
@@ -301,6 +314,7 @@ class TaskHost:
         return True
 
     def close(self) -> None:
+        self.pacer.close()
         for spool in self._spools.values():
             spool.close()
 

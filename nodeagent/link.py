@@ -3,7 +3,8 @@
 A session: dial, send ``Hello`` (every task held), wait for ``Welcome`` (or
 ``RetryLater``), hand the verdicts to the host, then run three loops until one ends:
 the reader (hub frames to the host), the writer (the host's next frame, one write in
-flight at a time, as grpc.aio requires) and the liveness timer (a heartbeat every
+flight at a time, as grpc.aio requires), the progress reports (nodeagent/pacing.py)
+and the liveness timer (a heartbeat every
 interval ±10 %, and the end of the session when nothing came from the hub for three
 intervals). The session ends on any gRPC error, a closed stream, a silent hub, a
 ``RetryLater`` or ``stop``; it never raises for those, it returns a :class:`SessionEnd`
@@ -122,7 +123,8 @@ class LinkSession:
                        hub=welcome.hub_id, heartbeat_interval_ms=int(self._interval_s * 1000),
                        verdicts=len(welcome.verdicts), tasks=len(self.host.table))
         loops = [self._loop.create_task(c) for c in
-                 (self._reader(call), self._writer(call), self._liveness(), self._stop.wait())]
+                 (self._reader(call), self._writer(call), self._liveness(), self._progress(),
+                  self._stop.wait())]
         try:
             done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -184,6 +186,14 @@ class LinkSession:
                     await host.wake.wait()
                     continue
             await call.write(frame)
+
+    async def _progress(self) -> None:
+        """Every ``progress_interval_s``: TaskProgress for tasks whose numbers changed."""
+        while True:
+            await asyncio.sleep(self.config.progress_interval_s)
+            with contextlib.suppress(NodeAgentError):  # a full queue: the next tick will do
+                for frame in self.host.progress_frames():
+                    self.host.queue(frame)
 
     async def _liveness(self) -> None:
         while True:

@@ -11,11 +11,12 @@ went out. Invariants:
 - ``TaskFinished`` is offered only after the last byte of output was offered.
 - A new session streams nothing about an old task until the hub's verdict says ``KEEP``;
   then streaming restarts at the hub's ``resume_offset``, whatever the node believed.
-- Tasks take turns (round robin), so one chatty task cannot starve the others.
+- Tasks take turns (round robin), so one chatty task cannot starve the others; a task
+  the rate limit holds back (``next_send``'s ``budget``) loses its turn, not the others'.
 """
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from cortex.v1 import node_pb2
@@ -160,8 +161,13 @@ class TaskTable:
         entry.sent = max(entry.sent, offset)
         return True
 
-    def next_send(self) -> SendOutput | SendFinished | None:
-        """What to send next (advancing ``sent``), or None when nothing may go now."""
+    def next_send(self, budget: Callable[[TaskEntry, int], int] | None = None,
+                  ) -> SendOutput | SendFinished | None:
+        """What to send next (advancing ``sent``), or None when nothing may go now.
+
+        ``budget(entry, pending)`` says how many of ``pending`` sendable bytes the rate
+        limit lets go now; a task with no budget is passed over (its turn goes to the
+        next task), so a throttled task never holds up another."""
         for _ in range(len(self._turns)):
             key = self._turns[0]
             self._turns.rotate(-1)
@@ -170,7 +176,10 @@ class TaskTable:
                 continue
             limit = min(e.output_end, e.acked + self._window)
             if e.sent < limit:
-                length = min(self._max_frame, limit - e.sent)
+                allowed = limit - e.sent if budget is None else budget(e, limit - e.sent)
+                if allowed <= 0:
+                    continue
+                length = min(self._max_frame, limit - e.sent, allowed)
                 offset, e.sent = e.sent, e.sent + length
                 return SendOutput(key, offset, length)
             if e.finished and not e.finish_sent and e.sent >= e.output_end:

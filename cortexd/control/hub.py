@@ -88,6 +88,9 @@ class Hub:
         self.hub_id = hub_id
         self.watchers = Watchers(settings.max_watchers)
         self.journals = JournalCache(store)
+        # Last TaskProgress per running task: {task_id: (attempt, spooled, held back)}.
+        # Memory only (a node re-reports within a second); entries leave with the task.
+        self.progress: dict[str, tuple[int, int, int]] = {}
         self.nodes: dict[str, NodeState] = {}
         self.links: dict[int, RingLink] = {}
         self.shards: dict[int, ShardInfo] = {}
@@ -274,6 +277,8 @@ class Hub:
             await self._on_finished(node, epoch, frame.finished)
         elif kind == "rejected":
             await self._on_rejected(node, epoch, frame.rejected)
+        elif kind == "progress":
+            self._on_progress(node, epoch, frame.progress)
         elif kind == "draining" and node.epoch == epoch:
             node.draining = True
             self.log.info("node_draining", node=node_id, reason=frame.draining.reason)
@@ -301,6 +306,15 @@ class Hub:
         if node.epoch == epoch:
             await self.send_node(node, node_pb2.HubFrame(ack=node_pb2.OutputAck(
                 task_id=out.task_id, attempt=out.attempt, offset=after)))
+
+    def _on_progress(self, node: NodeState, epoch: int, p: node_pb2.TaskProgress) -> None:
+        if node.epoch == epoch and p.task_id in node.running:  # bounded by running tasks
+            self.progress[p.task_id] = (p.attempt, p.spooled_bytes, p.held_back_bytes)
+
+    def task_progress(self, task_id: str, attempt: int) -> tuple[int, int]:
+        """(spooled, held back) as the node last reported them for this attempt."""
+        held = self.progress.get(task_id)
+        return (held[1], held[2]) if held is not None and held[0] == attempt else (0, 0)
 
     async def _on_started(self, node: NodeState, epoch: int, st: node_pb2.TaskStarted) -> None:
         if not is_task_id(st.task_id):
@@ -335,6 +349,7 @@ class Hub:
                               epoch=epoch, why=str(e))
             else:
                 node.running.discard(row.task_id)
+                self.progress.pop(row.task_id, None)
                 self.watchers.publish(row.task_id, ("state", row))
                 self.kick()
         if node.epoch == epoch:
@@ -373,6 +388,7 @@ class Hub:
             return
         if (node := self.nodes.get(task.node_id)) is not None:
             node.running.discard(task.task_id)
+        self.progress.pop(task.task_id, None)
         self.watchers.publish(row.task_id, ("state", row))
 
     # -- scheduling -----------------------------------------------------------------

@@ -19,8 +19,10 @@ WATCH_CHUNK = 256 << 10
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
-def task_pb(t: TaskRow) -> control_pb2.Task:
+def task_pb(t: TaskRow, progress: tuple[int, int] = (0, 0)) -> control_pb2.Task:
+    """The API's Task; ``progress`` is the node's last (spooled, held back) report."""
     return control_pb2.Task(
+        spooled_bytes=progress[0], held_back_bytes=progress[1],
         task_id=t.task_id, state=t.state.value, attempt=t.attempt,
         node_id=t.node_id, command=t.command, has_exit_code=t.exit_code is not None,
         exit_code=t.exit_code or 0, reason=t.reason, output_bytes=t.output_bytes,
@@ -79,7 +81,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
     async def GetTask(self, request: control_pb2.GetTaskRequest,  # noqa: N802
                       context: Ctx) -> control_pb2.Task:
         try:
-            return task_pb(await self.hub.get(request.task_id))
+            task = await self.hub.get(request.task_id)
+            return task_pb(task, self.hub.task_progress(task.task_id, task.attempt))
         except RequestError as e:
             await self._fail(context, e)
             raise
@@ -120,7 +123,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
                  if request.state != control_pb2.TASK_STATE_UNSPECIFIED else None)
         limit = min(request.limit or 100, 10_000)
         rows = await self.hub.store.list_tasks(state, request.node_id, limit)
-        return control_pb2.ListTasksResponse(tasks=[task_pb(t) for t in rows])
+        return control_pb2.ListTasksResponse(tasks=[
+            task_pb(t, self.hub.task_progress(t.task_id, t.attempt)) for t in rows])
 
     async def ListShards(self, request: control_pb2.ListShardsRequest,  # noqa: N802
                          context: Ctx) -> control_pb2.ListShardsResponse:
