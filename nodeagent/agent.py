@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cortex.envelope import EnvelopeVerifier
 from cortex.v1 import node_pb2
 from nodeagent.backoff import Backoff
+from nodeagent.cgroup import PROCESS_GROUP, open_isolation
 from nodeagent.config import AgentConfig
 from nodeagent.errors import NodeAgentError
 from nodeagent.host import TaskHost, all_finished, all_forgotten
@@ -70,6 +71,7 @@ class NodeAgent:
         self._lock_state_dir()
         self.ranlog.load()
         self.host.adopt(recover(self.host.tasks_dir, self._log))
+        self.host.cgroups = open_isolation(self.config.isolation, self._log)
         reaper_task = None
         if self._manage_process:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -80,7 +82,8 @@ class NodeAgent:
             else:
                 self._log.warning("subreaper_unavailable")
         self._log.info("agent_start", hub=self.config.hub_address, boot_id=self.boot_id,
-                       capacity=self.config.capacity, held=len(self.host.table))
+                       capacity=self.config.capacity, held=len(self.host.table),
+                       isolation=self.host.cgroups.mode if self.host.cgroups else PROCESS_GROUP)
         connector = loop.create_task(self._connect_loop())
         try:
             await self._shutdown(await self._signals.get())

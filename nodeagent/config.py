@@ -41,6 +41,7 @@ class AgentConfig:
     backoff_cap_s: float = 10.0
     log_format: str = "json"
     log_level: str = "info"
+    isolation: str = "auto"  # auto | cgroup (required) | process-group (nodeagent/cgroup.py)
     # The live stream's per-task rate limit, and the faster drain after the task ended
     # (nodeagent/pacing.py; docs/protocol.md, "Rate limit"). 0 = unlimited.
     stream_rate_bytes_s: int = 15_000
@@ -99,6 +100,10 @@ def _parser() -> _Parser:
     p.add_argument("--catchup-rate-bytes-s", type=int, default=1 * MIB,
                    help="rate of the rest of a finished task's spool, bytes/s (0 = unlimited)")
     p.add_argument("--catchup-burst-bytes", type=int, default=1 * MIB)
+    p.add_argument("--isolation", choices=("auto", "cgroup", "process-group"),
+                   default=env("CORTEX_ISOLATION", "auto"),
+                   help="a cgroup per task where writable (auto), always (cgroup: refuse to "
+                        "start without), or process groups only")
     p.add_argument("--log-format", choices=("json", "console"), default="json")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     p.add_argument("--check-config", action="store_true",
@@ -153,6 +158,9 @@ def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Name
     for flag in ("stream_burst_bytes", "catchup_burst_bytes"):
         if getattr(ns, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1")
+    if ns.isolation not in ("auto", "cgroup", "process-group"):
+        raise ConfigError(f"--isolation (CORTEX_ISOLATION) {ns.isolation!r} is not one of "
+                          "auto, cgroup, process-group")
     if ns.backoff_cap_s < ns.backoff_base_s:
         raise ConfigError("--backoff-cap-s must be >= --backoff-base-s")
     if bool(ns.cert_file) != bool(ns.key_file):
@@ -184,5 +192,6 @@ def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Name
         catchup_burst_bytes=ns.catchup_burst_bytes,
         log_format=ns.log_format,
         log_level=ns.log_level,
+        isolation=ns.isolation,
     )
     return config, ns

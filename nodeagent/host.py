@@ -26,6 +26,7 @@ from cortex.envelope import EnvelopeVerifier
 from cortex.v1 import node_pb2
 from nodeagent import procgroup
 from nodeagent.admission import Rejection, admit
+from nodeagent.cgroup import PROCESS_GROUP, CgroupTree, Limits
 from nodeagent.config import AgentConfig
 from nodeagent.errors import NodeAgentError, SpawnError, SpoolError
 from nodeagent.pacing import StreamPacer
@@ -59,6 +60,7 @@ class TaskHost:
             catchup_rate_bytes_s=config.catchup_rate_bytes_s,
             catchup_burst_bytes=config.catchup_burst_bytes, wake=self.wake)
         self.changed = asyncio.Event()  # set whenever a task finishes or leaves the table
+        self.cgroups: CgroupTree | None = None  # opened by the agent at start
         self.session_epoch = 0
         self.draining = False
         self.counts = collections.Counter[str]()
@@ -82,7 +84,8 @@ class TaskHost:
         c = self.config
         return node_pb2.NodeFrame(hello=node_pb2.Hello(
             node_id=c.node_id, labels=dict(c.labels), capacity=c.capacity,
-            agent_version=cortex.__version__, boot_id=boot_id, tasks=self.table.reports()))
+            agent_version=cortex.__version__, boot_id=boot_id, tasks=self.table.reports(),
+            isolation=self.cgroups.mode if self.cgroups else PROCESS_GROUP))
 
     def welcome(self, welcome: node_pb2.Welcome) -> None:
         """A new session: adopt its epoch and apply its verdicts."""
@@ -166,20 +169,25 @@ class TaskHost:
     def _start(self, env: node_pb2.TaskEnvelope) -> None:
         key = (env.task_id, env.attempt)
         self._ranlog.record(env.task_id, env.attempt)  # before anything can run
+        cgroup = self.cgroups.create(f"{env.task_id}-{env.attempt}", Limits(
+            env.spec.memory_max_bytes, env.spec.pids_max)) if self.cgroups else None
         spool = TaskSpool.create(self.tasks_dir, SpoolMeta(
             task_id=env.task_id, attempt=env.attempt, command=env.spec.command,
             started_at=time.time()))
         spec = RunSpec(command=env.spec.command, env=dict(env.spec.env), cwd=env.spec.cwd,
                        cols=env.spec.cols or 200, rows=env.spec.rows or 50,
-                       timeout_s=float(env.spec.timeout_s))
+                       timeout_s=float(env.spec.timeout_s),
+                       idle_timeout_s=float(env.spec.idle_timeout_s))
         proc = TaskProcess(spec, lambda data: self._on_output(key, data),
                            cancel_grace_s=self.config.cancel_grace_s,
-                           drain_quiet_s=self.config.drain_quiet_s)
+                           drain_quiet_s=self.config.drain_quiet_s, cgroup=cgroup)
         self.table.admit(*key)
         self._spools[key] = spool
         try:
             pid = proc.start()
         except SpawnError as e:
+            if cgroup is not None:
+                cgroup.remove()
             self.queue(node_pb2.NodeFrame(started=node_pb2.TaskStarted(
                 task_id=env.task_id, attempt=env.attempt, pid=0)))
             self._on_output(key, f"nodeagent: {e}\r\n".encode())
@@ -317,6 +325,8 @@ class TaskHost:
         self.pacer.close()
         for spool in self._spools.values():
             spool.close()
+        if self.cgroups is not None:
+            self.cgroups.close()
 
 
 def all_finished(host: TaskHost) -> bool:

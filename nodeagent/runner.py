@@ -14,6 +14,10 @@
   is left running and no output is still in the PTY.
 - Cancel and timeout run the same ladder on the whole group: SIGINT, wait the grace,
   SIGTERM, wait the grace, SIGKILL. The first reason to end wins (``kind``).
+- With a task cgroup (:mod:`nodeagent.cgroup`) the group, the session *and* the cgroup
+  are signalled, so a process that left the session (``setsid``) is reached too; the
+  cgroup is emptied before the main pid is reaped and removed after. Hard and idle
+  timeouts (:mod:`nodeagent.timeouts`) end the task as ``TIMED_OUT`` with their reason.
 """
 
 import asyncio
@@ -27,8 +31,10 @@ from typing import Any
 
 from cortex.v1 import node_pb2
 from nodeagent import procgroup
+from nodeagent.cgroup import TaskCgroup
 from nodeagent.errors import SpawnError
 from nodeagent.ptyspawn import spawn_in_pty
+from nodeagent.timeouts import Deadlines
 
 READ_CHUNK_BYTES = 64 * 1024
 READS_PER_WAKEUP = 16  # a chatty task yields the loop after this many reads
@@ -52,6 +58,7 @@ class RunSpec:
     cols: int = 200
     rows: int = 50
     timeout_s: float = 0.0
+    idle_timeout_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +81,9 @@ def task_env(spec_env: Mapping[str, str], base: Mapping[str, str] | None = None)
 class TaskProcess:
     def __init__(self, spec: RunSpec, on_output: Callable[[bytes], None], *,
                  cancel_grace_s: float = 2.0, drain_quiet_s: float = 0.1,
-                 drain_cap_s: float = 2.0) -> None:
+                 drain_cap_s: float = 2.0, cgroup: TaskCgroup | None = None) -> None:
         self.spec = spec
+        self.cgroup = cgroup
         self._on_output = on_output
         self._grace_s = cancel_grace_s
         self._quiet_s = drain_quiet_s
@@ -92,7 +100,10 @@ class TaskProcess:
         self._kind: int = EXITED
         self._reason = ""
         self._pending_input = bytearray()
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadlines = Deadlines(self._loop, hard_s=spec.timeout_s,
+                                    idle_s=spec.idle_timeout_s,
+                                    last_output=lambda: self._last_output,
+                                    expire=lambda reason: self.cancel(TIMED_OUT, reason))
         self._tasks: set[asyncio.Task[None]] = set()
         self.done: asyncio.Future[TaskExit] = self._loop.create_future()
 
@@ -103,16 +114,15 @@ class TaskProcess:
         try:
             self.pid, self._fd = spawn_in_pty(
                 self.spec.command, task_env(self.spec.env), cwd=self.spec.cwd,
-                rows=self.spec.rows or 50, cols=self.spec.cols or 200)
+                rows=self.spec.rows or 50, cols=self.spec.cols or 200,
+                cgroup_procs=self.cgroup.procs_files if self.cgroup else ())
         except OSError as e:
             raise SpawnError(f"cannot start task: {e}") from e
         os.set_blocking(self._fd, False)
         self._loop.add_reader(self._fd, self._on_readable)
         self._pidfd = os.pidfd_open(self.pid)
         self._loop.add_reader(self._pidfd, self._on_pidfd)
-        if self.spec.timeout_s > 0:
-            reason = f"timeout after {self.spec.timeout_s:g} s"
-            self._timer = self._loop.call_later(self.spec.timeout_s, self.cancel, TIMED_OUT, reason)
+        self._deadlines.start()
         return self.pid
 
     @property
@@ -136,7 +146,7 @@ class TaskProcess:
         if self._kind == EXITED and not self._exited.is_set():
             self._kind, self._reason = kind, reason
         if self.pid and not self.done.done():
-            procgroup.signal_task(self.pid, signal.SIGKILL, sid=self.pid)
+            self._signal_tree(signal.SIGKILL)
 
     def write_input(self, data: bytes) -> bool:
         """Queue ``data`` for the PTY; False when the task is gone or the queue is full."""
@@ -210,8 +220,7 @@ class TaskProcess:
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         self._pidfd = -1
-        if self._timer is not None:
-            self._timer.cancel()
+        self._deadlines.stop()
         self._exited.set()
         self._spawn(self._finish(reap=res is not None))
 
@@ -226,7 +235,7 @@ class TaskProcess:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
             if self._exited.is_set():
                 return
-            procgroup.signal_task(self.pid, sig, sid=self.pid)
+            self._signal_tree(sig)
             if sig == signal.SIGKILL:
                 return
             with contextlib.suppress(TimeoutError):
@@ -248,9 +257,13 @@ class TaskProcess:
         try:
             await self._drain()
             leftovers = procgroup.live_members(self.pid, self.pid)
+            if self.cgroup is not None:
+                leftovers = sorted({*leftovers, *self.cgroup.pids()})
             if leftovers:
-                procgroup.signal_task(self.pid, signal.SIGKILL, sid=self.pid)
+                self._signal_tree(signal.SIGKILL)
                 await procgroup.wait_gone(leftovers, timeout_s=2.0)
+            if self.cgroup is not None:
+                await self._empty_cgroup(self.cgroup)
             while not self._pty_eof and self._on_readable():
                 pass  # what the leftovers wrote before they died
         finally:
@@ -258,8 +271,31 @@ class TaskProcess:
             if reap:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(self.pid, os.WNOHANG)
+            self._release_cgroup()
             if not self.done.done():
                 self.done.set_result(TaskExit(self._exit_code, self._kind, self._reason))
+
+    def _signal_tree(self, sig: int) -> None:
+        procgroup.signal_task(self.pid, sig, sid=self.pid)
+        if self.cgroup is not None:
+            self.cgroup.signal(sig, except_session=self.pid)
+
+    @staticmethod
+    async def _empty_cgroup(cgroup: TaskCgroup) -> None:
+        """Kill until nothing is left (a process forked after the list was read)."""
+        for _ in range(10):
+            pids = cgroup.pids()
+            if not pids:
+                return
+            cgroup.kill()
+            await procgroup.wait_gone(pids, timeout_s=1.0)
+
+    def _release_cgroup(self) -> None:
+        if self.cgroup is None:
+            return
+        if self.cgroup.oom_kills() and not self._reason:
+            self._reason = "out of memory: killed at the task's memory limit"
+        self.cgroup.remove()
 
     def _close_pty(self) -> None:
         if self._fd >= 0:

@@ -10,6 +10,7 @@ import contextlib
 import datetime
 import ipaddress
 import json
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Coroutine
@@ -561,6 +562,86 @@ def test_agent_process_sigterm_drains_reaps_and_leaves_nothing(tmp_path: Path) -
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+            await server.stop(None)
+
+    run(main())
+
+
+def test_agent_process_second_signal_skips_the_grace_and_orphans_nothing(
+        tmp_path: Path) -> None:
+    """SIGTERM starts a 60 s grace; SIGINT during it kills every task tree at once (issue 3,
+    item 10). Tasks ignore INT and TERM; with cgroups one also hides in a new session."""
+    import secrets
+
+    from nodeagent.cgroup import AGENT_DIR_PREFIX, CGROUP, discover
+
+    key = Ed25519PrivateKey.generate()
+    (tmp_path / "hub.pub").write_bytes(public_key_pem(key))
+    (tmp_path / "token").write_text("tok-n1\n")
+    marker = f"4001.{secrets.randbelow(10**8):08d}"
+
+    def leftovers() -> list[int]:
+        found = []
+        for pid in procgroup.all_pids():
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        st = procgroup.proc_stat(pid)
+                        if st is not None and st.state not in ("Z", "X"):
+                            found.append(pid)
+        return found
+
+    async def main() -> None:
+        hub = FakeHub()
+        server = grpc.aio.server()
+        node_pb2_grpc.add_NodeLinkServicer_to_server(hub, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "nodeagent", "--hub", f"127.0.0.1:{port}", "--node-id", "n1",
+            "--token-file", str(tmp_path / "token"), "--hub-key", str(tmp_path / "hub.pub"),
+            "--state-dir", str(tmp_path / "state"), "--insecure-loopback",
+            "--shutdown-grace-s", "60", "--cancel-grace-s", "5",
+            stderr=asyncio.subprocess.PIPE)
+        try:
+            conn, hello = await hub.attach(epoch=1)
+            hidden = (f"(setsid sh -c 'trap \"\" HUP INT TERM; sleep {marker}' &); "
+                      if hello.isolation == CGROUP else "")
+            signer = EnvelopeSigner(key)
+            for _ in range(2):
+                conn.send(task=signer.sign(
+                    task_id=new_task_id(), attempt=1, node_id="n1", session_epoch=1,
+                    spec=node_pb2.TaskSpec(command=f"trap '' INT TERM; {hidden}"
+                                           f"(trap '' HUP INT TERM; sleep {marker} &); "
+                                           f"echo started; sleep {marker}")))
+                await conn.expect("started")
+            while len(leftovers()) < (6 if hidden else 4):
+                await asyncio.sleep(0.02)
+            loop = asyncio.get_running_loop()
+            proc.send_signal(signal.SIGTERM)
+            while (frame := await asyncio.wait_for(conn.inbox.get(), TIMEOUT_S)) is not None:
+                if frame.WhichOneof("kind") == "draining":  # output may come first
+                    break
+            t0 = loop.time()
+            proc.send_signal(signal.SIGINT)
+            _, stderr = await asyncio.wait_for(proc.communicate(), TIMEOUT_S)
+            assert loop.time() - t0 < 5.0  # neither the 60 s grace nor the 5 s cancel ladder
+            assert proc.returncode == 0, stderr.decode()
+            assert leftovers() == []
+            lines = [json.loads(line) for line in stderr.decode().splitlines()]
+            events = [line["event"] for line in lines]
+            assert "shutdown_forced" in events and events.count("task_finished") == 2
+            assert [e["mode"] for e in lines if e["event"] == "isolation"] == [hello.isolation]
+            for h in discover(Path("/proc/self/mounts").read_text(),
+                              Path("/proc/self/cgroup").read_text()):
+                assert not list(h.own.glob(f"{AGENT_DIR_PREFIX}{proc.pid}-*")), h
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            for pid in leftovers():  # only ours: the marker is unique to this test
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             await server.stop(None)
 
     run(main())
