@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cortex.v1 import control_pb2 as pb
-from cortexctl import commands, exitcodes, logcmds
+from cortexctl import commands, db, exitcodes, logcmds
 from cortexctl.errors import CtlError
 
 EPILOG = """\
@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("shards", commands.cmd_shards, "list the hub's shards")
     p.add_argument("--json", action="store_true", help="JSON lines, one per shard")
+
+    db.add_parser(sub)
     return parser
 
 

@@ -8,6 +8,7 @@ Exit codes are in :mod:`cortexd.exitcodes` (documented in docs/architecture.md).
 """
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -26,7 +27,8 @@ FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--tls-cert-file", {}),
     ("--tls-key-file", {}),
     ("--tls-client-ca-file", {"help": "require client certificates from this CA"}),
-    ("--store", {"help": "sqlite:///PATH (default: STATE_DIR/cortex.db)"}),
+    ("--store", {"help": "sqlite:///PATH (default: STATE_DIR/cortex.db) or "
+                          "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB"}),
     ("--heartbeat-interval-ms", {"type": int}),
     ("--node-grace-s", {"type": float}),
     ("--max-frame-bytes", {"type": int}),
@@ -44,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(flag, **kw)
     p.add_argument("--insecure-loopback", action="store_true", default=None,
                    help="allow plaintext gRPC, only on loopback addresses")
-    p.add_argument("--check-config", action="store_true", help="validate settings and exit")
+    p.add_argument("--check-config", action="store_true",
+                   help="validate settings, connect to the store, check its schema, and exit")
     p.add_argument("--print-config", action="store_true", help="print effective settings")
     sub = p.add_subparsers(dest="command")
     enroll = sub.add_parser("enroll", help="mint a credential and print its token")
@@ -53,6 +56,19 @@ def _parser() -> argparse.ArgumentParser:
     enroll.add_argument("--state-dir", default=argparse.SUPPRESS)
     enroll.add_argument("--config", type=Path, default=argparse.SUPPRESS)
     return p
+
+
+def _check_config(settings: config.Settings) -> int:
+    """Settings are valid; now reach the store and compare its schema with ours."""
+    from cortexd.store import StoreError, check_store
+
+    try:
+        line = asyncio.run(check_store(settings.store_url))
+    except StoreError as e:
+        print(f"cortexd: configuration is valid, but {e}", file=sys.stderr)
+        return exitcodes.CONFIG_ERROR
+    print(f"cortexd: configuration is valid; {line}")
+    return exitcodes.OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(settings.to_dict(), indent=2))
         return exitcodes.OK
     if args.check_config:
-        print("cortexd: configuration is valid")
-        return exitcodes.OK
+        return _check_config(settings)
     if args.command == "enroll":
         try:
             print(TokenTable(settings.tokens_file).add(args.name, args.role))

@@ -34,7 +34,10 @@ class Settings:
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
-    store: str = ""  # "" = sqlite:///<state_dir>/cortex.db
+    store: str = ""  # "" = sqlite:///<state_dir>/cortex.db; or postgresql://…
+    store_pool_size: int = 4  # PostgreSQL connections per control process
+    store_batch_max_rows: int = 512  # group commit: writes per transaction, at most
+    store_flush_delay_ms: float = 0.0  # group commit: hold a batch open this long
     heartbeat_interval_ms: int = 5_000
     node_grace_s: float = 60.0
     max_frame_bytes: int = 1 << 20
@@ -81,9 +84,13 @@ class Settings:
             raise ConfigError(f"signer must be 'inline' or 'pool', not {self.signer!r}")
         if self.log_format not in ("json", "console"):
             raise ConfigError(f"log_format must be 'json' or 'console', not {self.log_format!r}")
-        if not self.store_url.startswith("sqlite:///"):
-            raise ConfigError(f"store {self.store!r}: only sqlite:///PATH is supported by this "
-                              "build")
+        if not self.store_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ConfigError(f"store {self.store!r}: expected sqlite:///PATH or "
+                              "postgresql://USER@HOST:PORT/DB")
+        if not 1 <= self.store_batch_max_rows <= 8192 or not 1 <= self.store_pool_size <= 64:
+            raise ConfigError("store_batch_max_rows must be 1..8192 and store_pool_size 1..64")
+        if not 0 <= self.store_flush_delay_ms <= 100:
+            raise ConfigError("store_flush_delay_ms must be between 0 and 100")
         if self.max_frame_bytes < 64 << 10:
             raise ConfigError("max_frame_bytes must be at least 65536")
         if self.ring_capacity_bytes < 2 * self.max_frame_bytes + 4096:

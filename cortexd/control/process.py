@@ -51,8 +51,10 @@ class Control:
         except ConfigError as e:
             report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.CONFIG_ERROR)
             return exitcodes.CONFIG_ERROR
-        store = open_store(s.store_url)
         try:
+            store = open_store(s.store_url, batch_max=s.store_batch_max_rows,
+                               flush_delay_ms=s.store_flush_delay_ms,
+                               pool_size=s.store_pool_size)
             await store.open()
         except StoreError as e:
             report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.CONFIG_ERROR)

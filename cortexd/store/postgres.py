@@ -106,10 +106,21 @@ async def schema_state(conn: psycopg.AsyncConnection[Any]) -> tuple[int, bool]:
     return int(row[0]), False
 
 
+async def require_schema(conn: psycopg.AsyncConnection[Any], where: str) -> None:
+    """Fail with a message when no schema on the search_path exists (nowhere to create)."""
+    cur = await conn.execute("SELECT current_schema(), current_setting('search_path')")
+    row = await cur.fetchone()
+    assert row is not None
+    if row[0] is None:
+        raise SchemaError(f"store {where}: no schema on its search_path ({row[1]}) exists: "
+                          "create it (CREATE SCHEMA …) or fix the URL's options")
+
+
 async def migrate(conn: psycopg.AsyncConnection[Any], where: str) -> tuple[int, int]:
     """Apply pending migrations, each in its own transaction; (before, after)."""
     known = migrations.latest(KIND)
     first: int | None = None
+    await require_schema(conn, where)
     while True:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
@@ -135,6 +146,7 @@ async def check(url: str) -> str:
     """Connect and compare the schema with this release's; a line if fine, else raise."""
     conn = await connect(url)
     try:
+        await require_schema(conn, redact(url))
         current, empty = await schema_state(conn)
     except psycopg.Error as e:
         raise StoreError(f"store {redact(url)}: cannot read its schema: {e}") from e
@@ -174,6 +186,7 @@ class PostgresStore:
         where = redact(self.url)
         conn = await connect(self.url)
         try:
+            await require_schema(conn, where)
             current, empty = await schema_state(conn)
             known = migrations.latest(KIND)
             if current == 0 and empty:
@@ -242,7 +255,7 @@ class PostgresStore:
     # -- tasks ------------------------------------------------------------------
 
     async def create_task(self, task: TaskRow) -> tuple[TaskRow, bool]:
-        marks = ",".join(["%s"] * 19)
+        marks = ",".join(["%s"] * 20)
         async with self.pool.connection() as conn:
             # ON CONFLICT makes two hubs racing on one idempotency key agree on one task.
             cur = await conn.execute(
