@@ -22,6 +22,11 @@ from cortexctl import exitcodes
 from cortexctl.commands import connect, task_id
 from cortexctl.errors import CtlError, UsageError, from_rpc
 
+#: Codes whose details the hub wrote for this read (UNAVAILABLE only when they name the
+#: node: otherwise it is the hub itself that cannot be reached).
+HUB_ANSWERS = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
+                         grpc.StatusCode.UNAVAILABLE})
+
 
 def cmd_logs(args: argparse.Namespace) -> int:
     tid = task_id(args.task)
@@ -39,11 +44,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
                     sys.stdout.buffer.write(chunk.data)
                     sys.stdout.buffer.flush()
         except grpc.RpcError as e:
-            details = e.details() if isinstance(e, grpc.Call) else ""
-            if (isinstance(e, grpc.Call) and e.code() is grpc.StatusCode.UNAVAILABLE
-                    and (details or "").startswith("node ")):
-                # The hub answered; the node that holds the spool did not.
-                raise CtlError(details or "node unavailable", exitcodes.ERROR) from e
+            code = e.code() if isinstance(e, grpc.Call) else None
+            details = (e.details() if isinstance(e, grpc.Call) else "") or ""
+            if code in HUB_ANSWERS and (code is not grpc.StatusCode.UNAVAILABLE
+                                        or details.startswith("node ")):
+                # The hub's own words: which node, which attempt, pruned or not attached.
+                raise CtlError(details, exitcodes.ERROR) from e
             raise from_rpc(e, client.settings.address, f"task {tid}") from e
     return exitcodes.OK
 

@@ -49,6 +49,9 @@ class AgentConfig:
     catchup_rate_bytes_s: int = 1 * MIB
     catchup_burst_bytes: int = 1 * MIB
     progress_interval_s: float = 1.0
+    # Finished spools the hub acknowledged, kept for `cortexctl logs` (retention.py).
+    spool_retention_s: float = 7 * 86_400.0
+    spool_retention_bytes: int = 1024 * MIB
     # Protocol limits and timers that are not flags (docs/protocol.md).
     max_output_frame_bytes: int = 64 * KIB
     output_window_bytes: int = 1 * MIB
@@ -100,6 +103,10 @@ def _parser() -> _Parser:
     p.add_argument("--catchup-rate-bytes-s", type=int, default=1 * MIB,
                    help="rate of the rest of a finished task's spool, bytes/s (0 = unlimited)")
     p.add_argument("--catchup-burst-bytes", type=int, default=1 * MIB)
+    p.add_argument("--spool-retention-s", type=float, default=7 * 86_400.0,
+                   help="keep finished, acknowledged spools this long (default 7 days)")
+    p.add_argument("--spool-retention-bytes", type=int, default=1024 * MIB,
+                   help="at most this many bytes of finished spools (oldest pruned first)")
     p.add_argument("--isolation", choices=("auto", "cgroup", "process-group"),
                    default=env("CORTEX_ISOLATION", "auto"),
                    help="a cgroup per task where writable (auto), always (cgroup: refuse to "
@@ -155,6 +162,8 @@ def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Name
     for flag in ("stream_rate_bytes_s", "catchup_rate_bytes_s"):
         if getattr(ns, flag) < 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 0")
+    if ns.spool_retention_s < 0 or ns.spool_retention_bytes < 0:
+        raise ConfigError("--spool-retention-s and --spool-retention-bytes must be >= 0")
     for flag in ("stream_burst_bytes", "catchup_burst_bytes"):
         if getattr(ns, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1")
@@ -190,6 +199,8 @@ def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Name
         stream_burst_bytes=ns.stream_burst_bytes,
         catchup_rate_bytes_s=ns.catchup_rate_bytes_s,
         catchup_burst_bytes=ns.catchup_burst_bytes,
+        spool_retention_s=ns.spool_retention_s,
+        spool_retention_bytes=ns.spool_retention_bytes,
         log_format=ns.log_format,
         log_level=ns.log_level,
         isolation=ns.isolation,

@@ -8,7 +8,9 @@ one event loop, so no locks. Invariants:
   attempt was durably recorded in the ran log.
 - Every output byte is in the spool before the table may offer it; frames are read back
   from the spool, so a resend after reconnect is byte-identical.
-- A task leaves the table (and its spool the disk) only on ``FinishedAck`` or ``KILL``.
+- A task leaves the table only on ``FinishedAck`` or ``KILL``. ``KILL`` deletes its spool;
+  after ``FinishedAck`` the spool is kept for ``cortexctl logs`` under the retention
+  limits (``nodeagent/retention.py``), pruned oldest first.
 - Control frames (started, rejected, heartbeat, draining) go before output frames, and a
   task's ``TaskStarted`` is queued before any of its output can be offered.
 """
@@ -17,6 +19,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,11 +34,14 @@ from nodeagent.config import AgentConfig
 from nodeagent.errors import NodeAgentError, SpawnError, SpoolError
 from nodeagent.pacing import StreamPacer
 from nodeagent.ranlog import RanLog
+from nodeagent.retention import RetainedSpool, RetainedSpools
 from nodeagent.runner import RunSpec, TaskExit, TaskProcess
 from nodeagent.spool import SpoolMeta, TaskSpool
+from nodeagent.spoolreads import answer as answer_log_request
 from nodeagent.tasktable import SendFinished, SendOutput, TaskEntry, TaskKey, TaskTable
 
 META_SAVE_INTERVAL_S = 1.0
+PRUNE_INTERVAL_S = 60.0
 MAX_CONTROL_FRAMES = 10_000
 
 
@@ -53,6 +59,9 @@ class TaskHost:
         self._procs: dict[TaskKey, TaskProcess] = {}
         self._dying: set[TaskProcess] = set()  # dropped from the table, not yet reaped
         self._meta_saved_at: dict[TaskKey, float] = {}
+        self.retained = RetainedSpools(max_age_s=config.spool_retention_s,
+                                       max_bytes=config.spool_retention_bytes)
+        self._pruned_at = 0.0
         self._control: collections.deque[node_pb2.NodeFrame] = collections.deque()
         self.wake = asyncio.Event()  # set whenever next_frame() may have something new
         self.pacer = StreamPacer(
@@ -72,6 +81,9 @@ class TaskHost:
         for spool in spools:
             meta = spool.meta
             key = (meta.task_id, meta.attempt)
+            if meta.retained_at is not None:  # acknowledged: kept for reads only
+                self._keep_for_reads(spool)
+                continue
             self.table.add(TaskEntry(meta.task_id, meta.attempt, output_end=spool.end,
                                      acked=min(meta.acked_offset, spool.end)))
             self.table.finished(key, exit_code=meta.exit_code or 0, reason=meta.reason,
@@ -129,6 +141,10 @@ class TaskHost:
 
     def progress_frames(self) -> list[node_pb2.NodeFrame]:
         """``TaskProgress`` for the tasks whose spooled / held-back bytes changed."""
+        now = time.monotonic()
+        if now - self._pruned_at >= PRUNE_INTERVAL_S:  # the age limit, also when idle
+            self._pruned_at = now
+            self.prune_spools()
         return self.pacer.progress(self.table)
 
     # ---- hub frames ---------------------------------------------------------
@@ -236,7 +252,35 @@ class TaskHost:
         key = (msg.task_id, msg.attempt)
         entry = self.table.get(key)
         if entry is not None and entry.finished:
+            spool = self._spools.pop(key, None)
             self._drop(key, None)
+            if spool is not None:
+                self._keep_for_reads(spool)
+
+    def _keep_for_reads(self, spool: TaskSpool) -> None:
+        """The hub holds all of it: keep the spool for ``cortexctl logs``, within limits."""
+        meta = spool.meta
+        if meta.retained_at is None:
+            meta.retained_at = time.time()
+            with contextlib.suppress(SpoolError):
+                spool.save_meta()
+        spool.close()
+        self.retained.add(RetainedSpool((meta.task_id, meta.attempt), spool.path, spool.end,
+                                        meta.finished_at or meta.retained_at))
+        self.prune_spools()
+
+    def prune_spools(self) -> None:
+        for gone in self.retained.due(time.time()):
+            shutil.rmtree(gone.path, ignore_errors=True)
+            self._log.info("spool_pruned", task=gone.key[0], attempt=gone.key[1],
+                           bytes=gone.size_bytes, retained_bytes=self.retained.total_bytes)
+
+    def on_log_request(self, req: node_pb2.LogRequest) -> None:
+        key = (req.task_id, req.attempt)
+        with contextlib.suppress(NodeAgentError):  # a full queue: the hub's read times out
+            for frame in answer_log_request(req, self._spools.get(key),
+                                            self.retained.get(key)):
+                self.queue(frame)
 
     # ---- task events --------------------------------------------------------
 

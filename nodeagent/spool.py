@@ -7,7 +7,9 @@ what the hub last acknowledged). Invariants:
 - Every output byte is written here before it is offered to the hub, so a byte the hub
   has not acknowledged can always be re-read and resent (``read(offset, max_bytes)``).
 - ``output`` only grows; ``end`` is its length. The spool is deleted only after the hub's
-  ``FinishedAck`` (or a ``KILL`` verdict), never earlier.
+  ``FinishedAck`` (or a ``KILL`` verdict), never earlier; after ``FinishedAck`` it is
+  marked ``retained_at`` and kept for ``cortexctl logs`` under the retention limits
+  (``nodeagent/retention.py``), read with :func:`read_range`.
 - ``meta.json`` is replaced atomically (write, then rename), so a crash leaves the old or
   the new version, never half of one.
 """
@@ -39,6 +41,7 @@ class SpoolMeta:
     kind: str | None = None  # a FinishKind name (EXITED, CANCELLED, TIMED_OUT, LOST)
     reason: str = ""
     acked_offset: int = 0
+    retained_at: float | None = None  # FinishedAck came: kept only for reads (retention.py)
 
     @property
     def finished(self) -> bool:
@@ -141,6 +144,20 @@ class TaskSpool:
     def delete(self) -> None:
         self.close()
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def read_range(path: Path, offset: int, max_bytes: int) -> bytes:
+    """Bytes ``[offset, offset + max_bytes)`` of a closed spool's output (short at its end)."""
+    try:
+        fd = os.open(path / OUTPUT, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise SpoolError(f"cannot open spool {path}: {e.strerror}") from e
+    try:
+        return os.pread(fd, max_bytes, offset)
+    except OSError as e:
+        raise SpoolError(f"cannot read spool {path}: {e.strerror}") from e
+    finally:
+        os.close(fd)
 
 
 def scan(root: Path) -> tuple[list[TaskSpool], list[tuple[Path, str]]]:

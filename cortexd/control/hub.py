@@ -24,6 +24,7 @@ from cortex.ids import is_task_id
 from cortex.v1 import node_pb2
 from cortexd.config import Settings
 from cortexd.control.journals import JournalCache
+from cortexd.control.logreads import LogReads
 from cortexd.ipc import messages as m
 from cortexd.ipc.link import RingLink
 from cortexd.lifecycle import ACTIVE, State, finished_state
@@ -88,6 +89,7 @@ class Hub:
         self.hub_id = hub_id
         self.watchers = Watchers(settings.max_watchers)
         self.journals = JournalCache(store)
+        self.log_reads = LogReads()
         # Last TaskProgress per running task: {task_id: (attempt, spooled, held back)}.
         # Memory only (a node re-reports within a second); entries leave with the task.
         self.progress: dict[str, tuple[int, int, int]] = {}
@@ -225,6 +227,7 @@ class Hub:
             return
         node.attached = False
         node.last_seen_ms = now_ms()
+        self.log_reads.node_gone(node_id)
         await self.store.node_detached(node_id, epoch, node.last_seen_ms)
         self.log.info("node_gone", node=node_id, epoch=epoch, reason=reason,
                       running=len(node.running))
@@ -279,6 +282,8 @@ class Hub:
             await self._on_rejected(node, epoch, frame.rejected)
         elif kind == "progress":
             self._on_progress(node, epoch, frame.progress)
+        elif kind == "log_chunk" and node.epoch == epoch:
+            self.log_reads.deliver(node_id, frame.log_chunk)
         elif kind == "draining" and node.epoch == epoch:
             node.draining = True
             self.log.info("node_draining", node=node_id, reason=frame.draining.reason)

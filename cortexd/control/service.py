@@ -9,6 +9,7 @@ import grpc
 from cortex.ids import ENV_NAME_RE, IDEMPOTENCY_KEY_RE, check_labels, is_node_id, new_task_id
 from cortex.v1 import control_pb2, control_pb2_grpc
 from cortexd.control.hub import Hub, RequestError
+from cortexd.control.logreads import read_task_logs
 from cortexd.lifecycle import State
 from cortexd.store import TaskRow
 
@@ -140,6 +141,16 @@ class ControlService(control_pb2_grpc.ControlServicer):
                 ring_in_used_bytes=link.rx.used_bytes if link else 0,
                 ring_out_used_bytes=link.tx.used_bytes if link else 0))
         return control_pb2.ListShardsResponse(shards=out)
+
+    async def ReadLogs(self, request: control_pb2.ReadLogsRequest,  # noqa: N802
+                       context: Ctx) -> AsyncIterator[control_pb2.LogData]:
+        try:
+            async for offset, data in read_task_logs(self.hub, request.task_id, request.attempt,
+                                                     request.offset, request.length):
+                yield control_pb2.LogData(offset=offset, data=data)
+        except RequestError as e:
+            await self._fail(context, e)
+            raise
 
     async def GetJournal(self, request: control_pb2.GetJournalRequest,  # noqa: N802
                          context: Ctx) -> control_pb2.Journal:

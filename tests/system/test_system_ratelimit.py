@@ -60,6 +60,11 @@ def test_noisy_task_is_held_back_and_a_quiet_line_arrives_at_once(fleet, hub, ct
         assert latency < 1.0
         assert c.get_task(noisy).held_back_bytes > 0  # still held back meanwhile
 
+        # The node's spool is ahead of the hub's copy; logs reads it from the node.
+        now = c.get_task(noisy)
+        ahead = ctl.ok("logs", noisy, "--length", str(now.spooled_bytes))
+        assert len(ahead) == now.spooled_bytes > now.output_bytes
+
         # After it ends, the held-back rest is drained: the hub gets every byte.
         ctl.ok("cancel", noisy)
         done = ctl.wait_state(noisy, {"CANCELLED"}, timeout_s=30)
