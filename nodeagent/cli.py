@@ -27,6 +27,10 @@ def _fail(code: int, message: str) -> int:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["detect"]:  # an offline tool: needs no hub, token or state directory
+        from nodeagent import detect_cli
+        return detect_cli.run(args[1:])
     try:
         config, ns = parse(argv)
         if ns.print_config:

@@ -1,0 +1,91 @@
+"""The table of input-required patterns, matched against the rendered last line.
+
+Strong entries fire on their own. Weak entries (a line ending in ``": "`` or ``"? "``)
+are only candidates: they fire when the kernel layer agrees that the foreground process
+is asleep reading the terminal (so a transcript, where the kernel cannot be asked, never
+fires them). Invariants: the table is ordered, the first matching entry wins; every
+regex is anchored at the end of the line (``$``), so text that merely continues past a
+pattern does not match; only the last :data:`MATCH_WINDOW` characters are examined.
+"""
+
+import re
+from dataclasses import dataclass
+
+from nodeagent.detect.events import CONFIRM, INPUT_REQUIRED, PAGER, PASSWORD, REPL
+
+MATCH_WINDOW = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    name: str
+    kind: str
+    confidence: float
+    regex: re.Pattern[str]
+    alt_screen_only: bool = False
+
+
+def _p(name: str, kind: str, confidence: float, regex: str, alt: bool = False) -> Pattern:
+    return Pattern(name, kind, confidence, re.compile(regex), alt)
+
+
+STRONG: tuple[Pattern, ...] = (
+    # ssh's host-key question before the generic yes/no (it is a confirm, very exact)
+    _p("ssh_host_key", CONFIRM, 0.99,
+       r"continue connecting \(yes/no(?:/\[fingerprint\])?\)\?\s*$"),
+    _p("password", PASSWORD, 0.95,
+       r"(?i)(?:\bpass(?:word|phrase| phrase)|\bPIN\b|\bpasscode)[^\n]{0,120}?:\s*$"),
+    _p("password_again", PASSWORD, 0.9, r"(?i)\b(?:retype|re-enter|verify)\b.{0,40}:\s*$"),
+    _p("yes_no_bracket", CONFIRM, 0.95,
+       r"(?i)[\[(]\s*(?:y(?:es)?\s*/\s*n(?:o)?|\[y\]\s*/\s*n|y\s*/\s*\[n\])(?:/[^\])\n]{0,40})?"
+       r"\s*[\])]\s*[?:]?\s*(?:\[[^\]\n]{0,20}\]\s*)?$"),
+    _p("git_hunk", CONFIRM, 0.95, r"\[y,n(?:,[a-zA-Z?/]){1,12}\]\?\s*$"),
+    _p("unzip_replace", CONFIRM, 0.95, r"\[y\]es, \[n\]o\b[^\n]{0,60}:\s*$"),
+    _p("coreutils_interactive", CONFIRM, 0.9,
+       r"^[\w.\-]{1,20}: (?:remove|overwrite|replace|descend into|remove write-protected)\b"
+       r"[^\n]{0,300}\? $"),
+    _p("yes_no_word", CONFIRM, 0.9,
+       r"(?i)\((?:yes/no|y/n)\)\s*[?:]?\s*$|\b(?:yes or no|y or n)\b[^\n]{0,20}[?:]\s*$"),
+    _p("proceed_y", CONFIRM, 0.9, r"(?i)\b(?:ok to proceed|proceed)\?\s*\(y\)\s*$"),
+    _p("question_confirm", CONFIRM, 0.85,
+       r"(?i)\b(?:do you (?:want|wish)|would you like|are you sure|continue anyway|"
+       r"really (?:delete|remove|overwrite))\b[^\n]{0,160}\? $"),
+    _p("press_key", INPUT_REQUIRED, 0.9,
+       r"(?i)\b(?:press|hit|type)\s+(?:any key|a key|\[?(?:enter|return)\]?|<(?:enter|return)>|"
+       r"the (?:enter|return) key)\b[^\n]{0,80}$"),
+    _p("pager_end", PAGER, 0.95, r"\(END\)\s*$"),
+    _p("pager_more", PAGER, 0.95, r"--More--(?:\(\d+%\))?\s*$"),
+    _p("pager_man", PAGER, 0.95, r"(?i)\bmanual page\b.*\bline \d+.*$"),
+    _p("pager_help_quit", PAGER, 0.9, r"\(press h for help or q to quit\)\s*$"),
+    _p("pager_lines", PAGER, 0.85, r"\blines \d+-\d+(?:/\d+)?(?: \d+%| \(END\))?\s*$"),
+    _p("pager_colon", PAGER, 0.8, r"^:$"),
+    _p("repl_python", REPL, 0.9, r"^(?:>>>|\.\.\.) $"),
+    _p("repl_ipython", REPL, 0.9, r"^In \[\d+\]: $"),
+    _p("repl_node", REPL, 0.85, r"^(?:> |\.\.\. )$"),
+    _p("repl_pdb", REPL, 0.95, r"^\((?:Pdb|ipdb|Pdb\+\+)\) $|^ipdb> $"),
+    _p("repl_gdb", REPL, 0.95, r"^\((?:gdb|lldb)\) $"),
+    _p("repl_psql", REPL, 0.9, r"^[\w.\-]{1,63}[=\-(*'\"$!][#>] $"),
+    _p("repl_mysql", REPL, 0.95, r"^(?:mysql|MariaDB \[[^\]\n]*\])> $|^\s{4}-> $"),
+    _p("repl_sqlite", REPL, 0.95, r"^sqlite> $|^   \.\.\.> $"),
+    _p("repl_irb", REPL, 0.9, r"^irb\([^)\n]*\):\d+:\d+[>*\"'] $"),
+    _p("repl_redis", REPL, 0.85, r"^[\w.\-]+:\d+(?:\[\d+\])?> $"),
+    _p("installer_choice", INPUT_REQUIRED, 0.85,
+       r"(?i)\b(?:enter a value|enter (?:your )?(?:choice|selection|number)|your choice|"
+       r"selection(?: number)?|choose (?:an? )?\w+|select (?:an? )?\w+|"
+       r"type (?:the )?number)\b[^\n]{0,80}[:?>]\s*(?:\[[^\]\n]{0,30}\]\s*)?$"),
+)
+
+WEAK: tuple[Pattern, ...] = (
+    _p("line_ends_colon", INPUT_REQUIRED, 0.75, r"\S[^\n]{0,200}: $"),
+    _p("line_ends_question", INPUT_REQUIRED, 0.75, r"\S[^\n]{0,200}\? $"),
+)
+
+
+def match(text: str, table: tuple[Pattern, ...], alt_screen: bool) -> Pattern | None:
+    window = text[-MATCH_WINDOW:]
+    for pat in table:
+        if pat.alt_screen_only and not alt_screen:
+            continue
+        if pat.regex.search(window):
+            return pat
+    return None
