@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", action="append", metavar="K=V", help="environment variable")
     p.add_argument("--cwd", metavar="DIR", help="working directory on the node")
     p.add_argument("--task-timeout", metavar="S", type=int, help="kill the task after S seconds")
+    p.add_argument("--idle-timeout", metavar="S", type=int,
+                   help="kill the task after S seconds without output")
+    p.add_argument("--memory-max", metavar="SIZE",
+                   help="memory limit of the task's cgroup: bytes, or with K/M/G (binary)")
+    p.add_argument("--pids-max", metavar="N", type=int,
+                   help="most processes the task may have at once (cgroup pids.max)")
     p.add_argument("--follow", action="store_true",
                    help="stream the output and exit with the task's status")
     p.add_argument("--json", action="store_true", help="JSON lines instead of text")

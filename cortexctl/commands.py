@@ -95,11 +95,30 @@ def submit_request(args: argparse.Namespace) -> pb.SubmitRequest:
         raise UsageError(f"--idempotency-key must match {ids.IDEMPOTENCY_KEY_RE.pattern}")
     if args.task_timeout is not None and args.task_timeout < 0:
         raise UsageError("--task-timeout must not be negative")
+    if args.idle_timeout is not None and args.idle_timeout < 0:
+        raise UsageError("--idle-timeout must not be negative")
+    if args.pids_max is not None and args.pids_max < 0:
+        raise UsageError("--pids-max must not be negative")
+    memory_max = parse_size(args.memory_max, "--memory-max") if args.memory_max else 0
     return pb.SubmitRequest(
         command=command, selector=selector, node_id=args.node or "",
         idempotency_key=args.idempotency_key or "", env=env, cwd=args.cwd or "",
-        timeout_s=args.task_timeout or 0,
+        timeout_s=args.task_timeout or 0, idle_timeout_s=args.idle_timeout or 0,
+        memory_max_bytes=memory_max, pids_max=args.pids_max or 0,
     )
+
+
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str, flag: str) -> int:
+    """``64M`` → 67108864 (binary units; an optional trailing ``B`` or ``iB``)."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in SIZE_UNITS else ""
+    number = t[:-1] if unit else t
+    if not number.isdigit():
+        raise UsageError(f"{flag} {text!r}: expected a size like 67108864, 64M or 1G")
+    return int(number) * SIZE_UNITS[unit]
 
 
 # -- the result of a task as an exit status ----------------------------------

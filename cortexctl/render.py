@@ -141,6 +141,7 @@ def node_dict(node: pb.Node) -> dict[str, Any]:
         "capacity": node.capacity,
         "running": node.running,
         "agent_version": node.agent_version,
+        "isolation": node.isolation,
         "shard": node.shard,
         "last_seen_ms": node.last_seen_ms,
     }
@@ -149,8 +150,9 @@ def node_dict(node: pb.Node) -> dict[str, Any]:
 def nodes_table(nodes: Sequence[pb.Node]) -> str:
     rows = [[n.node_id, node_status(n), str(n.shard) if n.attached else "-",
              str(n.session_epoch), f"{n.running}/{n.capacity}", labels(n.labels),
-             n.agent_version or "-", age(n.last_seen_ms)] for n in nodes]
-    headers = ["NODE", "STATUS", "SHARD", "EPOCH", "RUNNING", "LABELS", "AGENT", "SEEN"]
+             n.agent_version or "-", n.isolation or "-", age(n.last_seen_ms)] for n in nodes]
+    headers = ["NODE", "STATUS", "SHARD", "EPOCH", "RUNNING", "LABELS", "AGENT", "ISOLATION",
+               "SEEN"]
     return table(headers, rows, right=("SHARD", "EPOCH", "RUNNING", "SEEN"))
 
 

@@ -62,6 +62,7 @@ class NodeState:
     last_seen_ms: int = 0
     running: set[str] = field(default_factory=set)
     last_picked: int = 0
+    isolation: str = ""  # Hello.isolation: "cgroup" or "process-group" ("" before attach)
 
 
 @dataclass(slots=True)
@@ -76,7 +77,9 @@ class ShardInfo:
 
 def spec_of(task: TaskRow) -> bytes:
     return node_pb2.TaskSpec(command=task.command, env=task.env, cwd=task.cwd,
-                             timeout_s=task.timeout_s).SerializeToString()
+                             timeout_s=task.timeout_s, idle_timeout_s=task.idle_timeout_s,
+                             memory_max_bytes=task.memory_max_bytes,
+                             pids_max=task.pids_max).SerializeToString()
 
 
 class Hub:
@@ -172,7 +175,8 @@ class Hub:
             await self._to_shard(old.shard, m.pack(m.CLOSE, node_id, old.epoch,
                                                    "superseded by a newer session"))
         node = NodeState(node_id, epoch, shard, dict(hello.labels), hello.capacity,
-                         hello.agent_version, attached=True, last_seen_ms=now_ms())
+                         hello.agent_version, attached=True, last_seen_ms=now_ms(),
+                         isolation=hello.isolation)
         self.nodes[node_id] = node
         self._cancel_grace(node_id)
         await self.store.node_attached(NodeRow(node_id, epoch, node.labels, node.capacity,

@@ -31,6 +31,9 @@ def task_pb(t: TaskRow, progress: tuple[int, int] = (0, 0)) -> control_pb2.Task:
         selector=t.selector, tenant=t.tenant)
 
 
+MIN_MEMORY_MAX_BYTES = 1 << 20  # below this not even the task's shell starts
+
+
 def _check_submit(req: control_pb2.SubmitRequest) -> str | None:
     if not req.command.strip():
         return "command is required"
@@ -49,6 +52,8 @@ def _check_submit(req: control_pb2.SubmitRequest) -> str | None:
             return f"environment variable name {name!r} is not valid"
     if req.cwd and not req.cwd.startswith("/"):
         return "cwd must be an absolute path"
+    if 0 < req.memory_max_bytes < MIN_MEMORY_MAX_BYTES:
+        return f"memory_max_bytes must be 0 (no limit) or at least {MIN_MEMORY_MAX_BYTES}"
     return None
 
 
@@ -66,6 +71,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
         now = int(time.time() * 1000)
         row = TaskRow(task_id=new_task_id(), command=request.command, env=dict(request.env),
                       cwd=request.cwd, timeout_s=request.timeout_s,
+                      idle_timeout_s=request.idle_timeout_s,
+                      memory_max_bytes=request.memory_max_bytes, pids_max=request.pids_max,
                       selector=dict(request.selector), node_pin=request.node_id,
                       idempotency_key=request.idempotency_key, created_ms=now, updated_ms=now)
         try:
@@ -115,7 +122,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
             control_pb2.Node(node_id=n.node_id, attached=n.attached, session_epoch=n.epoch,
                              labels=n.labels, capacity=n.capacity, running=len(n.running),
                              agent_version=n.agent_version, shard=n.shard,
-                             last_seen_ms=n.last_seen_ms, draining=n.draining)
+                             last_seen_ms=n.last_seen_ms, draining=n.draining,
+                             isolation=n.isolation)
             for n in sorted(self.hub.nodes.values(), key=lambda n: n.node_id)])
 
     async def ListTasks(self, request: control_pb2.ListTasksRequest,  # noqa: N802

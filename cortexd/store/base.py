@@ -43,6 +43,10 @@ class TaskRow:
     cancel_requested: bool = False
     created_ms: int = 0
     updated_ms: int = 0
+    # Task limits (issue 3; stored together as JSON in the ``limits`` column). 0 = none.
+    idle_timeout_s: int = 0
+    memory_max_bytes: int = 0
+    pids_max: int = 0
 
 
 @dataclass(slots=True)

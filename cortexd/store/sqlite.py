@@ -179,7 +179,7 @@ class SQLiteStore:
                     (task.tenant, task.idempotency_key)).fetchone()
                 if row is not None:
                     return task_from_row(row), False
-            self.db.execute(f"INSERT INTO tasks ({TASK_COLS}) VALUES ({','.join('?' * 19)})",
+            self.db.execute(f"INSERT INTO tasks ({TASK_COLS}) VALUES ({','.join('?' * 20)})",
                             task_params(task))
             return task, True
         return await self._run(q)

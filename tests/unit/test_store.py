@@ -25,6 +25,7 @@ from cortexd.store.groupcommit import GroupCommit
 from tests.pg import pg_schema
 
 Body = Callable[[Store], Awaitable[None]]
+LATEST = migrations_mod.latest("sqlite")  # the PostgreSQL migrations keep the same numbers
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -225,9 +226,9 @@ async def _noop(store: Store) -> None:
 
 def test_newer_schema_is_refused(url: str) -> None:
     run(url, _noop)
-    assert "schema version 1 (current)" in asyncio.run(check_store(url))
+    assert f"schema version {LATEST} (current)" in asyncio.run(check_store(url))
     _set_version(url, 99)
-    with pytest.raises(SchemaError, match=r"schema version 99, newer than .*version 1\)"):
+    with pytest.raises(SchemaError, match=rf"schema version 99, newer than .*version {LATEST}\)"):
         run(url, _noop)
     with pytest.raises(SchemaError, match="schema version 99"):
         asyncio.run(check_store(url))
@@ -239,30 +240,31 @@ def test_a_schema_behind_is_migrated_by_sqlite_and_refused_by_postgresql(
     real = migrations_mod.load
 
     def with_next(kind: str) -> list[migrations_mod.Migration]:
-        return [*real(kind), migrations_mod.Migration(2, "next", "CREATE TABLE next_t (x int);")]
+        return [*real(kind),
+                migrations_mod.Migration(LATEST + 1, "next", "CREATE TABLE next_t (x int);")]
 
     monkeypatch.setattr(migrations_mod, "load", with_next)
     if url.startswith("sqlite"):
-        assert "migrates it to 2" in asyncio.run(check_store(url))
+        assert f"migrates it to {LATEST + 1}" in asyncio.run(check_store(url))
         run(url, _noop)  # embedded: migrates itself
     else:
-        with pytest.raises(SchemaError, match=r"version 1; this cortexd needs version 2 "
-                                              r"\(pending: 0002_next\): run `cortexctl db "
-                                              r"migrate --store postgresql://"):
+        with pytest.raises(SchemaError, match=rf"version {LATEST}; this cortexd needs version "
+                                              rf"{LATEST + 1} \(pending: {LATEST + 1:04d}_next\)"
+                                              r": run `cortexctl db migrate --store postgresql://"):
             run(url, _noop)
         with pytest.raises(SchemaError, match="cortexctl db migrate"):
             asyncio.run(check_store(url))
-        assert asyncio.run(migrate_store(url)) == (1, 2)
+        assert asyncio.run(migrate_store(url)) == (LATEST, LATEST + 1)
         run(url, _noop)
-    assert asyncio.run(migrate_store(url)) == (2, 2)
-    assert "schema version 2 (current)" in asyncio.run(check_store(url))
+    assert asyncio.run(migrate_store(url)) == (LATEST + 1, LATEST + 1)
+    assert f"schema version {LATEST + 1} (current)" in asyncio.run(check_store(url))
 
 
 def test_check_store_on_empty_stores(url: str) -> None:
     line = asyncio.run(check_store(url))
     assert "first start" in line
-    assert asyncio.run(migrate_store(url)) == (0, 1)
-    assert "schema version 1 (current)" in asyncio.run(check_store(url))
+    assert asyncio.run(migrate_store(url)) == (0, LATEST)
+    assert f"schema version {LATEST} (current)" in asyncio.run(check_store(url))
 
 
 def test_sqlite_store_from_before_the_ledger_is_adopted(tmp_path: Path) -> None:
@@ -272,10 +274,11 @@ def test_sqlite_store_from_before_the_ledger_is_adopted(tmp_path: Path) -> None:
     db.commit()
     db.close()
     url = f"sqlite:///{tmp_path / 'c.db'}"
-    assert "schema version 1 (current)" in asyncio.run(check_store(url))
+    assert f"schema version 1, cortexd migrates it to {LATEST}" in asyncio.run(check_store(url))
     run(url, _noop)
     db = sqlite3.connect(tmp_path / "c.db")
-    assert db.execute("SELECT version, name FROM schema_migrations").fetchall() == [(1, "init")]
+    ledger = db.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
+    assert ledger[0] == (1, "init") and len(ledger) == LATEST
     db.close()
 
 
@@ -362,3 +365,25 @@ def test_group_commit_retries_a_failed_batch_one_write_at_a_time() -> None:
     got = asyncio.run(main())
     assert [g for g in got if not isinstance(g, Exception)] == [0, 1, 2, 4, 5]
     assert isinstance(got[3], RuntimeError) and str(got[3]) == "bad write"
+
+
+def test_task_limits_survive_the_store_and_a_transition(url: str) -> None:
+    async def body(store: Store) -> None:
+        row = task()
+        row.timeout_s, row.idle_timeout_s = 30, 5
+        row.memory_max_bytes, row.pids_max = 64 << 20, 50
+        await store.create_task(row)
+        got = await store.get_task(row.task_id)
+        assert got is not None
+        assert (got.timeout_s, got.idle_timeout_s, got.memory_max_bytes, got.pids_max) == (
+            30, 5, 64 << 20, 50)
+        moved = await store.transition(row.task_id, attempt=0, node_epoch=0, to=State.ASSIGNED,
+                                       new_attempt=True, node_id="n1", new_node_epoch=5,
+                                       now_ms=2)
+        assert (moved.idle_timeout_s, moved.memory_max_bytes, moved.pids_max) == (
+            5, 64 << 20, 50)
+        plain = await store.create_task(task("t-00000000000000000009"))
+        assert (plain[0].idle_timeout_s, plain[0].memory_max_bytes, plain[0].pids_max) == (
+            0, 0, 0)
+
+    run(url, body)
