@@ -34,6 +34,7 @@ BACKOFF_CAP_S = 2.0
 class Sink(Protocol):
     def state(self, task: pb.Task) -> None: ...
     def output(self, chunk: pb.OutputChunk, data: bytes) -> None: ...
+    def prompt(self, prompt: pb.Prompt) -> None: ...
 
 
 class RawSink:
@@ -46,10 +47,17 @@ class RawSink:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
 
+    def prompt(self, prompt: pb.Prompt) -> None:
+        pass  # the terminal already shows the prompt itself
+
 
 class JsonSink:
     """One JSON line per event: ``{"event": "state", "task": {...}}`` or
-    ``{"event": "output", "attempt": N, "offset": N, "data_b64": "..."}``."""
+    ``{"event": "output", "attempt": N, "offset": N, "data_b64": "..."}`` or
+    ``{"event": "prompt", "prompt": {...}}`` (the node's prompt detector)."""
+
+    def prompt(self, prompt: pb.Prompt) -> None:
+        self._emit({"event": "prompt", "prompt": render.prompt_dict(prompt)})
 
     def state(self, task: pb.Task) -> None:
         self._emit({"event": "state", "task": render.task_dict(task)})
@@ -116,6 +124,8 @@ class Follower:
                     opened = False
                 elif event.HasField("output"):
                     self._on_output(event.output)
+                elif event.HasField("prompt"):
+                    self.sink.prompt(event.prompt)
         finally:
             call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves it untyped
         return self.task is not None and self.task.state in render.TERMINAL_STATES

@@ -95,7 +95,14 @@ def task_dict(task: pb.Task) -> dict[str, Any]:
         "tenant": task.tenant,
         "spooled_bytes": task.spooled_bytes,
         "held_back_bytes": task.held_back_bytes,
+        "last_prompt": prompt_dict(task.last_prompt) if task.HasField("last_prompt") else None,
     }
+
+
+def prompt_dict(p: pb.Prompt) -> dict[str, Any]:
+    return {"kind": p.kind, "detector": p.detector, "confidence": round(p.confidence, 3),
+            "excerpt": p.excerpt.decode("utf-8", "replace"), "offset": p.offset,
+            "at_ms": p.at_ms, "exit_code": p.exit_code, "cwd": p.cwd}
 
 
 def tasks_table(tasks: Sequence[pb.Task]) -> str:

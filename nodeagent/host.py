@@ -31,6 +31,7 @@ from nodeagent import procgroup
 from nodeagent.admission import Rejection, admit
 from nodeagent.cgroup import PROCESS_GROUP, CgroupTree, Limits
 from nodeagent.config import AgentConfig
+from nodeagent.detect.live import TaskPrompts
 from nodeagent.errors import NodeAgentError, SpawnError, SpoolError
 from nodeagent.pacing import StreamPacer
 from nodeagent.ranlog import RanLog
@@ -64,6 +65,8 @@ class TaskHost:
         self._pruned_at = 0.0
         self._control: collections.deque[node_pb2.NodeFrame] = collections.deque()
         self.wake = asyncio.Event()  # set whenever next_frame() may have something new
+        # Prompt events go on the control queue: ahead of output the rate limit holds back.
+        self.prompts = TaskPrompts(self._queue_prompt)
         self.pacer = StreamPacer(
             rate_bytes_s=config.stream_rate_bytes_s, burst_bytes=config.stream_burst_bytes,
             catchup_rate_bytes_s=config.catchup_rate_bytes_s,
@@ -114,6 +117,11 @@ class TaskHost:
         if self.draining:
             self.queue(node_pb2.NodeFrame(draining=node_pb2.Draining(reason="shutting down")))
         self.wake.set()
+
+    def _queue_prompt(self, frame: node_pb2.NodeFrame) -> None:
+        self.counts["prompts"] += 1
+        with contextlib.suppress(NodeAgentError):  # a full control queue: drop, not crash
+            self.queue(frame)
 
     def queue(self, frame: node_pb2.NodeFrame) -> None:
         if len(self._control) >= MAX_CONTROL_FRAMES:
@@ -193,7 +201,9 @@ class TaskHost:
         spec = RunSpec(command=env.spec.command, env=dict(env.spec.env), cwd=env.spec.cwd,
                        cols=env.spec.cols or 200, rows=env.spec.rows or 50,
                        timeout_s=float(env.spec.timeout_s),
-                       idle_timeout_s=float(env.spec.idle_timeout_s))
+                       idle_timeout_s=float(env.spec.idle_timeout_s),
+                       allow_prompts=env.spec.allow_prompts,
+                       prompt_env=self.prompts.env(key, env.spec.allow_prompts))
         proc = TaskProcess(spec, lambda data: self._on_output(key, data),
                            cancel_grace_s=self.config.cancel_grace_s,
                            drain_quiet_s=self.config.drain_quiet_s, cgroup=cgroup)
@@ -213,6 +223,7 @@ class TaskHost:
         spool.meta.pid, spool.meta.pid_start_ticks = pid, st.start_ticks if st else 0
         spool.save_meta(durable=True)
         self._procs[key] = proc
+        self.prompts.start(key, pid, lambda: proc.pty_fd, spec.cols)
         self.counts["started"] += 1
         self._log.info("task_started", task=env.task_id, attempt=env.attempt, pid=pid,
                        tenant=env.tenant)
@@ -296,9 +307,11 @@ class TaskHost:
             return
         self.table.output_appended(key, end)
         self.wake.set()
+        self.prompts.feed(key, data, end)
 
     def _on_exit(self, key: TaskKey, result: TaskExit) -> None:
         self._procs.pop(key, None)
+        self.prompts.stop(key)
         spool = self._spools.get(key)
         if spool is None:
             return
@@ -319,6 +332,7 @@ class TaskHost:
     def _drop(self, key: TaskKey, kill_reason: str | None) -> None:
         """Forget a task: kill what is left of it, delete its spool, leave the table."""
         proc = self._procs.pop(key, None)
+        self.prompts.stop(key)
         if proc is not None:
             proc.kill_now(node_pb2.FINISH_KIND_CANCELLED, kill_reason or "forgotten")
             self._dying.add(proc)

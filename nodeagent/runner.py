@@ -44,6 +44,12 @@ DEFAULT_ENV = {
     "GIT_PAGER": "cat",
     "GIT_TERMINAL_PROMPT": "0",
     "DEBIAN_FRONTEND": "noninteractive",
+    "PIP_NO_INPUT": "1",
+    "MANPAGER": "cat",
+    "SYSTEMD_PAGER": "cat",
+    "GH_PAGER": "cat",
+    "GH_PROMPT_DISABLED": "1",
+    "AWS_PAGER": "",
 }
 EXITED = node_pb2.FINISH_KIND_EXITED
 CANCELLED = node_pb2.FINISH_KIND_CANCELLED
@@ -59,6 +65,8 @@ class RunSpec:
     rows: int = 50
     timeout_s: float = 0.0
     idle_timeout_s: float = 0.0
+    allow_prompts: bool = False  # True: no prompt-preventing defaults (DEFAULT_ENV)
+    prompt_env: Mapping[str, str] = field(default_factory=dict)  # nonce'd markers (detect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +76,17 @@ class TaskExit:
     reason: str = ""
 
 
-def task_env(spec_env: Mapping[str, str], base: Mapping[str, str] | None = None) -> dict[str, str]:
+def task_env(spec_env: Mapping[str, str], base: Mapping[str, str] | None = None, *,
+             allow_prompts: bool = False,
+             prompt_env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The agent's environment minus its own ``CORTEX_*`` settings, the prompt-preventing
-    defaults, then the task's own variables (which win)."""
+    defaults (unless ``allow_prompts``), the prompt markers, then the task's own variables
+    (which win)."""
     env = {k: v for k, v in (os.environ if base is None else base).items()
            if not k.startswith("CORTEX_")}
-    env.update(DEFAULT_ENV)
+    if not allow_prompts:
+        env.update(DEFAULT_ENV)
+    env.update(prompt_env or {})
     env.update(spec_env)
     return env
 
@@ -113,7 +126,9 @@ class TaskProcess:
             raise SpawnError(f"cannot start task: cwd {self.spec.cwd!r} is not a directory")
         try:
             self.pid, self._fd = spawn_in_pty(
-                self.spec.command, task_env(self.spec.env), cwd=self.spec.cwd,
+                self.spec.command,
+                task_env(self.spec.env, allow_prompts=self.spec.allow_prompts,
+                         prompt_env=self.spec.prompt_env), cwd=self.spec.cwd,
                 rows=self.spec.rows or 50, cols=self.spec.cols or 200,
                 cgroup_procs=self.cgroup.procs_files if self.cgroup else ())
         except OSError as e:
@@ -128,6 +143,11 @@ class TaskProcess:
     @property
     def exited(self) -> bool:
         return self._exited.is_set()
+
+    @property
+    def pty_fd(self) -> int:
+        """The PTY master while it is open, else -1 (for the prompt detector's kernel check)."""
+        return self._fd
 
     async def wait(self) -> TaskExit:
         return await asyncio.shield(self.done)

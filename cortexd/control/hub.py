@@ -49,6 +49,9 @@ class RequestError(CortexError):
         self.code = code
 
 
+MAX_LAST_PROMPTS = 10_000
+
+
 @dataclass(eq=False)
 class NodeState:
     node_id: str
@@ -96,6 +99,8 @@ class Hub:
         # Last TaskProgress per running task: {task_id: (attempt, spooled, held back)}.
         # Memory only (a node re-reports within a second); entries leave with the task.
         self.progress: dict[str, tuple[int, int, int]] = {}
+        # Last prompt event per task (memory only; the oldest leave past MAX_LAST_PROMPTS).
+        self.prompts: OrderedDict[str, node_pb2.PromptEvent] = OrderedDict()
         self.nodes: dict[str, NodeState] = {}
         self.links: dict[int, RingLink] = {}
         self.shards: dict[int, ShardInfo] = {}
@@ -286,6 +291,8 @@ class Hub:
             await self._on_rejected(node, epoch, frame.rejected)
         elif kind == "progress":
             self._on_progress(node, epoch, frame.progress)
+        elif kind == "prompt":
+            self._on_prompt(node, epoch, frame.prompt)
         elif kind == "log_chunk" and node.epoch == epoch:
             self.log_reads.deliver(node_id, frame.log_chunk)
         elif kind == "draining" and node.epoch == epoch:
@@ -319,6 +326,20 @@ class Hub:
     def _on_progress(self, node: NodeState, epoch: int, p: node_pb2.TaskProgress) -> None:
         if node.epoch == epoch and p.task_id in node.running:  # bounded by running tasks
             self.progress[p.task_id] = (p.attempt, p.spooled_bytes, p.held_back_bytes)
+
+    def _on_prompt(self, node: NodeState, epoch: int, ev: node_pb2.PromptEvent) -> None:
+        """The node's edge detector saw a prompt: remember it, wake the task's watchers."""
+        if node.epoch != epoch or ev.task_id not in node.running:
+            return
+        self.prompts.pop(ev.task_id, None)
+        self.prompts[ev.task_id] = ev
+        while len(self.prompts) > MAX_LAST_PROMPTS:
+            self.prompts.popitem(last=False)
+        self.watchers.publish(ev.task_id, ("prompt", ev))
+
+    def last_prompt(self, task_id: str, attempt: int) -> node_pb2.PromptEvent | None:
+        ev = self.prompts.get(task_id)
+        return ev if ev is not None and ev.attempt == attempt else None
 
     def task_progress(self, task_id: str, attempt: int) -> tuple[int, int]:
         """(spooled, held back) as the node last reported them for this attempt."""

@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 
 from cortex.ids import ENV_NAME_RE, IDEMPOTENCY_KEY_RE, check_labels, is_node_id, new_task_id
-from cortex.v1 import control_pb2, control_pb2_grpc
+from cortex.v1 import control_pb2, control_pb2_grpc, node_pb2
 from cortexd.control.hub import Hub, RequestError
 from cortexd.control.logreads import read_task_logs
 from cortexd.lifecycle import State
@@ -20,9 +20,18 @@ WATCH_CHUNK = 256 << 10
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
-def task_pb(t: TaskRow, progress: tuple[int, int] = (0, 0)) -> control_pb2.Task:
-    """The API's Task; ``progress`` is the node's last (spooled, held back) report."""
+def prompt_pb(ev: node_pb2.PromptEvent) -> control_pb2.Prompt:
+    return control_pb2.Prompt(kind=ev.kind, detector=ev.detector, confidence=ev.confidence,
+                              excerpt=ev.excerpt, offset=ev.offset, at_ms=ev.at_ms,
+                              exit_code=ev.exit_code, cwd=ev.cwd)
+
+
+def task_pb(t: TaskRow, progress: tuple[int, int] = (0, 0),
+            prompt: node_pb2.PromptEvent | None = None) -> control_pb2.Task:
+    """The API's Task; ``progress`` is the node's last (spooled, held back) report,
+    ``prompt`` the last prompt event of this attempt."""
     return control_pb2.Task(
+        last_prompt=prompt_pb(prompt) if prompt is not None else None,
         spooled_bytes=progress[0], held_back_bytes=progress[1],
         task_id=t.task_id, state=t.state.value, attempt=t.attempt,
         node_id=t.node_id, command=t.command, has_exit_code=t.exit_code is not None,
@@ -90,7 +99,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
                       context: Ctx) -> control_pb2.Task:
         try:
             task = await self.hub.get(request.task_id)
-            return task_pb(task, self.hub.task_progress(task.task_id, task.attempt))
+            return task_pb(task, self.hub.task_progress(task.task_id, task.attempt),
+                           self.hub.last_prompt(task.task_id, task.attempt))
         except RequestError as e:
             await self._fail(context, e)
             raise
@@ -133,7 +143,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
         limit = min(request.limit or 100, 10_000)
         rows = await self.hub.store.list_tasks(state, request.node_id, limit)
         return control_pb2.ListTasksResponse(tasks=[
-            task_pb(t, self.hub.task_progress(t.task_id, t.attempt)) for t in rows])
+            task_pb(t, self.hub.task_progress(t.task_id, t.attempt),
+                    self.hub.last_prompt(t.task_id, t.attempt)) for t in rows])
 
     async def ListShards(self, request: control_pb2.ListShardsRequest,  # noqa: N802
                          context: Ctx) -> control_pb2.ListShardsResponse:
@@ -209,6 +220,10 @@ class ControlService(control_pb2_grpc.ControlServicer):
                         attempt, offset = payload.attempt, 0
                     task = payload
                     yield control_pb2.WatchEvent(state=task_pb(task))
+                elif kind == "prompt":
+                    assert isinstance(payload, node_pb2.PromptEvent)
+                    if payload.attempt == attempt:
+                        yield control_pb2.WatchEvent(prompt=prompt_pb(payload))
                 elif kind == "output" and not request.no_output:
                     ev_attempt, ev_offset, data = payload
                     if ev_attempt == attempt and ev_offset <= offset < ev_offset + len(data):

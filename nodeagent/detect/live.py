@@ -13,9 +13,11 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from cortex.v1 import node_pb2
 from nodeagent.detect.detector import PromptDetector
 from nodeagent.detect.events import Detection, KernelFacts
 from nodeagent.detect.kernel import read_facts
+from nodeagent.detect.markers import marker_env, new_nonce
 
 DEBOUNCE_S = 0.04
 RECHECK_S = (0.2, 1.0, 5.0)
@@ -82,3 +84,52 @@ class PromptWatch:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+class TaskPrompts:
+    """The prompt watches of one host's running tasks, keyed by (task id, attempt).
+
+    :meth:`env` mints the attempt's nonce before the process starts (the marker
+    environment must be in its environment); :meth:`start` attaches a watch to the
+    started process; :meth:`feed` is called with every spooled piece; :meth:`stop` when the
+    attempt ends or is dropped. ``send`` gets a ready ``NodeFrame(prompt=...)``.
+    """
+
+    def __init__(self, send: Callable[[node_pb2.NodeFrame], None]) -> None:
+        self._send = send
+        self._nonces: dict[tuple[str, int], str] = {}
+        self._watches: dict[tuple[str, int], PromptWatch] = {}
+        self.sent = 0
+
+    def env(self, key: tuple[str, int], allow_prompts: bool) -> dict[str, str]:
+        nonce = self._nonces[key] = new_nonce()
+        return marker_env(nonce, sudo=not allow_prompts)
+
+    def start(self, key: tuple[str, int], session_pid: int, master_fd: Callable[[], int],
+              cols: int) -> None:
+        detector = PromptDetector(self._nonces.pop(key, None), cols)
+        self._watches[key] = PromptWatch(
+            detector, lambda det, at: self._emit(key, det, at),
+            session_pid=lambda: session_pid, master_fd=master_fd)
+
+    def feed(self, key: tuple[str, int], data: bytes, end: int) -> None:
+        watch = self._watches.get(key)
+        if watch is not None:
+            watch.feed(data, end)
+
+    def stop(self, key: tuple[str, int]) -> None:
+        self._nonces.pop(key, None)
+        watch = self._watches.pop(key, None)
+        if watch is not None:
+            watch.close()
+
+    def _emit(self, key: tuple[str, int], det: Detection, at: float) -> None:
+        self.sent += 1
+        self._send(node_pb2.NodeFrame(prompt=prompt_event(key, det, at)))
+
+
+def prompt_event(key: tuple[str, int], det: Detection, at: float) -> node_pb2.PromptEvent:
+    return node_pb2.PromptEvent(
+        task_id=key[0], attempt=key[1], kind=det.kind, detector=det.detector,
+        confidence=det.confidence, excerpt=det.excerpt, offset=det.offset,
+        at_ms=int(at * 1000), exit_code=det.exit_code, cwd=det.cwd)
