@@ -134,12 +134,31 @@ class Hub:
     # -- ring input ---------------------------------------------------------------
 
     async def serve_shard(self, shard: int, link: RingLink) -> None:
+        """Handle a shard's messages: in order per node, different nodes concurrently.
+
+        Only one node's frames must keep their order (output before finished, attach
+        before frames); handling the nodes of a batch side by side lets their store
+        writes share a group commit instead of waiting for each other.
+        """
         while True:
+            by_node: dict[str, list[list[object]]] = {}
             for record in await link.recv():
                 try:
-                    await self._dispatch(shard, m.unpack(record))
-                except Exception:
-                    self.log.exception("ring_message_failed", shard=shard)
+                    msg = m.unpack(record)
+                except ValueError:
+                    self.log.error("ring_record_malformed", shard=shard, size=len(record))
+                    continue
+                node_key = msg[2] if msg[0] == m.ATTACH else msg[1] if len(msg) > 1 else ""
+                by_node.setdefault(str(node_key), []).append(msg)
+            await asyncio.gather(*(self._dispatch_in_order(shard, msgs)
+                                   for msgs in by_node.values()))
+
+    async def _dispatch_in_order(self, shard: int, msgs: list[list[object]]) -> None:
+        for msg in msgs:
+            try:
+                await self._dispatch(shard, msg)
+            except Exception:
+                self.log.exception("ring_message_failed", shard=shard)
 
     async def _dispatch(self, shard: int, msg: list[object]) -> None:
         kind = msg[0]
