@@ -2,6 +2,7 @@
 
     python -m bench.scenarios steady  --nodes 1000 --tasks 5000 [--fleets 2] [--shards 2]
     python -m bench.scenarios ceiling --nodes 1000 --seconds 10
+    python -m bench.scenarios hold    --nodes 10000 --fleets 4 --seconds 30   (+ storm)
 
 ``steady`` starts cortexd (embedded SQLite, loopback), enrolls ``--nodes``
 simulated nodes spread over ``--fleets`` processes (bench/fleet.py: the real node
@@ -111,9 +112,32 @@ def attached(address: str, token: str) -> int:
         return sum(1 for n in resp.nodes if n.attached)
 
 
-def steady(args: argparse.Namespace) -> dict[str, Any]:
+def start_fleets(hub: LocalHub, base: Path, args: argparse.Namespace, enrolled: bool = False
+                 ) -> list["subprocess.Popen[bytes]"]:
+    """Start ``args.fleets`` fleet processes with ``args.nodes`` simulated nodes in all."""
     from bench.fleet import enroll
 
+    fleets = []
+    per = args.nodes // args.fleets
+    for f in range(args.fleets):
+        tokens = base / f"fleet{f}.tokens"
+        if not enrolled:
+            enroll(hub.state_dir / "tokens", [f"sim-{f}-{i}" for i in range(per)], tokens)
+        fleets.append(subprocess.Popen(
+            [sys.executable, "-m", "bench.fleet", "--hub", hub.node_address,
+             "--hub-key", str(hub.hub_key_file), "--tokens", str(tokens),
+             "--report", str(base / f"fleet{f}.json"), "--seconds", str(args.bound_s),
+             "--output-bytes", str(args.output_bytes)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(base / f"fleet{f}.log", "ab")))
+    return fleets
+
+
+def hub_pids(hub: LocalHub) -> list[int]:
+    return [hub.proc.pid, *descendants(hub.proc.pid)] if hub.proc else []
+
+
+def steady(args: argparse.Namespace) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="cortex-bench-"))
     hub = LocalHub(base, shards=args.shards, extra_args=["--log-level", "warning"])
     hub.start()
@@ -121,28 +145,18 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
     try:
         token = read_token_file(hub.admin_token_file)
         per = args.nodes // args.fleets
-        for f in range(args.fleets):
-            ids = [f"sim-{f}-{i}" for i in range(per)]
-            tokens = base / f"fleet{f}.tokens"
-            enroll(hub.state_dir / "tokens", ids, tokens)
-            fleets.append(subprocess.Popen(
-                [sys.executable, "-m", "bench.fleet", "--hub", hub.node_address,
-                 "--hub-key", str(hub.hub_key_file), "--tokens", str(tokens),
-                 "--report", str(base / f"fleet{f}.json"), "--seconds", str(args.bound_s),
-                 "--output-bytes", str(args.output_bytes)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=open(base / f"fleet{f}.log", "wb")))
+        fleets = start_fleets(hub, base, args)
         t_attach = time.monotonic()
         wait_until(lambda: attached(hub.control_address, token) >= per * args.fleets, 120,
                    "the fleet to attach", interval_s=0.5)
         attach_s = time.monotonic() - t_attach
-        hub_pids = [hub.proc.pid, *descendants(hub.proc.pid)] if hub.proc else []
-        cpu0 = cpu_ticks(hub_pids)
+        pids = hub_pids(hub)
+        cpu0 = cpu_ticks(pids)
         submitted = uvloop.run(submit_all(hub.control_address, token, args.tasks,
                                           args.concurrency, args.bound_s))
         wait_until(lambda: count_succeeded(hub.control_address, token, args.tasks)
                    >= len(submitted), args.bound_s, "all tasks to succeed", interval_s=0.25)
-        cpu1 = cpu_ticks(hub_pids)
+        cpu1 = cpu_ticks(pids)
         for proc in fleets:
             proc.terminate()
         for proc in fleets:
@@ -162,6 +176,70 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
             "hub_cpu_us_per_task": round((cpu1 - cpu0) / ticks * 1e6 / max(1, len(lat)), 1),
         }
         return result
+    finally:
+        for proc in fleets:
+            if proc.poll() is None:
+                proc.kill()
+        hub.stop()
+
+
+# -- hold and storm -------------------------------------------------------------
+
+def rss_mib(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def hold_and_storm(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """``hold``: attached, heartbeating, no tasks — hub RSS and CPU. ``storm``: every
+    fleet process is SIGKILLed and restarted at once — seconds until all re-attached."""
+    base = Path(tempfile.mkdtemp(prefix="cortex-bench-"))
+    hub = LocalHub(base, shards=args.shards, extra_args=[
+        "--log-level", "warning", "--heartbeat-interval-ms", str(args.heartbeat_ms)])
+    hub.start()
+    fleets: list[subprocess.Popen[bytes]] = []
+    try:
+        token = read_token_file(hub.admin_token_file)
+        total = args.nodes // args.fleets * args.fleets
+        fleets = start_fleets(hub, base, args)
+        wait_until(lambda: attached(hub.control_address, token) >= total, args.bound_s,
+                   "the fleet to attach", interval_s=0.5)
+        pids = hub_pids(hub)
+        cpu0, t0 = cpu_ticks(pids), time.monotonic()
+        time.sleep(args.seconds)  # the measurement window itself, not a synchronisation
+        cpu1, t1 = cpu_ticks(pids), time.monotonic()
+        hold = {"nodes": total, "heartbeat_interval_ms": args.heartbeat_ms,
+                "hub_rss_mib": round(rss_mib(pids), 1),
+                "hub_cpu_pct": round((cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") / (t1 - t0)
+                                     * 100, 2), "duration_s": round(t1 - t0, 1)}
+        for proc in fleets:
+            proc.kill()
+        for proc in fleets:
+            proc.wait(60)
+        wait_until(lambda: attached(hub.control_address, token) == 0, 60,
+                   "the hub to notice the fleet is gone", interval_s=0.2)
+        t_storm = time.monotonic()
+        fleets = start_fleets(hub, base, args, enrolled=True)
+        wait_until(lambda: attached(hub.control_address, token) >= total, args.bound_s,
+                   "the fleet to re-attach", interval_s=0.2)
+        storm_s = time.monotonic() - t_storm
+        for proc in fleets:
+            proc.terminate()
+        failed = 0
+        for f, proc in enumerate(fleets):
+            proc.wait(60)
+            report = json.loads((base / f"fleet{f}.json").read_text())
+            failed += report["attach_failures"]
+        storm = {"nodes": total, "seconds_to_all_attached": round(storm_s, 2),
+                 "failed_attempts": failed}
+        return {"hold": hold, "storm": storm}
     finally:
         for proc in fleets:
             if proc.poll() is None:
@@ -241,7 +319,8 @@ def ceiling(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description="Cortex scenarios against the real cortexd")
-    p.add_argument("scenario", choices=["steady", "ceiling"])
+    p.add_argument("scenario", choices=["steady", "ceiling", "hold"],
+                   help="hold also runs storm on the same fleet")
     p.add_argument("--nodes", type=int, default=1000)
     p.add_argument("--fleets", type=int, default=2)
     p.add_argument("--shards", type=int, default=2)
@@ -249,8 +328,14 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=256)
     p.add_argument("--output-bytes", type=int, default=3)
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--heartbeat-ms", type=int, default=5000)
     p.add_argument("--bound-s", type=float, default=300.0, help="hard bound on a run")
     args = p.parse_args()
+    if args.scenario == "hold":
+        for name, result in hold_and_storm(args).items():
+            print(name, json.dumps(result, indent=2))
+            save(name, result)
+        return
     result = steady(args) if args.scenario == "steady" else ceiling(args)
     print(json.dumps(result, indent=2))
     save(args.scenario, result)
