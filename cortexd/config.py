@@ -38,7 +38,8 @@ class Settings:
     store_pool_size: int = 4  # PostgreSQL connections per control process
     store_batch_max_rows: int = 512  # group commit: writes per transaction, at most
     store_flush_delay_ms: float = 0.0  # group commit: hold a batch open this long
-    heartbeat_interval_ms: int = 5_000
+    heartbeat_interval_ms: int = 5_000  # the shortest interval; it grows with the fleet
+    max_heartbeats_per_s: int = 200  # fleet-wide heartbeat budget that sets the interval
     node_grace_s: float = 60.0
     max_frame_bytes: int = 1 << 20
     ring_capacity_bytes: int = 8 << 20
@@ -95,7 +96,8 @@ class Settings:
             raise ConfigError("max_frame_bytes must be at least 65536")
         if self.ring_capacity_bytes < 2 * self.max_frame_bytes + 4096:
             raise ConfigError("ring_capacity_bytes must be at least 2 * max_frame_bytes + 4096")
-        for name in ("heartbeat_interval_ms", "envelope_ttl_ms", "max_attempts",
+        for name in ("heartbeat_interval_ms", "max_heartbeats_per_s", "envelope_ttl_ms",
+                     "max_attempts",
                      "max_queued_tasks", "max_watchers"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")

@@ -14,7 +14,7 @@ shard -> control::
 
 control -> shard::
 
-    [WELCOME, conn_id, node_id, epoch, hub_frame_bytes]
+    [WELCOME, conn_id, node_id, epoch, hub_frame_bytes, heartbeat_interval_ms]
     [REFUSE, conn_id, grpc_status_name, message]
     [SEND, node_id, epoch, hub_frame_bytes]
     [CLOSE, node_id, epoch, reason]

@@ -94,7 +94,7 @@ class Shard:
                     if (session := sessions.route(msg[1], msg[2])) is not None:
                         session.push(msg[3])
                 elif kind == m.WELCOME:
-                    sessions.welcomed(msg[1], msg[3], msg[4])
+                    sessions.welcomed(msg[1], msg[3], msg[4], msg[5] / 1000)
                 elif kind == m.REFUSE:
                     sessions.refused(msg[1], msg[2], msg[3])
                 elif kind == m.CLOSE:
@@ -103,12 +103,11 @@ class Shard:
 
     async def _housekeeping(self, link: RingLink, sessions: SessionTable,
                             service: NodeLinkService) -> None:
-        silent_limit_s = 3 * self.settings.heartbeat_interval_ms / 1000
         while True:
             await asyncio.sleep(STATS_INTERVAL_S)
             link.tx.beat_producer()
-            for session in sessions.silent(time.monotonic(), silent_limit_s):
-                session.close(f"no frame from the node for {silent_limit_s:.1f} s")
+            for session in sessions.silent(time.monotonic()):
+                session.close(f"no frame from the node for {3 * session.heartbeat_s:.1f} s")
             link.send_nowait(m.pack(m.STATS, len(sessions.active), service.frames_in,
                                     service.frames_out))
 

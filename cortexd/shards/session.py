@@ -24,6 +24,7 @@ class NodeSession:
     conn_id: int
     epoch: int = 0
     last_seen: float = field(default_factory=time.monotonic)
+    heartbeat_s: float = 5.0  # the interval this node was asked for in its Welcome
     outbound: asyncio.Queue[bytes] = field(
         default_factory=lambda: asyncio.Queue(maxsize=MAX_OUTBOUND + 1))
     welcome: asyncio.Future[tuple[int, bytes]] | None = None
@@ -58,11 +59,12 @@ class SessionTable:
         self.pending[session.conn_id] = session
         return session
 
-    def welcomed(self, conn_id: int, epoch: int, frame: bytes) -> None:
+    def welcomed(self, conn_id: int, epoch: int, frame: bytes, heartbeat_s: float) -> None:
         session = self.pending.pop(conn_id, None)
         if session is None or session.welcome is None or session.welcome.done():
             return
         session.epoch = epoch
+        session.heartbeat_s = heartbeat_s
         old = self.active.get(session.node_id)
         if old is not None and old.epoch < epoch:
             old.close("superseded by a newer session of this node")
@@ -85,8 +87,9 @@ class SessionTable:
         if self.active.get(session.node_id) is session:
             del self.active[session.node_id]
 
-    def silent(self, now: float, limit_s: float) -> list[NodeSession]:
-        return [s for s in self.active.values() if now - s.last_seen > limit_s]
+    def silent(self, now: float) -> list[NodeSession]:
+        """Sessions that sent nothing for three of their heartbeat intervals."""
+        return [s for s in self.active.values() if now - s.last_seen > 3 * s.heartbeat_s]
 
 
 class RefusedAttach(Exception):

@@ -100,15 +100,17 @@ def test_session_table_routes_by_epoch_and_supersedes() -> None:
         loop = asyncio.get_running_loop()
         table = SessionTable()
         first = table.begin("n1", loop)
-        table.welcomed(first.conn_id, 5, b"welcome-5")
+        table.welcomed(first.conn_id, 5, b"welcome-5", 5.0)
         assert first.welcome is not None and first.welcome.result() == (5, b"welcome-5")
         assert table.route("n1", 5) is first
         assert table.route("n1", 4) is None  # a message for an older session is dropped
         second = table.begin("n1", loop)
-        table.welcomed(second.conn_id, 6, b"welcome-6")
+        table.welcomed(second.conn_id, 6, b"welcome-6", 2.0)
         assert first.close_reason.startswith("superseded")
         assert await first.outbound.get() == CLOSE
         assert table.route("n1", 6) is second
+        assert table.silent(second.last_seen + 5.9) == []  # within 3 of its 2 s intervals
+        assert table.silent(second.last_seen + 6.1) == [second]
         table.end(first)  # the old stream ending must not remove the new session
         assert table.route("n1", 6) is second
         third = table.begin("n2", loop)
@@ -143,3 +145,15 @@ def test_supervisor_does_not_load_grpc() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_heartbeat_interval_grows_with_the_fleet(tmp_path: Path) -> None:
+    from cortexd.control.hub import Hub, NodeState
+
+    settings = config.load(None, {"insecure_loopback": True, "heartbeat_interval_ms": 5000,
+                                  "max_heartbeats_per_s": 200}, environ={})
+    hub = Hub(settings, store=None, encoder=None, hub_id="h")  # type: ignore[arg-type]
+    assert hub.heartbeat_interval_ms() == 5000
+    for i in range(10_000):
+        hub.nodes[f"n{i}"] = NodeState(f"n{i}", i, 0, {}, 1, attached=True)
+    assert hub.heartbeat_interval_ms() == 50_000  # 10,000 nodes / 200 per s
