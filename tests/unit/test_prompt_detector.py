@@ -1,5 +1,7 @@
 """The sans-IO prompt detector: layers, nonces, dedupe, reads split anywhere."""
 
+from pathlib import Path
+
 from nodeagent.detect.detector import PromptDetector
 from nodeagent.detect.events import KernelFacts
 from nodeagent.detect.markers import marker_env, prompt_marker, sudo_marker
@@ -99,3 +101,33 @@ def test_candidate_ends_cover_the_file() -> None:
     data = b"a: b\r\nPassword: "
     assert b"".join(p for p, _ in pieces(data, None)) == data
     assert [end for _, end in pieces(data, [3, len(data) - 3])] == [3, len(data)]
+
+
+def test_task_env_markers_and_allow_prompts() -> None:
+    from nodeagent.detect.live import TaskPrompts
+    from nodeagent.runner import task_env
+    prompts = TaskPrompts(lambda frame: None)
+    env = task_env({}, {}, prompt_env=prompts.env(("t", 1), False))
+    assert env["PAGER"] == "cat" and env["PIP_NO_INPUT"] == "1"
+    assert "\x1b]1337;CortexSudo=" in env["SUDO_PROMPT"] and "PROMPT_COMMAND" in env
+    allowed = task_env({"SUDO_PROMPT": "mine: "}, {}, allow_prompts=True,
+                       prompt_env=prompts.env(("t", 2), True))
+    assert "PAGER" not in allowed and allowed["SUDO_PROMPT"] == "mine: "
+    assert "PROMPT_COMMAND" in allowed
+
+
+def test_nodeagent_detect_needs_no_hub(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+    raw = tmp_path / "t.raw"
+    raw.write_bytes(b"Python 3\r\n>>> ")
+    out = subprocess.run([sys.executable, "-m", "nodeagent", "detect", str(raw)],
+                         capture_output=True, check=True, env={"PATH": "/usr/bin:/bin"})
+    lines = [json.loads(line) for line in out.stdout.decode().splitlines()]
+    assert "kernel layer not applicable" in lines[0]["note"]
+    assert {k: lines[1][k] for k in ("file", "offset", "kind", "detector")} == {
+        "file": str(raw), "offset": 14, "kind": "repl", "detector": "pattern"}
+    missing = subprocess.run([sys.executable, "-m", "nodeagent", "detect", str(tmp_path / "no")],
+                             capture_output=True)
+    assert missing.returncode == 2 and b"nodeagent detect:" in missing.stderr
