@@ -10,6 +10,7 @@ from cortex.ids import ENV_NAME_RE, IDEMPOTENCY_KEY_RE, check_labels, is_node_id
 from cortex.v1 import control_pb2, control_pb2_grpc, node_pb2
 from cortexd.control.hub import Hub, RequestError
 from cortexd.control.logreads import read_task_logs
+from cortexd.control.watchers import Watcher
 from cortexd.lifecycle import State
 from cortexd.store import TaskRow
 
@@ -64,6 +65,14 @@ def _check_submit(req: control_pb2.SubmitRequest) -> str | None:
     if 0 < req.memory_max_bytes < MIN_MEMORY_MAX_BYTES:
         return f"memory_max_bytes must be 0 (no limit) or at least {MIN_MEMORY_MAX_BYTES}"
     return None
+
+
+def _live_chunk(payload: Any, attempt: int, offset: int) -> bytes:
+    """The part of a live output event that continues a watcher at ``offset``."""
+    ev_attempt, ev_offset, data = payload
+    if ev_attempt == attempt and ev_offset <= offset < ev_offset + len(data):
+        return bytes(data[offset - ev_offset:])
+    return b""
 
 
 class ControlService(control_pb2_grpc.ControlServicer):
@@ -184,10 +193,16 @@ class ControlService(control_pb2_grpc.ControlServicer):
             total_bytes=view.total_bytes, omitted_bytes=view.omitted_bytes,
             omitted_from=view.omitted_from, omitted_to=view.omitted_to)
 
-    async def Watch(self, request: control_pb2.WatchRequest,  # noqa: N802
-                    context: Ctx) -> AsyncIterator[control_pb2.WatchEvent]:
+    async def _stored_output(self, task_id: str, attempt: int,
+                             offset: int) -> AsyncIterator[control_pb2.WatchEvent]:
+        while data := await self.hub.store.read_output(task_id, attempt, offset, WATCH_CHUNK):
+            yield control_pb2.WatchEvent(output=control_pb2.OutputChunk(
+                attempt=attempt, offset=offset, data=data))
+            offset += len(data)
+
+    async def _add_watcher(self, task_id: str, context: Ctx) -> Watcher:
         try:
-            task = await self.hub.get(request.task_id)
+            task = await self.hub.get(task_id)
         except RequestError as e:
             await self._fail(context, e)
             raise
@@ -195,25 +210,37 @@ class ControlService(control_pb2_grpc.ControlServicer):
         if watcher is None:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many watchers")
             raise AssertionError("unreachable")
+        return watcher
+
+    async def Watch(self, request: control_pb2.WatchRequest,  # noqa: N802
+                    context: Ctx) -> AsyncIterator[control_pb2.WatchEvent]:
+        watcher = await self._add_watcher(request.task_id, context)
         try:
             # Registered before reading the store: nothing published after the read is missed.
             task = await self.hub.get(request.task_id)
-            yield control_pb2.WatchEvent(state=task_pb(task))
+            # A prompt seen before this watcher registered is still news to it: it is
+            # sent after the output that led to it (and never twice, see `sent`).
+            pending = self.hub.last_prompt(task.task_id, task.attempt)
+            yield control_pb2.WatchEvent(state=task_pb(task, prompt=pending))
             attempt, offset = task.attempt, request.from_offset
+            sent: tuple[int, int] | None = None
             while True:
                 if not request.no_output and attempt > 0:
-                    while data := await self.hub.store.read_output(task.task_id, attempt,
-                                                                   offset, WATCH_CHUNK):
-                        yield control_pb2.WatchEvent(output=control_pb2.OutputChunk(
-                            attempt=attempt, offset=offset, data=data))
-                        offset += len(data)
+                    async for chunk in self._stored_output(task.task_id, attempt, offset):
+                        yield chunk
+                        offset += len(chunk.output.data)
+                if pending is not None and not task.state.terminal:
+                    sent = (pending.offset, pending.at_ms)
+                    yield control_pb2.WatchEvent(prompt=prompt_pb(pending))
+                pending = None
                 if task.state.terminal:
                     return
                 kind, payload = await watcher.queue.get()
                 if kind == "lagged":
                     watcher.lagged = False
                     task = await self.hub.get(task.task_id)
-                    yield control_pb2.WatchEvent(state=task_pb(task))
+                    pending = self.hub.last_prompt(task.task_id, task.attempt)
+                    yield control_pb2.WatchEvent(state=task_pb(task, prompt=pending))
                 elif kind == "state":
                     assert isinstance(payload, TaskRow)
                     if payload.attempt != attempt:
@@ -222,16 +249,14 @@ class ControlService(control_pb2_grpc.ControlServicer):
                     yield control_pb2.WatchEvent(state=task_pb(task))
                 elif kind == "prompt":
                     assert isinstance(payload, node_pb2.PromptEvent)
-                    if payload.attempt == attempt:
+                    if payload.attempt == attempt and (payload.offset, payload.at_ms) != sent:
                         yield control_pb2.WatchEvent(prompt=prompt_pb(payload))
                 elif kind == "output" and not request.no_output:
-                    ev_attempt, ev_offset, data = payload
-                    if ev_attempt == attempt and ev_offset <= offset < ev_offset + len(data):
-                        chunk = data[offset - ev_offset:]
+                    # An event past our offset means we missed some: the store read at
+                    # the top of the loop catches up. One before it is a duplicate.
+                    if live := _live_chunk(payload, attempt, offset):
                         yield control_pb2.WatchEvent(output=control_pb2.OutputChunk(
-                            attempt=attempt, offset=offset, data=chunk))
-                        offset += len(chunk)
-                    # an event past our offset means we missed some: the store read
-                    # at the top of the loop catches up.
+                            attempt=attempt, offset=offset, data=live))
+                        offset += len(live)
         finally:
             self.hub.watchers.remove(watcher)

@@ -20,7 +20,7 @@ import pytest
 import uvloop
 
 from cortex.v1 import node_pb2
-from examples.localfleet import binary
+from examples.localfleet import binary, wait_until
 from nodeagent.detect.live import TaskPrompts
 from nodeagent.runner import RunSpec, TaskProcess
 
@@ -144,7 +144,8 @@ def test_prompt_event_reaches_cortexctl_watch(ctl, nodes) -> None:  # type: igno
     task_id = ctl.submit("python3 -q")
     command = [*binary("cortexctl"), "--hub", ctl.hub.control_address, "--token-file",
                str(ctl.hub.admin_token_file), "--insecure-loopback", "watch", "--json", task_id]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) as watch:
+    watch = subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
         assert watch.stdout is not None
         prompt = None
         for line in watch.stdout:
@@ -157,3 +158,38 @@ def test_prompt_event_reaches_cortexctl_watch(ctl, nodes) -> None:  # type: igno
         assert ctl.task(task_id)["last_prompt"]["kind"] == "repl"
         assert ctl("input", task_id, "exit()").returncode == 0
         assert watch.wait(timeout=30) == 0
+    finally:
+        # On a failure (or the per-test timeout) the watch would wait for a task that
+        # waits for input: end it, or the with-less Popen would hang the run.
+        if watch.poll() is None:
+            watch.kill()
+        watch.wait()
+        if watch.stdout is not None:
+            watch.stdout.close()
+
+
+def test_a_watch_started_after_the_prompt_still_gets_it(ctl, nodes) -> None:  # type: ignore[no-untyped-def]
+    task_id = ctl.submit("python3 -q")
+    wait_until(lambda: (ctl.task(task_id).get("last_prompt") or {}).get("kind") == "repl", 30,
+               "the REPL prompt to reach the hub")
+    command = [*binary("cortexctl"), "--hub", ctl.hub.control_address, "--token-file",
+               str(ctl.hub.admin_token_file), "--insecure-loopback", "watch", "--json", task_id]
+    watch = subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert watch.stdout is not None
+        kinds = []
+        for line in watch.stdout:
+            event = json.loads(line)
+            kinds.append(event["event"])
+            if event["event"] == "prompt":
+                assert event["prompt"]["kind"] == "repl"
+                break
+        assert "prompt" in kinds, kinds
+        assert ctl("input", task_id, "exit()").returncode == 0
+        assert watch.wait(timeout=30) == 0
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+        watch.wait()
+        if watch.stdout is not None:
+            watch.stdout.close()
