@@ -42,6 +42,7 @@ class AgentConfig:
     log_format: str = "json"
     log_level: str = "info"
     isolation: str = "auto"  # auto | cgroup (required) | process-group (nodeagent/cgroup.py)
+    task_runner: str = "worker"  # worker (a process per task, nodeagent/worker.py) | inline
     # The live stream's per-task rate limit, and the faster drain after the task ended
     # (nodeagent/pacing.py; docs/protocol.md, "Rate limit"). 0 = unlimited.
     stream_rate_bytes_s: int = 15_000
@@ -111,6 +112,10 @@ def _parser() -> _Parser:
                    default=env("CORTEX_ISOLATION", "auto"),
                    help="a cgroup per task where writable (auto), always (cgroup: refuse to "
                         "start without), or process groups only")
+    p.add_argument("--task-runner", choices=("worker", "inline"),
+                   default=env("CORTEX_TASK_RUNNER", "worker"),
+                   help="run each task in its own worker process (worker), or in the "
+                        "agent's event loop (inline)")
     p.add_argument("--log-format", choices=("json", "console"), default="json")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     p.add_argument("--check-config", action="store_true",
@@ -204,5 +209,6 @@ def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Name
         log_format=ns.log_format,
         log_level=ns.log_level,
         isolation=ns.isolation,
+        task_runner=ns.task_runner,
     )
     return config, ns

@@ -29,7 +29,7 @@ from cortex.envelope import EnvelopeVerifier
 from cortex.v1 import node_pb2
 from nodeagent import procgroup
 from nodeagent.admission import Rejection, admit
-from nodeagent.cgroup import PROCESS_GROUP, CgroupTree, Limits
+from nodeagent.cgroup import PROCESS_GROUP, CgroupTree, Limits, TaskCgroup
 from nodeagent.config import AgentConfig
 from nodeagent.detect.live import TaskPrompts
 from nodeagent.errors import NodeAgentError, SpawnError, SpoolError
@@ -40,8 +40,10 @@ from nodeagent.runner import RunSpec, TaskExit, TaskProcess
 from nodeagent.spool import SpoolMeta, TaskSpool
 from nodeagent.spoolreads import answer as answer_log_request
 from nodeagent.tasktable import SendFinished, SendOutput, TaskEntry, TaskKey, TaskTable
+from nodeagent.workertask import WorkerTask
 
 META_SAVE_INTERVAL_S = 1.0
+TaskRunner = TaskProcess | WorkerTask  # config.task_runner: inline | worker
 PRUNE_INTERVAL_S = 60.0
 MAX_CONTROL_FRAMES = 10_000
 
@@ -57,8 +59,9 @@ class TaskHost:
         self.table = TaskTable(window_bytes=config.output_window_bytes,
                                max_frame_bytes=config.max_output_frame_bytes)
         self._spools: dict[TaskKey, TaskSpool] = {}
-        self._procs: dict[TaskKey, TaskProcess] = {}
-        self._dying: set[TaskProcess] = set()  # dropped from the table, not yet reaped
+        self._procs: dict[TaskKey, TaskRunner] = {}
+        self._dying: set[TaskRunner] = set()  # dropped from the table, not yet reaped
+        self._starting: set[TaskKey] = set()  # in a worker that has not said `started`
         self._meta_saved_at: dict[TaskKey, float] = {}
         self.retained = RetainedSpools(max_age_s=config.spool_retention_s,
                                        max_bytes=config.spool_retention_bytes)
@@ -153,7 +156,7 @@ class TaskHost:
         if now - self._pruned_at >= PRUNE_INTERVAL_S:  # the age limit, also when idle
             self._pruned_at = now
             self.prune_spools()
-        return self.pacer.progress(self.table)
+        return self.pacer.progress(e for e in self.table if e.key not in self._starting)
 
     # ---- hub frames ---------------------------------------------------------
 
@@ -204,32 +207,57 @@ class TaskHost:
                        idle_timeout_s=float(env.spec.idle_timeout_s),
                        allow_prompts=env.spec.allow_prompts,
                        prompt_env=self.prompts.env(key, env.spec.allow_prompts))
-        proc = TaskProcess(spec, lambda data: self._on_output(key, data),
-                           cancel_grace_s=self.config.cancel_grace_s,
-                           drain_quiet_s=self.config.drain_quiet_s, cgroup=cgroup)
+        on_output = lambda data: self._on_output(key, data)  # noqa: E731
+        proc: TaskRunner
+        if self.config.task_runner == "worker":
+            proc = WorkerTask(spec, on_output,
+                              on_started=lambda pid: self._started(env, proc, pid),
+                              on_start_failed=lambda e: self._start_failed(env, cgroup, e),
+                              cancel_grace_s=self.config.cancel_grace_s,
+                              drain_quiet_s=self.config.drain_quiet_s, cgroup=cgroup)
+        else:
+            proc = TaskProcess(spec, on_output, cancel_grace_s=self.config.cancel_grace_s,
+                               drain_quiet_s=self.config.drain_quiet_s, cgroup=cgroup)
         self.table.admit(*key)
         self._spools[key] = spool
+        self._starting.add(key)  # no progress frame before TaskStarted
         try:
-            pid = proc.start()
+            pid = proc.start()  # 0 for a worker: its on_started comes with the pid
         except SpawnError as e:
-            if cgroup is not None:
-                cgroup.remove()
-            self.queue(node_pb2.NodeFrame(started=node_pb2.TaskStarted(
-                task_id=env.task_id, attempt=env.attempt, pid=0)))
-            self._on_output(key, f"nodeagent: {e}\r\n".encode())
+            self._start_failed(env, cgroup, e)
             self._on_exit(key, TaskExit(127, node_pb2.FINISH_KIND_EXITED, str(e)))
             return
-        st = procgroup.proc_stat(pid)
-        spool.meta.pid, spool.meta.pid_start_ticks = pid, st.start_ticks if st else 0
-        spool.save_meta(durable=True)
         self._procs[key] = proc
-        self.prompts.start(key, pid, lambda: proc.pty_fd, spec.cols)
+        if pid:
+            self._started(env, proc, pid)
+        proc.done.add_done_callback(lambda fut: self._on_exit(key, fut.result()))
+
+    def _start_failed(self, env: node_pb2.TaskEnvelope, cgroup: TaskCgroup | None,
+                      e: SpawnError) -> None:
+        """The task could not start (nothing ran); its exit is reported next."""
+        self._starting.discard((env.task_id, env.attempt))
+        if cgroup is not None:
+            cgroup.remove()
+        self.queue(node_pb2.NodeFrame(started=node_pb2.TaskStarted(
+            task_id=env.task_id, attempt=env.attempt, pid=0)))
+        self._on_output((env.task_id, env.attempt), f"nodeagent: {e}\r\n".encode())
+
+    def _started(self, env: node_pb2.TaskEnvelope, proc: "TaskRunner", pid: int) -> None:
+        """The task runs as ``pid``; called before any of its output is delivered."""
+        key = (env.task_id, env.attempt)
+        self._starting.discard(key)
+        spool = self._spools.get(key)
+        if spool is not None:
+            st = procgroup.proc_stat(pid)
+            spool.meta.pid, spool.meta.pid_start_ticks = pid, st.start_ticks if st else 0
+            with contextlib.suppress(SpoolError):
+                spool.save_meta(durable=True)
+        self.prompts.start(key, pid, lambda: proc.pty_fd, env.spec.cols or 200)
         self.counts["started"] += 1
         self._log.info("task_started", task=env.task_id, attempt=env.attempt, pid=pid,
                        tenant=env.tenant)
         self.queue(node_pb2.NodeFrame(started=node_pb2.TaskStarted(
             task_id=env.task_id, attempt=env.attempt, pid=pid)))
-        proc.done.add_done_callback(lambda fut: self._on_exit(key, fut.result()))
 
     def on_ack(self, ack: node_pb2.OutputAck) -> None:
         key = (ack.task_id, ack.attempt)
@@ -311,6 +339,7 @@ class TaskHost:
 
     def _on_exit(self, key: TaskKey, result: TaskExit) -> None:
         self._procs.pop(key, None)
+        self._starting.discard(key)
         self.prompts.stop(key)
         spool = self._spools.get(key)
         if spool is None:
@@ -332,6 +361,7 @@ class TaskHost:
     def _drop(self, key: TaskKey, kill_reason: str | None) -> None:
         """Forget a task: kill what is left of it, delete its spool, leave the table."""
         proc = self._procs.pop(key, None)
+        self._starting.discard(key)
         self.prompts.stop(key)
         if proc is not None:
             proc.kill_now(node_pb2.FINISH_KIND_CANCELLED, kill_reason or "forgotten")
@@ -350,13 +380,14 @@ class TaskHost:
     # ---- shutdown -----------------------------------------------------------
 
     @property
-    def processes(self) -> list[TaskProcess]:
+    def processes(self) -> list[TaskRunner]:
         """Every task process not yet reaped, including those already dropped."""
         return [*self._procs.values(), *self._dying]
 
     def protected_pids(self) -> set[int]:
         """Task main pids this host reaps itself; an orphan reaper must leave them alone."""
-        return {p.pid for p in self.processes if p.pid}
+        return {pid for p in self.processes
+                for pid in (p.reaped_pids if isinstance(p, WorkerTask) else (p.pid,)) if pid}
 
     def cancel_all(self, reason: str) -> None:
         for proc in self.processes:

@@ -106,6 +106,7 @@ class TaskProcess:
         self._fd = -1
         self._pidfd = -1
         self._pty_eof = False
+        self._paused = False
         self._activity = asyncio.Event()
         self._last_output = 0.0
         self._exited = asyncio.Event()
@@ -177,6 +178,18 @@ class TaskProcess:
         if was_empty:
             self._flush_input()
         return True
+
+    def pause_reading(self) -> None:
+        """Stop reading the PTY (back-pressure: the task blocks once its buffer is full)."""
+        if not self._paused and self._fd >= 0 and not self._pty_eof:
+            self._paused = True
+            self._loop.remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        if self._paused:
+            self._paused = False
+            if self._fd >= 0 and not self._pty_eof:
+                self._loop.add_reader(self._fd, self._on_readable)
 
     # ---- event-loop callbacks ---------------------------------------------
 
