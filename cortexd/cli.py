@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from cortex import logs
 from cortex.errors import ConfigError
@@ -37,6 +38,15 @@ FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--log-format", {"choices": ["json", "console"]}),
     ("--log-level", {"choices": ["debug", "info", "warning", "error"]}),
 ]
+
+
+def redact_url(url: str) -> str:
+    """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cortexd: {e}", file=sys.stderr)
         return exitcodes.CONFIG_ERROR
     if args.print_config:
-        print(json.dumps(settings.to_dict(), indent=2))
+        shown = settings.to_dict()
+        shown["store"] = redact_url(shown["store"])
+        print(json.dumps(shown, indent=2))
         return exitcodes.OK
     if args.check_config:
         return _check_config(settings)

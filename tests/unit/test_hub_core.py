@@ -157,3 +157,14 @@ def test_heartbeat_interval_grows_with_the_fleet(tmp_path: Path) -> None:
     for i in range(10_000):
         hub.nodes[f"n{i}"] = NodeState(f"n{i}", i, 0, {}, 1, attached=True)
     assert hub.heartbeat_interval_ms() == 50_000  # 10,000 nodes / 200 per s
+
+
+def test_print_config_hides_the_store_password(capsys: pytest.CaptureFixture[str]) -> None:
+    from cortexd.cli import main, redact_url
+
+    assert redact_url("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact_url("sqlite:///x.db") == "sqlite:///x.db"
+    assert main(["--print-config", "--insecure-loopback",
+                 "--store", "postgresql://u:s3cret@127.0.0.1:5432/db"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and "u:***@127.0.0.1" in out
