@@ -13,7 +13,6 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from cortex import logs
 from cortex.errors import ConfigError
@@ -38,15 +37,6 @@ FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--log-format", {"choices": ["json", "console"]}),
     ("--log-level", {"choices": ["debug", "info", "warning", "error"]}),
 ]
-
-
-def redact_url(url: str) -> str:
-    """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         return exitcodes.CONFIG_ERROR
     if args.print_config:
         shown = settings.to_dict()
-        shown["store"] = redact_url(shown["store"])
+        from cortexd.store.postgres import redact
+
+        shown["store"] = redact(shown["store"])
         print(json.dumps(shown, indent=2))
         return exitcodes.OK
     if args.check_config:

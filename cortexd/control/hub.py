@@ -25,6 +25,7 @@ from cortex.v1 import node_pb2
 from cortexd.config import Settings
 from cortexd.control.journals import JournalCache
 from cortexd.control.logreads import LogReads
+from cortexd.control.watchers import Watchers
 from cortexd.ipc import messages as m
 from cortexd.ipc.link import RingLink
 from cortexd.lifecycle import ACTIVE, State, finished_state
@@ -87,8 +88,6 @@ def spec_of(task: TaskRow) -> bytes:
 
 class Hub:
     def __init__(self, settings: Settings, store: Store, encoder: Encoder, hub_id: str) -> None:
-        from cortexd.control.watchers import Watchers
-
         self.settings = settings
         self.store = store
         self.encoder = encoder

@@ -35,7 +35,7 @@ from cortexd.store.rows import (
     NODE_COLS,
     TASK_COLS,
     Append,
-    Transition,
+    BatchedWrites,
     WriteOp,
     WriteResult,
     node_from_row,
@@ -166,7 +166,7 @@ async def check(url: str) -> str:
     return f"store {where}: reachable, schema version {current} (current)"
 
 
-class PostgresStore:
+class PostgresStore(BatchedWrites):
     def __init__(self, url: str, *, pool_size: int = 4, batch_max: int = 512,
                  flush_delay_ms: float = 0.0) -> None:
         self.url = url
@@ -306,26 +306,6 @@ class PostgresStore:
         assert row is not None
         return int(row[0])
 
-    async def transition(
-        self,
-        task_id: str,
-        *,
-        attempt: int,
-        node_epoch: int,
-        to: State,
-        new_attempt: bool = False,
-        node_id: str | None = None,
-        new_node_epoch: int | None = None,
-        exit_code: int | None = None,
-        reason: str = "",
-        now_ms: int,
-    ) -> TaskRow:
-        result = await self.writer.submit(Transition(
-            task_id, attempt, node_epoch, to, new_attempt, node_id, new_node_epoch, exit_code,
-            reason, now_ms))
-        assert isinstance(result, TaskRow)
-        return result
-
     async def rebind_epoch(self, task_id: str, attempt: int, node_id: str, epoch: int) -> bool:
         """Move a kept task to the node's new session epoch (never backwards)."""
         async with self.pool.connection() as conn, conn.transaction():
@@ -344,14 +324,6 @@ class PostgresStore:
         return None if row is None else task_from_row(row)
 
     # -- output -------------------------------------------------------------------
-
-    async def append_output(self, task_id: str, attempt: int, node_epoch: int, offset: int,
-                            data: bytes) -> tuple[int, int]:
-        """Append at the durable end; return (end before, end after). See SQLiteStore."""
-        result = await self.writer.submit(
-            Append(task_id, attempt, node_epoch, offset, data, int(time.time() * 1000)))
-        assert isinstance(result, tuple)
-        return result
 
     async def read_output(self, task_id: str, attempt: int, offset: int,
                           max_bytes: int) -> bytes:

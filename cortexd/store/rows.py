@@ -7,11 +7,13 @@ whose outcome is a value or a :class:`StaleWrite` the caller receives.
 """
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from cortexd.lifecycle import State, sources
 from cortexd.store.base import NodeRow, StaleWrite, TaskRow
+from cortexd.store.groupcommit import GroupCommit
 
 TASK_COLS = ("task_id, command, state, attempt, node_id, node_epoch, env, cwd, timeout_s, "
              "selector, node_pin, idempotency_key, tenant, exit_code, reason, output_bytes, "
@@ -111,3 +113,46 @@ class Transition:
 
 WriteOp = Append | Transition
 WriteResult = tuple[int, int] | TaskRow
+
+
+class BatchedWrites:
+    """The two writes both stores send through their group-commit writer.
+
+    Each caller awaits its own result, so an ack goes out only after the batch that
+    holds its write has committed.
+    """
+
+    writer: GroupCommit[WriteOp, WriteResult]
+
+    async def transition(
+        self,
+        task_id: str,
+        *,
+        attempt: int,
+        node_epoch: int,
+        to: State,
+        new_attempt: bool = False,
+        node_id: str | None = None,
+        new_node_epoch: int | None = None,
+        exit_code: int | None = None,
+        reason: str = "",
+        now_ms: int,
+    ) -> TaskRow:
+        result = await self.writer.submit(Transition(
+            task_id, attempt, node_epoch, to, new_attempt, node_id, new_node_epoch, exit_code,
+            reason, now_ms))
+        assert isinstance(result, TaskRow)
+        return result
+
+    async def append_output(self, task_id: str, attempt: int, node_epoch: int, offset: int,
+                            data: bytes) -> tuple[int, int]:
+        """Append at the durable end; return (end before, end after).
+
+        Bytes below the current end are duplicates of a replay and are dropped; a
+        chunk starting past the end is a gap and is refused (the node resends from
+        the acknowledged offset).
+        """
+        result = await self.writer.submit(
+            Append(task_id, attempt, node_epoch, offset, data, int(time.time() * 1000)))
+        assert isinstance(result, tuple)
+        return result

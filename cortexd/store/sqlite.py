@@ -30,6 +30,7 @@ from cortexd.store.rows import (
     NODE_COLS,
     TASK_COLS,
     Append,
+    BatchedWrites,
     Transition,
     WriteOp,
     WriteResult,
@@ -85,7 +86,7 @@ def _script(db: sqlite3.Connection, sql: str) -> None:
         raise
 
 
-class SQLiteStore:
+class SQLiteStore(BatchedWrites):
     def __init__(self, path: str, *, batch_max: int = 512, flush_delay_ms: float = 0.0) -> None:
         self.path = Path(path)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
@@ -229,26 +230,6 @@ class SQLiteStore:
             return int(row[0])
         return await self._run(q)
 
-    async def transition(
-        self,
-        task_id: str,
-        *,
-        attempt: int,
-        node_epoch: int,
-        to: State,
-        new_attempt: bool = False,
-        node_id: str | None = None,
-        new_node_epoch: int | None = None,
-        exit_code: int | None = None,
-        reason: str = "",
-        now_ms: int,
-    ) -> TaskRow:
-        result = await self.writer.submit(Transition(
-            task_id, attempt, node_epoch, to, new_attempt, node_id, new_node_epoch, exit_code,
-            reason, now_ms))
-        assert isinstance(result, TaskRow)
-        return result
-
     async def rebind_epoch(self, task_id: str, attempt: int, node_id: str, epoch: int) -> bool:
         """Move a kept task to the node's new session epoch (never backwards)."""
         def q() -> bool:
@@ -269,19 +250,6 @@ class SQLiteStore:
         return await self._run(q)
 
     # -- output -------------------------------------------------------------------
-
-    async def append_output(self, task_id: str, attempt: int, node_epoch: int, offset: int,
-                            data: bytes) -> tuple[int, int]:
-        """Append at the durable end; return (end before, end after).
-
-        Bytes below the current end are duplicates of a replay and are dropped; a
-        chunk starting past the end is a gap and is refused (the node resends from
-        the acknowledged offset).
-        """
-        result = await self.writer.submit(
-            Append(task_id, attempt, node_epoch, offset, data, int(time.time() * 1000)))
-        assert isinstance(result, tuple)
-        return result
 
     async def read_output(self, task_id: str, attempt: int, offset: int,
                           max_bytes: int) -> bytes:

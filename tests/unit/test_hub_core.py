@@ -160,10 +160,11 @@ def test_heartbeat_interval_grows_with_the_fleet(tmp_path: Path) -> None:
 
 
 def test_print_config_hides_the_store_password(capsys: pytest.CaptureFixture[str]) -> None:
-    from cortexd.cli import main, redact_url
+    from cortexd.cli import main
+    from cortexd.store.postgres import redact
 
-    assert redact_url("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
-    assert redact_url("sqlite:///x.db") == "sqlite:///x.db"
+    assert redact("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact("sqlite:///x.db") == "sqlite:///x.db"
     assert main(["--print-config", "--insecure-loopback",
                  "--store", "postgresql://u:s3cret@127.0.0.1:5432/db"]) == 0
     out = capsys.readouterr().out
