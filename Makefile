@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(wildcard proto/cortex/v1/*.proto)
 
-.PHONY: demo test lint proto clean bench-micro
+.PHONY: demo test lint proto clean bench-micro bench bench-quick
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,18 @@ test: lint
 # Micro-benchmarks (signing inline vs pool, rings vs socketpair); not part of `make test`.
 bench-micro: cortex/v1/.generated
 	$(PY) -m bench.run_micro
+
+# Scenarios against the real cortexd (bench/README.md): writes bench/results/latest.{json,png}.
+# The bench extra (Celery, Locust, matplotlib) is installed on first use.
+$(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+bench: cortex/v1/.generated $(VENV)/.bench-installed
+	$(PY) -m bench.suite full
+
+bench-quick: cortex/v1/.generated $(VENV)/.bench-installed
+	$(PY) -m bench.suite quick
 
 clean:
 	rm -rf cortex/v1 $(VENV) .pytest_cache .mypy_cache .ruff_cache
