@@ -8,9 +8,11 @@ hub's ``FinishedAck``s. A second signal skips to SIGKILL of every task group at 
 Either way the exit code is 0 and no task process is left. What the hub has not
 acknowledged stays in the spools and is reported by the next agent start.
 
-The connect loop runs sessions (:mod:`nodeagent.link`) back to back with jittered
-exponential backoff; tasks keep running and spooling while it is disconnected. Bad
-credentials are retried at the backoff cap, loudly: an operator may fix the token.
+The connect loop runs sessions (:mod:`nodeagent.link`) back to back; which hub address
+each dials and after what jittered delay is :mod:`nodeagent.hubs`' decision (failover
+between the hubs of a cluster, backoff per full rotation, a hub's ``RetryLater``
+honoured). Tasks keep running and spooling while it is disconnected. Bad credentials
+are retried at the backoff cap, loudly: an operator may fix the token.
 """
 
 import asyncio
@@ -30,6 +32,7 @@ from nodeagent.cgroup import PROCESS_GROUP, open_isolation
 from nodeagent.config import AgentConfig
 from nodeagent.errors import NodeAgentError
 from nodeagent.host import TaskHost, all_finished, all_forgotten
+from nodeagent.hubs import HubRotation, Outcome
 from nodeagent.link import LinkSession, SessionEnd
 from nodeagent.ranlog import RanLog
 from nodeagent.reaper import OrphanReaper, become_subreaper
@@ -59,6 +62,7 @@ class NodeAgent:
         self._signals: asyncio.Queue[int] = asyncio.Queue()
         self._stop_link = asyncio.Event()
         self.sessions = 0
+        self.retry_laters = 0
         self.last_end: SessionEnd | None = None
         self._lock_fd = -1
 
@@ -81,7 +85,8 @@ class NodeAgent:
                     OrphanReaper(self.host.protected_pids, self._log).run())
             else:
                 self._log.warning("subreaper_unavailable")
-        self._log.info("agent_start", hub=self.config.hub_address, boot_id=self.boot_id,
+        self._log.info("agent_start", hubs=list(self.config.hub_addresses),
+                       boot_id=self.boot_id,
                        capacity=self.config.capacity, held=len(self.host.table),
                        isolation=self.host.cgroups.mode if self.host.cgroups else PROCESS_GROUP)
         connector = loop.create_task(self._connect_loop())
@@ -104,6 +109,7 @@ class NodeAgent:
         c = self.host.counts
         self._log.info("agent_stop", started=c["started"], finished=c["finished"],
                        rejected=c["rejected"], sessions=self.sessions,
+                       retry_laters=self.retry_laters,
                        held=len(self.host.table))
         return 0
 
@@ -123,28 +129,31 @@ class NodeAgent:
 
     async def _connect_loop(self) -> None:
         c = self.config
-        backoff = Backoff(c.backoff_base_s, c.backoff_cap_s, c.backoff_reset_after_s)
+        hubs = HubRotation(c.hub_addresses,
+                           Backoff(c.backoff_base_s, c.backoff_cap_s, c.backoff_reset_after_s))
         while not self._stop_link.is_set():
             self.sessions += 1
+            address = hubs.current
             session = LinkSession(c, self.host, self._token, self.boot_id, self._log,
-                                  self._stop_link)
+                                  self._stop_link, address=address)
             end = self.last_end = await session.run()
             if self._stop_link.is_set():
                 return
-            backoff.session_ended(end.welcomed_for_s)
+            if end.retry_after_s is not None:
+                self.retry_laters += 1
             if end.auth_failed:
-                self._log.error("auth_failed", code=end.code, reason=end.reason,
+                self._log.error("auth_failed", address=address, code=end.code,
+                                reason=end.reason,
                                 hint="check --token-file and the hub's token table")
-                delay = backoff.at_cap()
-            else:
-                if end.retry_after_s is not None:
-                    backoff.retry_after(end.retry_after_s)
-                delay = backoff.next_delay()
-            self._log.warning("reconnect", delay_s=round(delay, 3), reason=end.reason,
+            delay = hubs.next_delay(Outcome(end.welcomed_for_s, end.retry_after_s,
+                                            end.auth_failed))
+            self._log.warning("reconnect", address=address, next_address=hubs.current,
+                              delay_s=round(delay, 3), reason=end.reason,
                               lasted_s=None if end.welcomed_for_s is None
                               else round(end.welcomed_for_s, 3))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_link.wait(), delay)
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_link.wait(), delay)
 
     # ---- shutting down ----------------------------------------------------
 

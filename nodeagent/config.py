@@ -18,7 +18,8 @@ from typing import Any, NoReturn
 
 from cortex.errors import ConfigError
 from cortex.ids import check_labels, is_node_id
-from cortex.tls import ClientTLS, check_plaintext, split_host_port
+from cortex.tls import ClientTLS, check_plaintext
+from nodeagent.hubs import parse_hub_list
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -26,7 +27,7 @@ MIB = 1024 * KIB
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
-    hub_address: str
+    hub_address: str  # HOST:PORT, or several comma-separated: the hubs of one cluster
     node_id: str
     token_file: Path
     hub_key_file: Path
@@ -65,6 +66,11 @@ class AgentConfig:
     keepalive_time_ms: int = 30_000
     keepalive_timeout_ms: int = 10_000
 
+    @property
+    def hub_addresses(self) -> tuple[str, ...]:
+        """Every hub address, in the order given (nodeagent/hubs.py picks the order used)."""
+        return parse_hub_list(self.hub_address)
+
     def redacted(self) -> dict[str, Any]:
         """A JSON-able view for ``--print-config`` (paths only: no secret is ever loaded here)."""
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -81,11 +87,14 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> _Parser:
     env = os.environ.get
     p = _Parser(prog="nodeagent", description="Cortex node agent", add_help=True)
-    p.add_argument("--hub", default=env("CORTEX_HUB"), help="hub node port, HOST:PORT")
+    p.add_argument("--hub", default=env("CORTEX_HUB"),
+                   help="hub node port, HOST:PORT; several hubs of one cluster as "
+                        "HOST:PORT,HOST:PORT,… (the node fails over between them)")
     p.add_argument("--node-id", default=env("CORTEX_NODE_ID"))
     p.add_argument("--token-file", default=env("CORTEX_TOKEN_FILE"))
     p.add_argument("--hub-key", default=env("CORTEX_HUB_KEY"),
-                   help="PEM Ed25519 public key the hub signs task envelopes with")
+                   help="PEM Ed25519 public key the hub signs task envelopes with (the "
+                        "hubs of one cluster share one key)")
     p.add_argument("--state-dir", default=env("CORTEX_STATE_DIR"))
     p.add_argument("--label", action="append", default=[], metavar="K=V")
     p.add_argument("--capacity", type=int, default=8)
@@ -144,6 +153,12 @@ def _path(value: str | None, flag: str, env: str) -> Path:
     return Path(value)
 
 
+def _hubs(value: str | None) -> tuple[str, ...]:
+    if not value:
+        raise ConfigError("--hub HOST:PORT is required (or set CORTEX_HUB)")
+    return parse_hub_list(value)
+
+
 def _positive(value: float, flag: str) -> None:
     if not value > 0:
         raise ConfigError(f"{flag} must be > 0, got {value}")
@@ -153,9 +168,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Name
     """Parse flags (and env fallbacks) into an :class:`AgentConfig`; the namespace carries
     the one-shot actions (``--check-config``, ``--print-config``)."""
     ns = _parser().parse_args(argv)
-    if not ns.hub:
-        raise ConfigError("--hub HOST:PORT is required (or set CORTEX_HUB)")
-    split_host_port(ns.hub)
+    hubs = _hubs(ns.hub)
     if not ns.node_id:
         raise ConfigError("--node-id is required (or set CORTEX_NODE_ID)")
     if not is_node_id(ns.node_id):
@@ -185,9 +198,10 @@ def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Name
         key_file=Path(ns.key_file) if ns.key_file else None,
         enabled=bool(ns.ca_file or ns.cert_file),
     )
-    check_plaintext(ns.hub, tls.enabled, ns.insecure_loopback, "hub")
+    for address in hubs:  # plaintext is allowed per address, on loopback only
+        check_plaintext(address, tls.enabled, ns.insecure_loopback, "hub")
     config = AgentConfig(
-        hub_address=ns.hub,
+        hub_address=",".join(hubs),
         node_id=ns.node_id,
         token_file=_path(ns.token_file, "--token-file", "CORTEX_TOKEN_FILE"),
         hub_key_file=_path(ns.hub_key, "--hub-key", "CORTEX_HUB_KEY"),

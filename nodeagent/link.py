@@ -1,7 +1,8 @@
 """One ``NodeLink.Attach`` stream to the hub (docs/protocol.md, "Connecting", "Liveness").
 
-A session: dial, send ``Hello`` (every task held), wait for ``Welcome`` (or
-``RetryLater``), hand the verdicts to the host, then run three loops until one ends:
+A session: dial one hub address (the connect loop picks which, nodeagent/hubs.py), send
+``Hello`` (every task held), wait for ``Welcome`` (or ``RetryLater``), hand the verdicts
+to the host, then run three loops until one ends:
 the reader (hub frames to the host), the writer (the host's next frame, one write in
 flight at a time, as grpc.aio requires), the progress reports (nodeagent/pacing.py)
 and the liveness timer (a heartbeat every
@@ -63,17 +64,19 @@ def channel_options(config: AgentConfig) -> list[tuple[str, Any]]:
     ]
 
 
-def open_channel(config: AgentConfig) -> grpc.aio.Channel:
+def open_channel(config: AgentConfig, address: str) -> grpc.aio.Channel:
     if config.tls.enabled:
         creds = tls.channel_credentials(config.tls)
-        return grpc.aio.secure_channel(config.hub_address, creds, channel_options(config))
-    return grpc.aio.insecure_channel(config.hub_address, channel_options(config))
+        return grpc.aio.secure_channel(address, creds, channel_options(config))
+    return grpc.aio.insecure_channel(address, channel_options(config))
 
 
 class LinkSession:
     def __init__(self, config: AgentConfig, host: TaskHost, token: str, boot_id: int,
-                 log: Any, stop: asyncio.Event, rng: random.Random | None = None) -> None:
+                 log: Any, stop: asyncio.Event, rng: random.Random | None = None,
+                 address: str | None = None) -> None:
         self.config = config
+        self.address = address or config.hub_addresses[0]
         self.host = host
         self._token = token
         self._boot_id = boot_id
@@ -87,7 +90,7 @@ class LinkSession:
         self._welcomed_at: float | None = None
 
     async def run(self) -> SessionEnd:
-        channel = open_channel(self.config)
+        channel = open_channel(self.config, self.address)
         stub = node_pb2_grpc.NodeLinkStub(channel)  # type: ignore[no-untyped-call]
         call = stub.Attach(metadata=tokens.bearer(self._token))
         try:
@@ -119,8 +122,9 @@ class LinkSession:
                               MAX_HEARTBEAT_INTERVAL_MS)
             self._interval_s = interval_ms / 1000
         self.host.welcome(welcome)
-        self._log.info("attach", epoch=welcome.session_epoch, shard=welcome.shard,
-                       hub=welcome.hub_id, heartbeat_interval_ms=int(self._interval_s * 1000),
+        self._log.info("attach", address=self.address, epoch=welcome.session_epoch,
+                       shard=welcome.shard, hub=welcome.hub_id,
+                       heartbeat_interval_ms=int(self._interval_s * 1000),
                        verdicts=len(welcome.verdicts), tasks=len(self.host.table))
         loops = [self._loop.create_task(c) for c in
                  (self._reader(call), self._writer(call), self._liveness(), self._progress(),

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, replace
@@ -152,7 +153,8 @@ def make_config(tmp_path: Path, port: int, **overrides: Any) -> AgentConfig:
 @contextlib.asynccontextmanager
 async def rig(tmp_path: Path, key: Ed25519PrivateKey | None = None,
               server_creds: grpc.ServerCredentials | None = None,
-              **overrides: Any) -> AsyncIterator[Rig]:
+              also: tuple[str, ...] = (), **overrides: Any) -> AsyncIterator[Rig]:
+    """``also``: more hub addresses the agent is given after this hub's."""
     hub = FakeHub()
     server = grpc.aio.server()
     node_pb2_grpc.add_NodeLinkServicer_to_server(hub, server)
@@ -163,6 +165,8 @@ async def rig(tmp_path: Path, key: Ed25519PrivateKey | None = None,
     await server.start()
     key = key or Ed25519PrivateKey.generate()
     config = make_config(tmp_path, port, **overrides)
+    if also:
+        config = replace(config, hub_address=",".join([config.hub_address, *also]))
     agent = NodeAgent(config, "tok-n1", key.public_key(), structlog.get_logger(),
                       manage_process=False)
     agent_run = asyncio.create_task(agent.run())
@@ -411,6 +415,76 @@ def test_retry_later_then_welcome(tmp_path: Path) -> None:
             conn.send(retry_later=node_pb2.RetryLater(retry_after_ms=50, reason="busy"))
             await r.hub.attach(epoch=1)
             assert r.agent.last_end is not None and r.agent.last_end.retry_after_s == 0.05
+    run(main())
+
+
+# ---- several hubs ---------------------------------------------------------------
+
+@contextlib.asynccontextmanager
+async def second_hub() -> AsyncIterator[tuple[FakeHub, str]]:
+    hub = FakeHub()
+    server = grpc.aio.server()
+    node_pb2_grpc.add_NodeLinkServicer_to_server(hub, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield hub, f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
+def refused_address() -> tuple[socket.socket, str]:
+    """A loopback port that refuses connections (bound, never listening) while held."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock, f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+async def first_conn(*hubs: FakeHub) -> tuple[FakeHub, Conn]:
+    gets = {asyncio.ensure_future(h.conns.get()): h for h in hubs}
+    done, pending = await asyncio.wait(gets, timeout=TIMEOUT_S,
+                                       return_when=asyncio.FIRST_COMPLETED)
+    for t in pending:
+        t.cancel()
+    assert done, "no hub saw a stream"
+    t = done.pop()
+    return gets[t], t.result()
+
+
+def test_a_dead_address_is_skipped_at_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        sock, dead = refused_address()
+        with sock:
+            # Long backoff: attaching in time proves the dead address cost no delay.
+            async with rig(tmp_path, also=(dead,), backoff_base_s=30.0,
+                           backoff_cap_s=30.0) as r:
+                await r.hub.attach(epoch=1)
+                assert r.agent.sessions <= 2
+    run(main())
+
+
+def test_fails_over_to_the_other_hub_with_its_tasks(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with second_hub() as (hub2, address2), rig(tmp_path, also=(address2,)) as r:
+            first, conn = await first_conn(r.hub, hub2)
+            other = hub2 if first is r.hub else r.hub
+            await conn.expect("hello")
+            conn.send(welcome=node_pb2.Welcome(session_epoch=1, heartbeat_interval_ms=1000))
+            env = r.envelope("sleep 30", epoch=1)
+            task_id = node_pb2.TaskEnvelope.FromString(env.body).task_id
+            conn.send(task=env)
+            await conn.expect("started")
+            # The first hub dies: its stream fails and it refuses new ones.
+            first.refuse = grpc.StatusCode.UNAVAILABLE
+            conn.outbox.put_nowait(grpc.StatusCode.UNAVAILABLE)
+            conn2, hello = await other.attach(epoch=2, verdicts=[node_pb2.TaskVerdict(
+                task_id=task_id, attempt=1, verdict=KEEP, resume_offset=0)])
+            assert [(t.task_id, t.attempt) for t in hello.tasks] == [(task_id, 1)]
+            assert r.agent.last_end is not None and "UNAVAILABLE" in r.agent.last_end.reason
+            # The task kept running across the failover; a cancel through hub 2 ends it.
+            conn2.send(cancel=node_pb2.CancelTask(task_id=task_id, attempt=1, reason="t"))
+            finished = await conn2.expect("finished")
+            assert finished.kind == node_pb2.FINISH_KIND_CANCELLED
     run(main())
 
 

@@ -1,0 +1,106 @@
+"""Which hub to dial next, and after how long (docs/protocol.md, "Connecting").
+
+A node may be given several hub addresses (``--hub A,B,C``): the hubs of one cluster
+share the store and the signing key, so any of them can take the node. Pure: the
+caller reports how each session ended and gets back the next address and the delay.
+
+Policy, and why:
+
+- **Order.** Each node shuffles the list once (its own random order) and then goes
+  round robin. A fleet started with the same list is spread over the hubs, and when one
+  hub dies its nodes fail over to *different* next hubs instead of all to the one after
+  it in the list.
+- **A session that ends moves on.** A failed dial, ``UNAVAILABLE``, a timeout, or a
+  stream that ends (with or without a ``Welcome``) moves to the next address.
+- **Immediate only after a hub that never took us.** Trying the next address at once is
+  allowed only when the one just left did not welcome us in this attempt: a dead address
+  costs one fast failure, not a delay. After a session that was welcomed, the jittered
+  backoff applies first — when a hub with 10,000 nodes dies, they must not land on the
+  next hub in the same millisecond.
+- **Backoff per full rotation.** The exponential, jittered backoff (``Backoff``) counts
+  rotations: after every address failed once in a row, the delay grows. With one address
+  this is exactly the single-hub behaviour.
+- **``RetryLater`` stays.** The hub is alive and gave us a time to come back (its
+  admission control): we wait that long (plus jitter) and dial the same hub again.
+- **Bad credentials** wait near the backoff cap and move on (another hub may have a
+  newer token table; an operator may fix it).
+"""
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cortex.errors import ConfigError
+from cortex.tls import split_host_port
+from nodeagent.backoff import Backoff
+
+
+def parse_hub_list(text: str) -> tuple[str, ...]:
+    """``HOST:PORT[,HOST:PORT…]`` → the addresses, each validated; duplicates refused."""
+    addresses = tuple(part.strip() for part in text.split(","))
+    if not addresses or any(not a for a in addresses):
+        raise ConfigError(f"--hub {text!r}: expected HOST:PORT[,HOST:PORT…] with no empty "
+                          "entry")
+    for address in addresses:
+        _, port = split_host_port(address)
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"--hub address {address!r}: port must be 1..65535")
+    if len(set(addresses)) != len(addresses):
+        raise ConfigError(f"--hub {text!r} names an address twice")
+    return addresses
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one session ended, as far as choosing the next hub is concerned."""
+
+    welcomed_for_s: float | None = None  # None: the hub never welcomed us
+    retry_after_s: float | None = None  # the hub's RetryLater
+    auth_failed: bool = False
+
+
+class HubRotation:
+    def __init__(self, addresses: Sequence[str], backoff: Backoff,
+                 rng: random.Random | None = None) -> None:
+        if not addresses:
+            raise ValueError("at least one hub address")
+        rng = rng or random.Random()
+        self.order = list(addresses)
+        rng.shuffle(self.order)
+        self.backoff = backoff
+        self._index = 0
+        self._failed_in_row = 0  # unwelcomed attempts since the last welcome or RetryLater
+
+    @property
+    def current(self) -> str:
+        return self.order[self._index]
+
+    def _advance(self) -> None:
+        self._index = (self._index + 1) % len(self.order)
+
+    def next_delay(self, outcome: Outcome) -> float:
+        """Record how the session at :attr:`current` ended; move on if it should; return
+        how long to wait before dialling :attr:`current` again."""
+        b = self.backoff
+        if outcome.auth_failed:
+            b.session_ended(outcome.welcomed_for_s)
+            self._failed_in_row = 0
+            self._advance()
+            return b.at_cap()
+        if outcome.retry_after_s is not None:
+            # The hub answered: it is alive, and it said when. Stay with it.
+            b.session_ended(outcome.welcomed_for_s)
+            b.retry_after(outcome.retry_after_s)
+            self._failed_in_row = 0
+            return b.next_delay()
+        self._advance()
+        if outcome.welcomed_for_s is not None:
+            b.session_ended(outcome.welcomed_for_s)
+            self._failed_in_row = 0
+            return b.next_delay()
+        self._failed_in_row += 1
+        if self._failed_in_row < len(self.order):
+            return 0.0  # that hub never took us: try the next one now
+        self._failed_in_row = 0
+        b.session_ended(None)
+        return b.next_delay()
