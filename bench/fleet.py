@@ -1,25 +1,24 @@
-"""Simulated nodes that speak the real node protocol, thousands per process.
+"""A fleet process: thousands of simulated nodes (bench/simnode.py) on the real protocol.
 
-A :class:`SimNode` does what nodeagent does on the wire and nothing else: it
-attaches with its own credential, sends Hello, heartbeats at the interval the hub
-asks for, verifies every envelope with the same ``EnvelopeVerifier`` (signature,
-node id, session epoch, expiry, nonce), and answers each task with Started, its
-output (``output_bytes`` of it, after ``task_s`` seconds) and Finished, honouring
-the hub's cumulative acks. It runs no process. The hub cannot tell it from a real
-node, so the figures are the hub's.
+Each node has its own channel (and so its own TCP connection), so that the kernel
+spreads them over the shards as it would real nodes. Run one fleet process::
 
-Each node has its own channel (and so its own TCP connection), so that the
-kernel spreads them over the shards as it would real nodes.
+    python -m bench.fleet --hub 127.0.0.1:7700[,127.0.0.1:7701] --hub-key STATE/hub.pub \\
+        --tokens FILE --report OUT.json [--status STATUS.json] [--task-s 0] \\
+        [--output-bytes 3] [--stream-bps 15000 --stream-s 60 --prompt-every-s 5] \\
+        [--seconds 60]
 
-Run one fleet process::
+``--tokens`` is a file of ``node_id token`` lines (see :func:`enroll`). ``--hub`` may
+list several hub addresses; a node moves to the next one when a connect fails or its
+stream drops.
 
-    python -m bench.fleet --hub 127.0.0.1:7700 --hub-key STATE/hub.pub \\
-        --tokens FILE --report OUT.json [--task-s 0] [--output-bytes 3] [--seconds 60]
-
-``--tokens`` is a file of ``node_id token`` lines (see :func:`enroll`). The
-process writes, when it ends (SIGTERM, or ``--seconds``), a JSON report with the
-monotonic time at which each task's FinishedAck arrived (the task is then
-durable at the hub), and attach statistics.
+``--status`` is rewritten (atomically) every ``--status-every-s`` and at once when the
+last node attaches: ``{"nodes", "attached", "ever_attached", "all_attached", "done",
+...}``; a test or scenario waits on it instead of sleeping. The process writes, when it
+ends (SIGTERM, or ``--seconds``), the ``--report`` JSON: the status fields, the monotonic
+time at which each task's FinishedAck arrived (the task is then durable at the hub), and
+per node the (task_id, attempt) pairs it executed (``executed``), from the node's own
+records, so that "no task ran twice" can be checked against them.
 """
 
 import argparse
@@ -29,21 +28,14 @@ import json
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import uvloop
 
+from bench.simnode import FleetStats, SimNode, Workload
 from cortex.envelope import EnvelopeVerifier, load_public_key
-from cortex.errors import EnvelopeError
-from cortex.tokens import bearer, new_token, token_hash
-from cortex.v1 import node_pb2
-
-ATTACH = "/cortex.v1.NodeLink/Attach"
-ENC = node_pb2.NodeFrame.SerializeToString
-DEC = node_pb2.HubFrame.FromString
+from cortex.tokens import new_token, token_hash
 
 
 def enroll(tokens_file: Path, node_ids: list[str], out: Path) -> None:
@@ -54,111 +46,39 @@ def enroll(tokens_file: Path, node_ids: list[str], out: Path) -> None:
     out.write_text("".join(f"{n} {t}\n" for n, t in pairs))
 
 
-@dataclass
-class FleetStats:
-    attached: int = 0
-    attach_attempts: int = 0
-    attach_failures: int = 0
-    first_attach: float = 0.0
-    last_attach: float = 0.0
-    tasks_done: dict[str, float] = field(default_factory=dict)
-    rejected: int = 0
+def status(stats: FleetStats, nodes: int) -> dict[str, Any]:
+    return {"nodes": nodes, "attached": stats.attached, "ever_attached": stats.ever_attached,
+            "all_attached": stats.attached >= nodes, "done": len(stats.tasks_done),
+            "first_attach": stats.first_attach, "last_attach": stats.last_attach,
+            "attach_attempts": stats.attach_attempts, "attach_failures": stats.attach_failures,
+            "retry_later": stats.retry_later, "dropped": stats.dropped,
+            "rejected": stats.rejected, "already_ran": stats.already_ran,
+            "killed_by_verdict": stats.killed_by_verdict,
+            "kept_by_verdict": stats.kept_by_verdict, "bytes_produced": stats.bytes_produced,
+            "bytes_sent": stats.bytes_sent, "bytes_acked": stats.bytes_acked,
+            "prompts_sent": stats.prompts_sent, "time": time.monotonic()}
 
 
-class SimNode:
-    def __init__(self, node_id: str, token: str, hub: str, verifier: EnvelopeVerifier,
-                 stats: FleetStats, task_s: float, output: bytes) -> None:
-        self.node_id = node_id
-        self.token = token
-        self.hub = hub
-        self.verifier = verifier
-        self.stats = stats
-        self.task_s = task_s
-        self.output = output
-        self.epoch = 0
-        self.lock = asyncio.Lock()
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        delay = 0.2
-        while not stop.is_set():
-            self.stats.attach_attempts += 1
-            try:
-                await self._session(stop)
-                delay = 0.2
-            except (grpc.aio.AioRpcError, ConnectionError, TimeoutError) as e:
-                self.stats.attach_failures += 1
-                if isinstance(e, grpc.aio.AioRpcError) and e.code() == grpc.StatusCode.CANCELLED:
-                    return
-            if stop.is_set():
-                return
-            await asyncio.sleep(delay * (0.5 + os.urandom(1)[0] / 255))
-            delay = min(delay * 2, 10.0)
 
-    async def _session(self, stop: asyncio.Event) -> None:
-        options = [("grpc.use_local_subchannel_pool", 1), ("grpc.keepalive_time_ms", 30_000)]
-        async with grpc.aio.insecure_channel(self.hub, options=options) as channel:
-            call = channel.stream_stream(ATTACH, request_serializer=ENC,
-                                         response_deserializer=DEC)(
-                metadata=bearer(self.token))
-            hello = node_pb2.Hello(node_id=self.node_id, capacity=64, agent_version="sim",
-                                   labels={"os": "linux", "sim": "1"})
-            await call.write(node_pb2.NodeFrame(hello=hello))
-            first = await asyncio.wait_for(call.read(), 60)
-            if first is grpc.aio.EOF or first.WhichOneof("kind") != "welcome":
-                raise ConnectionError("no welcome")
-            self.epoch = first.welcome.session_epoch
-            now = time.monotonic()
-            self.stats.attached += 1
-            self.stats.first_attach = self.stats.first_attach or now
-            self.stats.last_attach = now
-            beat = asyncio.create_task(self._heartbeat(call, first.welcome.heartbeat_interval_ms))
-            try:
-                await self._serve(call, stop)
-            finally:
-                self.stats.attached -= 1
-                beat.cancel()
-
-    async def _write(self, call: Any, frame: node_pb2.NodeFrame) -> None:
-        async with self.lock:
-            await call.write(frame)
-
-    async def _heartbeat(self, call: Any, interval_ms: int) -> None:
-        seq = 0
-        while True:
-            await asyncio.sleep(interval_ms / 1000 * (0.9 + 0.2 * os.urandom(1)[0] / 255))
-            seq += 1
-            await self._write(call, node_pb2.NodeFrame(heartbeat=node_pb2.Heartbeat(seq=seq)))
-
-    async def _serve(self, call: Any, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            frame = await call.read()
-            if frame is grpc.aio.EOF:
-                raise ConnectionError("hub closed the stream")
-            kind = frame.WhichOneof("kind")
-            if kind == "task":
-                asyncio.create_task(self._run_task(call, frame.task))
-            elif kind == "finished_ack":
-                self.stats.tasks_done.setdefault(frame.finished_ack.task_id, time.monotonic())
-
-    async def _run_task(self, call: Any, signed: node_pb2.SignedEnvelope) -> None:
-        try:
-            env = self.verifier.verify(signed, self.epoch)
-        except EnvelopeError as e:
-            self.stats.rejected += 1
-            await self._write(call, node_pb2.NodeFrame(rejected=node_pb2.TaskRejected(
-                code=e.code, reason=str(e))))
-            return
-        tid, att = env.task_id, env.attempt
-        await self._write(call, node_pb2.NodeFrame(started=node_pb2.TaskStarted(
-            task_id=tid, attempt=att, pid=1)))
-        if self.task_s:
-            await asyncio.sleep(self.task_s)
-        if self.output:
-            await self._write(call, node_pb2.NodeFrame(output=node_pb2.TaskOutput(
-                task_id=tid, attempt=att, offset=0, data=self.output)))
-        await self._write(call, node_pb2.NodeFrame(finished=node_pb2.TaskFinished(
-            task_id=tid, attempt=att, kind=node_pb2.FINISH_KIND_EXITED, exit_code=0,
-            output_end=len(self.output))))
+async def _write_status(path: Path, stats: FleetStats, nodes: int, every_s: float,
+                        stop: asyncio.Event) -> None:
+    all_attached = False
+    while not stop.is_set():
+        # Poll the counter often (cheap) but write only every every_s or on the edge
+        # "everybody is attached", which is what a waiting test needs to see at once.
+        deadline = time.monotonic() + every_s
+        while time.monotonic() < deadline and not stop.is_set():
+            now_all = stats.attached >= nodes
+            if now_all != all_attached:
+                all_attached = now_all
+                break
+            await asyncio.sleep(0.05)
+        write_json(path, status(stats, nodes))
 
 
 async def run_fleet(args: argparse.Namespace) -> dict[str, Any]:
@@ -168,39 +88,54 @@ async def run_fleet(args: argparse.Namespace) -> dict[str, Any]:
         loop.add_signal_handler(sig, stop.set)
     key = load_public_key(Path(args.hub_key))
     stats = FleetStats()
+    work = Workload(task_s=args.task_s, output=b"x" * args.output_bytes,
+                    stream_bps=args.stream_bps, stream_s=args.stream_s,
+                    prompt_every_s=args.prompt_every_s, window_bytes=args.window_bytes)
+    hubs = [h.strip() for h in args.hub.split(",") if h.strip()]
     nodes = []
     for line in Path(args.tokens).read_text().splitlines():
         node_id, token = line.split()
-        nodes.append(SimNode(node_id, token, args.hub, EnvelopeVerifier(key, node_id), stats,
-                             args.task_s, b"x" * args.output_bytes))
+        nodes.append(SimNode(node_id, token, hubs, EnvelopeVerifier(key, node_id), stats,
+                             work))
     started = time.monotonic()
     runs = [asyncio.create_task(n.run(stop)) for n in nodes]
+    writer = None
+    if args.status:
+        writer = asyncio.create_task(_write_status(Path(args.status), stats, len(nodes),
+                                                   args.status_every_s, stop))
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), args.seconds)
     stop.set()
     for r in runs:
         r.cancel()
     await asyncio.gather(*runs, return_exceptions=True)
-    return {"nodes": len(nodes), "started": started, "first_attach": stats.first_attach,
-            "last_attach": stats.last_attach, "attach_attempts": stats.attach_attempts,
-            "attach_failures": stats.attach_failures, "rejected": stats.rejected,
-            "tasks_done": stats.tasks_done}
+    if writer is not None:
+        await asyncio.gather(writer, return_exceptions=True)
+    return {**status(stats, len(nodes)), "started": started, "tasks_done": stats.tasks_done,
+            "executed": {n.node_id: [list(k) for k in n.executed] for n in nodes}}
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--hub", required=True)
+    p = argparse.ArgumentParser(description="Simulated nodes on the real node protocol")
+    p.add_argument("--hub", required=True, help="HOST:PORT[,HOST:PORT...]")
     p.add_argument("--hub-key", required=True)
     p.add_argument("--tokens", required=True)
     p.add_argument("--report", required=True)
+    p.add_argument("--status", help="status JSON, rewritten while running")
+    p.add_argument("--status-every-s", type=float, default=1.0)
     p.add_argument("--task-s", type=float, default=0.0)
     p.add_argument("--output-bytes", type=int, default=3)
+    p.add_argument("--stream-bps", type=int, default=0,
+                   help="print at this rate (bytes/s) for --stream-s instead")
+    p.add_argument("--stream-s", type=float, default=60.0)
+    p.add_argument("--prompt-every-s", type=float, default=0.0,
+                   help="while streaming, a PromptEvent this often")
+    p.add_argument("--window-bytes", type=int, default=1 << 20,
+                   help="unacknowledged output per task (nodeagent: output_window_bytes)")
     p.add_argument("--seconds", type=float, default=600.0, help="bound on the run")
     args = p.parse_args()
     report = uvloop.run(run_fleet(args))
-    tmp = Path(args.report + ".tmp")
-    tmp.write_text(json.dumps(report))
-    os.replace(tmp, args.report)
+    write_json(Path(args.report), report)
 
 
 if __name__ == "__main__":

@@ -3,91 +3,75 @@
     python -m bench.scenarios steady  --nodes 1000 --tasks 5000 [--fleets 2] [--shards 2]
     python -m bench.scenarios ceiling --nodes 1000 --seconds 10
     python -m bench.scenarios hold    --nodes 10000 --fleets 4 --seconds 30   (+ storm)
+    python -m bench.scenarios shards  --nodes 1000 --tasks 3000
+    python -m bench.scenarios peer    --tasks 3000 --concurrency 256
+    python -m bench.scenarios flood   --tasks 200 --seconds 60
 
-``steady`` starts cortexd (embedded SQLite, loopback), enrolls ``--nodes``
-simulated nodes spread over ``--fleets`` processes (bench/fleet.py: the real node
-protocol), submits ``--tasks`` tasks through the Control API with ``--concurrency``
-calls in flight, and measures from each submit to the task's FinishedAck at its
-node (the hub sends it after the terminal state is committed): tasks/s and latency
-percentiles, plus the hub's CPU-µs per task summed over all its processes.
+``steady`` starts cortexd (embedded SQLite, loopback), enrolls ``--nodes`` simulated
+nodes spread over ``--fleets`` processes (bench/fleet.py: the real node protocol) and
+runs three phases on the same fleet: ``--tasks`` tasks at maximum rate (``--concurrency``
+Submit calls in flight), then a fixed open-loop rate of half the maximum for ``--fixed-s``
+seconds, then ``--single`` tasks one at a time (submit, Watch to the end, next). A task's
+latency runs from its Submit to its FinishedAck at the node (the hub sends it after the
+terminal state is committed). It reports tasks/s, p50/p99/p999 and the hub's CPU-µs per
+task summed over all its processes.
 
-``ceiling`` is the raw grpc.aio round-trip rate on this machine with the same
-shape: one server process, ``--nodes`` bidirectional streams from ``--fleets``
-client processes, each stream echoing a small frame in a loop.
+``ceiling`` is the raw grpc.aio round-trip rate on this machine with the same shape: one
+server process, ``--nodes`` bidirectional streams from ``--fleets`` client processes, each
+stream echoing a small frame in a loop. ``shards`` runs steady's maximum-rate phase with 1
+and with 2 shards. ``peer`` (bench/peer.py) and ``flood`` (bench/flood.py) are described
+there.
 
-Results are merged into ``bench/results/latest.json`` (one object per scenario
-with the ``machine``). Every loop is bounded in count and time.
+Results are merged into ``bench/results/latest.json`` (one object per scenario with the
+``machine``). Every loop is bounded in count and time.
 """
 
 import argparse
 import asyncio
 import json
 import multiprocessing
-import os
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import grpc
 import uvloop
 
-from bench.machine import describe
-from cortex.tokens import bearer, read_token_file
-from cortex.v1 import control_pb2, control_pb2_grpc
-from examples.localfleet import LocalHub, wait_until
-from examples.proctable import descendants
+from bench.harness import (
+    TICKS_PER_S,
+    Bench,
+    control_stub,
+    cpu_ticks,
+    loadavg,
+    pct,
+    rss_mib,
+    running_hub,
+    save,
+)
+from cortex.tokens import bearer
+from cortex.v1 import control_pb2
+from examples.localfleet import wait_until
 
-RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
-def cpu_ticks(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])
-    return total
-
-
-def save(name: str, result: dict[str, Any]) -> None:
-    data: dict[str, Any] = {}
-    if RESULTS.exists():
-        data = json.loads(RESULTS.read_text())
-    data["machine"] = describe()
-    data[name] = result
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(data, indent=2) + "\n")
+TERMINAL = {control_pb2.SUCCEEDED, control_pb2.FAILED, control_pb2.CANCELLED,
+            control_pb2.TIMED_OUT, control_pb2.LOST}
 
 
 # -- steady ---------------------------------------------------------------------
 
-async def submit_all(address: str, token: str, count: int, concurrency: int,
-                     deadline_s: float) -> dict[str, float]:
+async def submit_closed(address: str, token: str, count: int, concurrency: int,
+                        deadline_s: float, tag: str) -> dict[str, float]:
+    """``count`` submits, ``concurrency`` in flight; {task_id: monotonic submit time}."""
     submitted: dict[str, float] = {}
     sem = asyncio.Semaphore(concurrency)
     end = time.monotonic() + deadline_s
     async with grpc.aio.insecure_channel(address) as channel:
-        stub = control_pb2_grpc.ControlStub(channel)  # type: ignore[no-untyped-call]
+        stub = control_stub(channel)
 
         async def one(i: int) -> None:
             async with sem:
                 if time.monotonic() > end:
                     return
                 t0 = time.monotonic()
-                resp = await stub.Submit(control_pb2.SubmitRequest(command=f"true # {i}"),
+                resp = await stub.Submit(control_pb2.SubmitRequest(command=f"true # {tag}{i}"),
                                          metadata=bearer(token), timeout=60)
                 submitted[resp.task.task_id] = t0
 
@@ -95,156 +79,187 @@ async def submit_all(address: str, token: str, count: int, concurrency: int,
     return submitted
 
 
-def count_succeeded(address: str, token: str, limit: int) -> int:
-    with grpc.insecure_channel(address) as channel:
-        stub = control_pb2_grpc.ControlStub(channel)  # type: ignore[no-untyped-call]
-        resp = stub.ListTasks(control_pb2.ListTasksRequest(state=control_pb2.SUCCEEDED,
-                                                           limit=limit),
-                              metadata=bearer(token), timeout=30)
-        return len(resp.tasks)
+async def submit_open(address: str, token: str, rate: float, count: int, deadline_s: float,
+                      max_in_flight: int = 2048) -> dict[str, float]:
+    """Open loop: submit i is due at start + i/rate, whether or not earlier ones finished
+    (bounded by ``max_in_flight`` calls). Latency counts from the due time."""
+    submitted: dict[str, float] = {}
+    sem = asyncio.Semaphore(max_in_flight)
+    start = time.monotonic()
+    end = start + deadline_s
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = control_stub(channel)
+
+        async def one(i: int, due: float) -> None:
+            try:
+                resp = await stub.Submit(control_pb2.SubmitRequest(command=f"true # r{i}"),
+                                         metadata=bearer(token), timeout=60)
+                submitted[resp.task.task_id] = due
+            finally:
+                sem.release()
+
+        calls = []
+        for i in range(count):
+            due = start + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)  # the pacing of an open loop, not a synchronisation
+            if time.monotonic() > end:
+                break
+            await sem.acquire()
+            calls.append(asyncio.create_task(one(i, due)))
+        await asyncio.gather(*calls)
+    return submitted
 
 
-def attached(address: str, token: str) -> int:
-    with grpc.insecure_channel(address) as channel:
-        stub = control_pb2_grpc.ControlStub(channel)  # type: ignore[no-untyped-call]
-        resp = stub.ListNodes(control_pb2.ListNodesRequest(), metadata=bearer(token),
-                              timeout=30)
-        return sum(1 for n in resp.nodes if n.attached)
+async def submit_single(address: str, token: str, count: int, deadline_s: float
+                        ) -> tuple[dict[str, float], list[float]]:
+    """One task at a time: Submit, Watch (states only) to its end, then the next."""
+    submitted: dict[str, float] = {}
+    watched: list[float] = []
+    end = time.monotonic() + deadline_s
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = control_stub(channel)
+        for i in range(count):
+            if time.monotonic() > end:
+                break
+            t0 = time.monotonic()
+            resp = await stub.Submit(control_pb2.SubmitRequest(command=f"true # s{i}"),
+                                     metadata=bearer(token), timeout=60)
+            submitted[resp.task.task_id] = t0
+            async for ev in stub.Watch(control_pb2.WatchRequest(task_id=resp.task.task_id,
+                                                                no_output=True),
+                                       metadata=bearer(token), timeout=60):
+                if ev.WhichOneof("kind") == "state" and ev.state.state in TERMINAL:
+                    break
+            watched.append((time.monotonic() - t0) * 1000)
+    return submitted, watched
 
 
-def start_fleets(hub: LocalHub, base: Path, args: argparse.Namespace, enrolled: bool = False
-                 ) -> list["subprocess.Popen[bytes]"]:
-    """Start ``args.fleets`` fleet processes with ``args.nodes`` simulated nodes in all."""
-    from bench.fleet import enroll
-
-    fleets = []
-    per = args.nodes // args.fleets
-    for f in range(args.fleets):
-        tokens = base / f"fleet{f}.tokens"
-        if not enrolled:
-            enroll(hub.state_dir / "tokens", [f"sim-{f}-{i}" for i in range(per)], tokens)
-        fleets.append(subprocess.Popen(
-            [sys.executable, "-m", "bench.fleet", "--hub", hub.node_address,
-             "--hub-key", str(hub.hub_key_file), "--tokens", str(tokens),
-             "--report", str(base / f"fleet{f}.json"), "--seconds", str(args.bound_s),
-             "--output-bytes", str(args.output_bytes)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=open(base / f"fleet{f}.log", "ab")))
-    return fleets
+def phase_figures(submitted: dict[str, float], done: dict[str, float]) -> dict[str, Any]:
+    lat = [(done[t] - s) * 1000 for t, s in submitted.items() if t in done]
+    if not lat:
+        return {"tasks": len(submitted), "completed": 0}
+    span = max(done[t] for t in submitted if t in done) - min(submitted.values())
+    return {"tasks": len(submitted), "completed": len(lat), "duration_s": round(span, 3),
+            "tasks_per_s": round(len(lat) / span, 1), "p50_ms": pct(lat, 0.50),
+            "p99_ms": pct(lat, 0.99), "p999_ms": pct(lat, 0.999)}
 
 
-def hub_pids(hub: LocalHub) -> list[int]:
-    return [hub.proc.pid, *descendants(hub.proc.pid)] if hub.proc else []
+def fleet_done(reports: list[dict[str, Any]]) -> dict[str, float]:
+    done: dict[str, float] = {}
+    for r in reports:
+        done.update(r["tasks_done"])
+    return done
+
+
+def run_max_phase(b: Bench, args: argparse.Namespace, expected: int
+                  ) -> tuple[dict[str, float], float, int]:
+    """The maximum-rate phase: (submitted, approximate tasks/s, hub CPU ticks)."""
+    pids = b.hub_pids()
+    cpu0, t0 = cpu_ticks(pids), time.monotonic()
+    submitted = uvloop.run(submit_closed(b.hub.control_address, b.token, args.tasks,
+                                         args.concurrency, args.bound_s, "m"))
+    b.wait_done(expected + len(submitted), args.bound_s)
+    return submitted, len(submitted) / (time.monotonic() - t0), cpu_ticks(pids) - cpu0
 
 
 def steady(args: argparse.Namespace) -> dict[str, Any]:
-    base = Path(tempfile.mkdtemp(prefix="cortex-bench-"))
-    hub = LocalHub(base, shards=args.shards, extra_args=["--log-level", "warning"])
-    hub.start()
-    fleets: list[subprocess.Popen[bytes]] = []
-    try:
-        token = read_token_file(hub.admin_token_file)
-        per = args.nodes // args.fleets
-        fleets = start_fleets(hub, base, args)
-        t_attach = time.monotonic()
-        wait_until(lambda: attached(hub.control_address, token) >= per * args.fleets, 120,
-                   "the fleet to attach", interval_s=0.5)
-        attach_s = time.monotonic() - t_attach
-        pids = hub_pids(hub)
-        cpu0 = cpu_ticks(pids)
-        submitted = uvloop.run(submit_all(hub.control_address, token, args.tasks,
-                                          args.concurrency, args.bound_s))
-        wait_until(lambda: count_succeeded(hub.control_address, token, args.tasks)
-                   >= len(submitted), args.bound_s, "all tasks to succeed", interval_s=0.25)
-        cpu1 = cpu_ticks(pids)
-        for proc in fleets:
-            proc.terminate()
-        for proc in fleets:
-            proc.wait(60)
-        done: dict[str, float] = {}
-        for f in range(args.fleets):
-            done.update(json.loads((base / f"fleet{f}.json").read_text())["tasks_done"])
-        lat = [(done[t] - s) * 1000 for t, s in submitted.items() if t in done]
-        span = max(done[t] for t in submitted if t in done) - min(submitted.values())
-        ticks = os.sysconf("SC_CLK_TCK")
-        result = {
-            "nodes": per * args.fleets, "shards": args.shards, "tasks": len(submitted),
-            "completed": len(lat), "duration_s": round(span, 3),
-            "tasks_per_s": round(len(lat) / span, 1), "concurrency": args.concurrency,
-            "p50_ms": round(pct(lat, 0.50), 2), "p99_ms": round(pct(lat, 0.99), 2),
-            "p999_ms": round(pct(lat, 0.999), 2), "attach_s": round(attach_s, 2),
-            "hub_cpu_us_per_task": round((cpu1 - cpu0) / ticks * 1e6 / max(1, len(lat)), 1),
-        }
+    with running_hub(args.shards) as b:
+        b.start_fleets(args.nodes, args.fleets, args.bound_s,
+                       extra=["--output-bytes", str(args.output_bytes)])
+        attach_s = b.wait_attached(args.bound_s)
+        load0 = loadavg()
+        submitted, approx_tps, ticks = run_max_phase(b, args, 0)
+        expected = len(submitted)
+        fixed: dict[str, float] = {}
+        rate = round(approx_tps / 2, 1)
+        if args.fixed_s > 0:
+            fixed = uvloop.run(submit_open(b.hub.control_address, b.token, rate,
+                                           int(rate * args.fixed_s), args.bound_s))
+            expected += len(fixed)
+            b.wait_done(expected, args.bound_s)
+        single: dict[str, float] = {}
+        watched: list[float] = []
+        if args.single > 0:
+            single, watched = uvloop.run(submit_single(b.hub.control_address, b.token,
+                                                       args.single, args.bound_s))
+        done = fleet_done(b.stop_fleets())
+        result = {"nodes": b.nodes, "shards": args.shards, "concurrency": args.concurrency,
+                  **phase_figures(submitted, done), "attach_s": round(attach_s, 2),
+                  "hub_cpu_us_per_task": round(ticks / TICKS_PER_S * 1e6
+                                               / max(1, len(submitted)), 1),
+                  "loadavg_before": load0}
+        if fixed:
+            result["fixed_rate"] = {"rate_per_s": rate, **phase_figures(fixed, done)}
+        if single:
+            result["single"] = {**phase_figures(single, done),
+                                "submit_to_watch_end_p50_ms": pct(watched, 0.5)}
         return result
-    finally:
-        for proc in fleets:
-            if proc.poll() is None:
-                proc.kill()
-        hub.stop()
+
+
+def shards(args: argparse.Namespace) -> dict[str, Any]:
+    """steady's maximum-rate phase with 1 and with 2 shards: CPU-µs per task, spread."""
+    out: dict[str, Any] = {"nodes": 0, "tasks": args.tasks, "concurrency": args.concurrency}
+    for n in (1, 2):
+        with running_hub(n) as b:
+            b.start_fleets(args.nodes, args.fleets, args.bound_s,
+                           extra=["--output-bytes", str(args.output_bytes)])
+            b.wait_attached(args.bound_s)
+            spread = b.shard_nodes()
+            submitted, _, ticks = run_max_phase(b, args, 0)
+            done = fleet_done(b.stop_fleets())
+            even = b.nodes / n
+            out["nodes"] = b.nodes
+            out[f"shards_{n}"] = {
+                **phase_figures(submitted, done), "nodes_per_shard": spread,
+                "spread_max_dev_pct": round(max(abs(s - even) for s in spread) / even * 100, 1),
+                "hub_cpu_us_per_task": round(ticks / TICKS_PER_S * 1e6 / max(1, len(submitted)),
+                                             1)}
+    one, two = out["shards_1"], out["shards_2"]
+    out["cpu_per_task_ratio_2_vs_1"] = round(two["hub_cpu_us_per_task"]
+                                             / one["hub_cpu_us_per_task"], 3)
+    out["spread_max_dev_pct"] = two["spread_max_dev_pct"]
+    return out
 
 
 # -- hold and storm -------------------------------------------------------------
 
-def rss_mib(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
-
-
 def hold_and_storm(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """``hold``: attached, heartbeating, no tasks — hub RSS and CPU. ``storm``: every
     fleet process is SIGKILLed and restarted at once — seconds until all re-attached."""
-    base = Path(tempfile.mkdtemp(prefix="cortex-bench-"))
-    hub = LocalHub(base, shards=args.shards, extra_args=[
-        "--log-level", "warning", "--heartbeat-interval-ms", str(args.heartbeat_ms)])
-    hub.start()
-    fleets: list[subprocess.Popen[bytes]] = []
-    try:
-        token = read_token_file(hub.admin_token_file)
-        total = args.nodes // args.fleets * args.fleets
-        fleets = start_fleets(hub, base, args)
-        wait_until(lambda: attached(hub.control_address, token) >= total, args.bound_s,
-                   "the fleet to attach", interval_s=0.5)
-        pids = hub_pids(hub)
+    extra = ["--heartbeat-interval-ms", str(args.heartbeat_ms)]
+    with running_hub(args.shards, extra) as b:
+        b.start_fleets(args.nodes, args.fleets, args.bound_s)
+        attach_s = b.wait_attached(args.bound_s)
+        wait_until(lambda: b.attached_at_hub() >= b.nodes, args.bound_s,
+                   "the hub to list the fleet attached", interval_s=0.5)
+        pids = b.hub_pids()
         cpu0, t0 = cpu_ticks(pids), time.monotonic()
         time.sleep(args.seconds)  # the measurement window itself, not a synchronisation
         cpu1, t1 = cpu_ticks(pids), time.monotonic()
-        hold = {"nodes": total, "heartbeat_interval_ms": args.heartbeat_ms,
-                "hub_rss_mib": round(rss_mib(pids), 1),
-                "hub_cpu_pct": round((cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") / (t1 - t0)
-                                     * 100, 2), "duration_s": round(t1 - t0, 1)}
-        for proc in fleets:
-            proc.kill()
-        for proc in fleets:
-            proc.wait(60)
-        wait_until(lambda: attached(hub.control_address, token) == 0, 60,
+        rss = rss_mib(pids)
+        hold = {"nodes": b.nodes, "heartbeat_interval_ms": args.heartbeat_ms,
+                "hub_rss_mib": round(rss, 1),
+                "hub_rss_kib_per_node": round(rss * 1024 / max(1, b.nodes), 1),
+                "hub_cpu_pct": round((cpu1 - cpu0) / TICKS_PER_S / (t1 - t0) * 100, 2),
+                "duration_s": round(t1 - t0, 1), "first_attach_s": round(attach_s, 2),
+                "hub_processes": len(pids)}
+        fleets = len(b.fleets)
+        b.stop_fleets(kill=True)
+        wait_until(lambda: b.attached_at_hub() == 0, 120,
                    "the hub to notice the fleet is gone", interval_s=0.2)
         t_storm = time.monotonic()
-        fleets = start_fleets(hub, base, args, enrolled=True)
-        wait_until(lambda: attached(hub.control_address, token) >= total, args.bound_s,
-                   "the fleet to re-attach", interval_s=0.2)
-        storm_s = time.monotonic() - t_storm
-        for proc in fleets:
-            proc.terminate()
-        failed = 0
-        for f, proc in enumerate(fleets):
-            proc.wait(60)
-            report = json.loads((base / f"fleet{f}.json").read_text())
-            failed += report["attach_failures"]
-        storm = {"nodes": total, "seconds_to_all_attached": round(storm_s, 2),
-                 "failed_attempts": failed}
+        b.start_fleets(b.nodes, fleets, args.bound_s, enrolled=True)
+        storm_s = b.wait_attached(args.bound_s)
+        hub_s = time.monotonic() - t_storm
+        reports = b.stop_fleets()
+        storm = {"nodes": b.nodes, "seconds_to_all_attached": round(storm_s, 2),
+                 "seconds_to_all_attached_incl_fleet_start": round(hub_s, 2),
+                 "failed_attempts": sum(r["attach_failures"] for r in reports),
+                 "retry_later": sum(r["retry_later"] for r in reports),
+                 "attach_attempts": sum(r["attach_attempts"] for r in reports)}
         return {"hold": hold, "storm": storm}
-    finally:
-        for proc in fleets:
-            if proc.poll() is None:
-                proc.kill()
-        hub.stop()
 
 
 # -- ceiling --------------------------------------------------------------------
@@ -265,32 +280,36 @@ def _echo_server(port_q: "multiprocessing.Queue[int]", seconds: float) -> None:
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         port_q.put(port)
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(seconds)  # the server's lifetime bound; the parent ends it sooner
         await server.stop(0)
 
     uvloop.run(main())
 
 
-def _echo_clients(port: int, streams: int, seconds: float, out: "multiprocessing.Queue[int]"
-                  ) -> None:
-    async def main() -> int:
+def _echo_clients(port: int, streams: int, seconds: float,
+                  out: "multiprocessing.Queue[tuple[int, list[float]]]") -> None:
+    async def main() -> tuple[int, list[float]]:
         total = 0
+        sample: list[float] = []
         end = time.monotonic() + seconds
 
         async def one() -> None:
             nonlocal total
             options = [("grpc.use_local_subchannel_pool", 1)]
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as ch:
-                call = ch.stream_stream("/bench.Echo/Chat", request_serializer=lambda b: b,
-                                        response_deserializer=lambda b: b)()
-                while time.monotonic() < end:
+                chat: Any = ch.stream_stream("/bench.Echo/Chat", request_serializer=lambda b: b,
+                                             response_deserializer=lambda b: b)
+                call = chat()
+                while (t0 := time.monotonic()) < end:
                     await call.write(b"x" * 64)
                     await call.read()
                     total += 1
+                    if total % 16 == 0:
+                        sample.append((time.monotonic() - t0) * 1000)
                 await call.done_writing()
 
         await asyncio.gather(*(one() for _ in range(streams)), return_exceptions=True)
-        return total
+        return total, sample
 
     out.put(uvloop.run(main()))
 
@@ -298,47 +317,70 @@ def _echo_clients(port: int, streams: int, seconds: float, out: "multiprocessing
 def ceiling(args: argparse.Namespace) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     port_q: multiprocessing.Queue[int] = ctx.Queue()
-    server = ctx.Process(target=_echo_server, args=(port_q, args.seconds + 60))
+    server = ctx.Process(target=_echo_server, args=(port_q, args.seconds + 120))
     server.start()
-    port = port_q.get(timeout=30)
-    out: multiprocessing.Queue[int] = ctx.Queue()
-    per = args.nodes // args.fleets
-    clients = [ctx.Process(target=_echo_clients, args=(port, per, args.seconds, out))
-               for _ in range(args.fleets)]
-    for c in clients:
-        c.start()
-    totals = [out.get(timeout=args.seconds + 120) for _ in clients]
-    for c in clients:
-        c.join(30)
-    server.terminate()
-    server.join(30)
+    try:
+        port = port_q.get(timeout=30)
+        out: multiprocessing.Queue[tuple[int, list[float]]] = ctx.Queue()
+        per = args.nodes // args.fleets
+        clients = [ctx.Process(target=_echo_clients, args=(port, per, args.seconds, out))
+                   for _ in range(args.fleets)]
+        for c in clients:
+            c.start()
+        results = [out.get(timeout=args.seconds + 120) for _ in clients]
+        for c in clients:
+            c.join(30)
+    finally:
+        server.terminate()
+        server.join(30)
+    totals = sum(n for n, _ in results)
+    sample = [x for _, s in results for x in s]
     return {"nodes": per * args.fleets, "duration_s": args.seconds,
-            "tasks_per_s": round(sum(totals) / args.seconds, 1),
-            "round_trips": sum(totals), "p50_ms": None, "p99_ms": None}
+            "tasks_per_s": round(totals / args.seconds, 1), "round_trips": totals,
+            "p50_ms": pct(sample, 0.5), "p99_ms": pct(sample, 0.99),
+            "p999_ms": pct(sample, 0.999)}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Cortex scenarios against the real cortexd")
-    p.add_argument("scenario", choices=["steady", "ceiling", "hold"],
+    p.add_argument("scenario", choices=["steady", "ceiling", "hold", "shards", "peer", "flood"],
                    help="hold also runs storm on the same fleet")
     p.add_argument("--nodes", type=int, default=1000)
     p.add_argument("--fleets", type=int, default=2)
     p.add_argument("--shards", type=int, default=2)
     p.add_argument("--tasks", type=int, default=5000)
     p.add_argument("--concurrency", type=int, default=256)
+    p.add_argument("--fixed-s", type=float, default=10.0,
+                   help="steady: seconds at half the maximum rate (0: skip)")
+    p.add_argument("--single", type=int, default=200,
+                   help="steady: tasks one at a time, for single-task latency (0: skip)")
     p.add_argument("--output-bytes", type=int, default=3)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--heartbeat-ms", type=int, default=5000)
     p.add_argument("--bound-s", type=float, default=300.0, help="hard bound on a run")
-    args = p.parse_args()
+    p.add_argument("--name", help="key in latest.json (default: the scenario)")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Run one scenario; {name in latest.json: figures}."""
     if args.scenario == "hold":
-        for name, result in hold_and_storm(args).items():
-            print(name, json.dumps(result, indent=2))
-            save(name, result)
-        return
-    result = steady(args) if args.scenario == "steady" else ceiling(args)
-    print(json.dumps(result, indent=2))
-    save(args.scenario, result)
+        return hold_and_storm(args)
+    if args.scenario == "peer":
+        from bench.peer import peer
+        return {args.name or "peer": peer(args)}
+    if args.scenario == "flood":
+        from bench.flood import flood
+        return {args.name or "flood": flood(args)}
+    fn = {"steady": steady, "ceiling": ceiling, "shards": shards}[args.scenario]
+    return {args.name or args.scenario: fn(args)}
+
+
+def main() -> None:
+    args = parser().parse_args()
+    for name, result in run(args).items():
+        print(name, json.dumps(result, indent=2), flush=True)
+        save(name, result)
 
 
 if __name__ == "__main__":
