@@ -3,8 +3,13 @@
 Every task transition is a conditional write on (task, attempt, node session
 epoch) and the expected source states; a writer whose view is stale gets
 :class:`StaleWrite`, and the refused transition is recorded too (the history
-checker reads both). Session epochs are minted here, durable and strictly
-increasing, never by a cache.
+checker, ``cortexd/history.py``, reads both). Session epochs are minted here,
+durable and strictly increasing, never by a cache.
+
+The transition and append writes carry a write id; a write retried after an
+unknown commit outcome returns what its committed first try did (see
+``rows.py``). A shared store retries transient failures itself (``outage.py``):
+its callers wait through an outage instead of seeing it.
 """
 
 from dataclasses import dataclass, field
@@ -71,6 +76,8 @@ class TransitionRow:
     accepted: bool
     at_ms: int
     reason: str
+    write_id: str = ""  # hex UUID of the write ("" for rows from before schema 3)
+    node_id: str = ""  # the node the task was bound to (accepted rows; refused: as named)
 
 
 class Store(Protocol):

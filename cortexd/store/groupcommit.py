@@ -12,7 +12,12 @@ form the next batch (no added latency), and ``delay_s`` optionally holds a
 not-yet-full batch open that long after its first write (a commit delay). The
 queue is bounded by ``max_pending``: a full queue makes ``submit`` wait
 (back-pressure). If a whole batch fails (not a per-write refusal), each of its
-writes is retried alone so one bad write cannot fail its neighbours. ``close``
+writes is retried alone so one bad write cannot fail its neighbours. The batch
+may have committed before it failed (an error after COMMIT); the backends'
+writes carry write ids (``rows.py``), so a write retried here returns its
+committed result instead of being refused as stale or applied twice. A
+backend that rides out outages (PostgreSQL) retries a transient failure of the
+whole batch itself, inside ``flush``; this path sees only the rest. ``close``
 stops intake and flushes what is queued.
 """
 

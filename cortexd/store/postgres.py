@@ -15,8 +15,15 @@ both). What differs:
 - **Schema**: checked at open; an empty database is migrated (first start,
   serialized by an advisory lock), a schema that is behind is refused with the
   ``cortexctl db migrate`` command to run, one that is ahead is refused.
+- **Outages** (``outage.py``): every call after ``open`` is retried through a
+  lost connection, a restarting server or a pool timeout, with capped jittered
+  backoff, and logged once per outage. Every retried call is idempotent: reads
+  and upserts by nature, ``create_task`` by its task id and idempotency key,
+  the group-commit writes by their write ids (a batch whose COMMIT outcome was
+  unknown is sent again whole and each write finds its own committed row).
 """
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,13 +31,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolClosed
 
 from cortexd.lifecycle import State
 from cortexd.store import migrations
 from cortexd.store.base import NodeRow, StaleWrite, StoreError, TaskRow, TransitionRow
 from cortexd.store.groupcommit import GroupCommit
 from cortexd.store.migrations import SchemaError
+from cortexd.store.outage import Outages
 from cortexd.store.rows import (
     NODE_COLS,
     TASK_COLS,
@@ -46,11 +54,33 @@ from cortexd.store.rows import (
 
 KIND = "pg"
 CONNECT_TIMEOUT_S = 5
+#: How long a call waits for a pooled connection before the wait counts as a failure
+#: (and is retried): short, so an outage is noticed and logged while it lasts.
+POOL_WAIT_S = 5.0
+#: How long the pool's own reconnect attempts for a lost connection last (1 s, then 2 s
+#: apart) before it drops that slot; the next call that needs a connection opens a new
+#: one at once. Short, so the pool is never asleep in a long backoff when the server
+#: returns: resuming is bounded by our backoff cap, not the pool's.
+POOL_RECONNECT_S = 3.0
+#: After close() starts, calls still failing give up this long after (the stop ladder
+#: must not wait on a database that is gone).
+CLOSE_RETRY_S = 5.0
 #: Serializes migrations of one database between hubs and cortexctl (any 64-bit key).
 MIGRATION_LOCK = 0x636F72746578  # "cortex"
 
-_APPEND_SQL = "SELECT cortex_append_output(%s, %s, %s, %s, %s, %s)"
-_TRANSITION_SQL = "SELECT cortex_transition(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_APPEND_SQL = "SELECT cortex_append_output(%s, %s, %s, %s, %s, %s, %s::uuid)"
+_TRANSITION_SQL = ("SELECT cortex_transition(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                   "%s::uuid)")
+
+
+def is_transient(e: BaseException) -> bool:
+    """Worth retrying: the connection or the server failed, not the statement.
+
+    psycopg's OperationalError covers a lost or refused connection (no SQLSTATE), an
+    administrator shutdown or a server starting up (57P01, 57P03), and the pool's
+    PoolTimeout; PoolClosed (ours: the store is closing) is not transient.
+    """
+    return isinstance(e, psycopg.OperationalError) and not isinstance(e, PoolClosed)
 
 
 def redact(url: str) -> str:
@@ -172,6 +202,8 @@ class PostgresStore(BatchedWrites):
         self.url = url
         self.pool_size = pool_size
         self._pool: AsyncConnectionPool | None = None
+        self.outages = Outages(redact(url), is_transient)
+        self.replays = 0  # writes whose retry found them already committed
         self.writer: GroupCommit[WriteOp, WriteResult] = GroupCommit(
             self._flush, max_batch=batch_max, delay_s=flush_delay_ms / 1000)
 
@@ -199,54 +231,68 @@ class PostgresStore(BatchedWrites):
             raise StoreError(f"store {where}: cannot check or create its schema: {e}") from e
         finally:
             await conn.close()
+        # The pool logs every failed reconnect; the outage is logged once, by Outages.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
         self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=self.pool_size,
                                          kwargs={"autocommit": True}, open=False,
-                                         name="cortex-store")
+                                         name="cortex-store", timeout=POOL_WAIT_S,
+                                         reconnect_timeout=POOL_RECONNECT_S)
         await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
         self.writer.start()
 
     async def close(self) -> None:
-        await self.writer.close()
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        self.outages.give_up_after(CLOSE_RETRY_S)
+        try:
+            await self.writer.close()
+        finally:
+            if self._pool is not None:
+                await self._pool.close()
+                self._pool = None
+
+    @property
+    def reachable(self) -> bool:
+        """False from a call's first transient failure until a call succeeds again."""
+        return self.outages.reachable
 
     async def _all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(sql, args)
-            return await cur.fetchall()
+        async def q() -> list[tuple[Any, ...]]:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(sql, args)
+                return await cur.fetchall()
+        return await self.outages.call("read", q)
 
     async def _one(self, sql: str, args: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(sql, args)
-            return await cur.fetchone()
+        async def q() -> tuple[Any, ...] | None:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(sql, args)
+                return await cur.fetchone()
+        return await self.outages.call("write" if sql.startswith("UPDATE") else "read", q)
 
     # -- epochs and nodes -------------------------------------------------------
 
     async def mint_epoch(self) -> int:
+        # A retry after an unknown commit may skip a value: epochs need only increase.
         row = await self._one("UPDATE cortex_epoch SET value = value + 1 WHERE id = 1 "
                               "RETURNING value")
         assert row is not None
         return int(row[0])
 
     async def node_attached(self, node: NodeRow) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                f"INSERT INTO nodes ({NODE_COLS}) VALUES (%s,%s,%s,%s,%s,%s,true,%s) "
-                "ON CONFLICT (node_id) DO UPDATE SET "
-                "session_epoch=excluded.session_epoch, labels=excluded.labels, "
-                "capacity=excluded.capacity, agent_version=excluded.agent_version, "
-                "shard=excluded.shard, attached=true, last_seen_ms=excluded.last_seen_ms "
-                "WHERE excluded.session_epoch > nodes.session_epoch",
-                (node.node_id, node.session_epoch, orjson.dumps(node.labels).decode(),
-                 node.capacity, node.agent_version, node.shard, node.last_seen_ms))
+        await self._one(
+            f"INSERT INTO nodes ({NODE_COLS}) VALUES (%s,%s,%s,%s,%s,%s,true,%s) "
+            "ON CONFLICT (node_id) DO UPDATE SET "
+            "session_epoch=excluded.session_epoch, labels=excluded.labels, "
+            "capacity=excluded.capacity, agent_version=excluded.agent_version, "
+            "shard=excluded.shard, attached=true, last_seen_ms=excluded.last_seen_ms "
+            "WHERE excluded.session_epoch > nodes.session_epoch RETURNING 1",
+            (node.node_id, node.session_epoch, orjson.dumps(node.labels).decode(),
+             node.capacity, node.agent_version, node.shard, node.last_seen_ms))
 
     async def node_detached(self, node_id: str, epoch: int, now_ms: int) -> bool:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute("UPDATE nodes SET attached=false, last_seen_ms=%s "
-                                     "WHERE node_id=%s AND session_epoch=%s",
-                                     (now_ms, node_id, epoch))
-            return cur.rowcount == 1
+        row = await self._one("UPDATE nodes SET attached=false, last_seen_ms=%s "
+                              "WHERE node_id=%s AND session_epoch=%s RETURNING 1",
+                              (now_ms, node_id, epoch))
+        return row is not None
 
     async def list_nodes(self) -> list[NodeRow]:
         return [node_from_row(r)
@@ -255,15 +301,24 @@ class PostgresStore(BatchedWrites):
     # -- tasks ------------------------------------------------------------------
 
     async def create_task(self, task: TaskRow) -> tuple[TaskRow, bool]:
+        return await self.outages.call("write", lambda: self._create_task(task))
+
+    async def _create_task(self, task: TaskRow) -> tuple[TaskRow, bool]:
         marks = ",".join(["%s"] * 20)
         async with self.pool.connection() as conn:
-            # ON CONFLICT makes two hubs racing on one idempotency key agree on one task.
+            # DO NOTHING on any conflict: on the idempotency key, two hubs racing on one
+            # key agree on one task; on the task id, this is a retry of our own insert
+            # whose commit outcome was unknown (task ids are random, never reused).
             cur = await conn.execute(
-                f"INSERT INTO tasks ({TASK_COLS}) VALUES ({marks}) ON CONFLICT (tenant, "
-                "idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+                f"INSERT INTO tasks ({TASK_COLS}) VALUES ({marks}) ON CONFLICT DO NOTHING "
                 "RETURNING task_id", task_params(task))
             if await cur.fetchone() is not None:
                 return task, True
+            cur = await conn.execute(f"SELECT {TASK_COLS} FROM tasks WHERE task_id=%s",
+                                     (task.task_id,))
+            if (row := await cur.fetchone()) is not None:
+                self.replays += 1
+                return task_from_row(row), True
             cur = await conn.execute(
                 f"SELECT {TASK_COLS} FROM tasks WHERE tenant=%s AND idempotency_key=%s",
                 (task.tenant, task.idempotency_key))
@@ -308,15 +363,17 @@ class PostgresStore(BatchedWrites):
 
     async def rebind_epoch(self, task_id: str, attempt: int, node_id: str, epoch: int) -> bool:
         """Move a kept task to the node's new session epoch (never backwards)."""
-        async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "UPDATE tasks SET node_epoch=%s WHERE task_id=%s AND attempt=%s AND "
-                "node_id=%s AND node_epoch < %s AND state IN ('ASSIGNED','RUNNING')",
-                (epoch, task_id, attempt, node_id, epoch))
-            if cur.rowcount:
-                await conn.execute("UPDATE attempts SET node_epoch=%s WHERE task_id=%s AND "
-                                   "attempt=%s", (epoch, task_id, attempt))
-            return cur.rowcount == 1
+        async def q() -> bool:
+            async with self.pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(
+                    "UPDATE tasks SET node_epoch=%s WHERE task_id=%s AND attempt=%s AND "
+                    "node_id=%s AND node_epoch < %s AND state IN ('ASSIGNED','RUNNING')",
+                    (epoch, task_id, attempt, node_id, epoch))
+                if cur.rowcount:
+                    await conn.execute("UPDATE attempts SET node_epoch=%s WHERE task_id=%s "
+                                       "AND attempt=%s", (epoch, task_id, attempt))
+                return cur.rowcount == 1
+        return await self.outages.call("write", q)
 
     async def request_cancel(self, task_id: str) -> TaskRow | None:
         row = await self._one(f"UPDATE tasks SET cancel_requested=true WHERE task_id=%s "
@@ -327,31 +384,38 @@ class PostgresStore(BatchedWrites):
 
     async def read_output(self, task_id: str, attempt: int, offset: int,
                           max_bytes: int) -> bytes:
-        out = bytearray()
-        async with self.pool.connection() as conn:
-            cur = conn.cursor()
-            await cur.execute("SELECT off, data FROM output WHERE task_id=%s AND attempt=%s "
-                              "AND off + length(data) > %s ORDER BY off",
-                              (task_id, attempt, offset))
-            async for start, data in cur:
-                out += data[max(0, offset - start):]
-                if len(out) >= max_bytes:
-                    break
-        return bytes(out[:max_bytes])
+        async def q() -> bytes:
+            out = bytearray()
+            async with self.pool.connection() as conn:
+                cur = conn.cursor()
+                await cur.execute("SELECT off, data FROM output WHERE task_id=%s AND "
+                                  "attempt=%s AND off + length(data) > %s ORDER BY off",
+                                  (task_id, attempt, offset))
+                async for start, data in cur:
+                    out += data[max(0, offset - start):]
+                    if len(out) >= max_bytes:
+                        break
+            return bytes(out[:max_bytes])
+        return await self.outages.call("read", q)
 
     async def transitions(self, task_id: str | None = None) -> list[TransitionRow]:
         sql = ("SELECT task_id, attempt, from_state, to_state, node_epoch, accepted, at_ms, "
-               "reason FROM transitions")
+               "reason, coalesce(write_id::text, ''), node_id FROM transitions")
         args: tuple[str, ...] = ()
         if task_id is not None:
             sql += " WHERE task_id=%s"
             args = (task_id,)
-        return [TransitionRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7])
+        return [TransitionRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7],
+                              write_id=r[8].replace("-", ""), node_id=r[9])
                 for r in await self._all(sql + " ORDER BY id", args)]
 
     # -- the group commit writer's flush ---------------------------------------------
 
     async def _flush(self, ops: Sequence[WriteOp]) -> list[WriteResult | Exception]:
+        """The batch, retried whole through an outage (its writes are idempotent)."""
+        return await self.outages.call("write batch", lambda: self._flush_once(ops))
+
+    async def _flush_once(self, ops: Sequence[WriteOp]) -> list[WriteResult | Exception]:
         """One transaction, pipelined: every op is sent before any result is read."""
         async with self.pool.connection() as conn:
             cursors = []
@@ -361,23 +425,27 @@ class PostgresStore(BatchedWrites):
                     await cur.execute(*_statement(op))
                     cursors.append(cur)
             rows = [await cur.fetchone() for cur in cursors]
-        return [_result(op, row[0] if row else None) for op, row in zip(ops, rows, strict=True)]
+        if self.after_commit is not None:
+            self.after_commit(ops)
+        return [self._result(op, row[0] if row else None)
+                for op, row in zip(ops, rows, strict=True)]
+
+    def _result(self, op: WriteOp, value: Any) -> WriteResult | Exception:
+        if isinstance(op, Append):
+            return op.stale() if value is None else (int(value[0]), int(value[1]))
+        if value is None:
+            return StaleWrite(f"task {op.task_id} does not exist")
+        if value.get("replayed"):
+            self.replays += 1
+        task = task_from_dict(value["task"])
+        return task if value["accepted"] else op.refused(task)
 
 
 def _statement(op: WriteOp) -> tuple[str, tuple[Any, ...]]:
     if isinstance(op, Append):
         return _APPEND_SQL, (op.task_id, op.attempt, op.node_epoch, op.offset, op.data,
-                             op.now_ms)
+                             op.now_ms, op.write_id)
     return _TRANSITION_SQL, (
         op.task_id, op.attempt, op.node_epoch, op.to.value, [s.value for s in op.allowed],
         op.to.terminal, op.new_attempt, op.node_id, op.new_node_epoch, op.exit_code, op.reason,
-        op.now_ms)
-
-
-def _result(op: WriteOp, value: Any) -> WriteResult | Exception:
-    if isinstance(op, Append):
-        return op.stale() if value is None else (int(value[0]), int(value[1]))
-    if value is None:
-        return StaleWrite(f"task {op.task_id} does not exist")
-    task = task_from_dict(value["task"])
-    return task if value["accepted"] else op.refused(task)
+        op.now_ms, op.write_id)

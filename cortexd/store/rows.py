@@ -4,11 +4,22 @@ Both backends keep labels, env and selectors as JSON text, so one mapping serves
 both. ``Append`` and ``Transition`` are the writes that go through the group
 commit writer (:mod:`cortexd.store.groupcommit`): each is a conditional write
 whose outcome is a value or a :class:`StaleWrite` the caller receives.
+
+Each write carries a ``write_id`` (a UUID made once, when the write is
+submitted) that the store records with the row it writes (``transitions`` and
+``output``). A write whose commit outcome was unknown (the connection died at
+COMMIT) is sent again with the same id, and the store recognises its own
+committed row: the retry returns what the first try did instead of being
+refused as stale or applied twice. Only a write the store would otherwise
+refuse (or drop as a duplicate) looks its id up, so the common path pays
+nothing for it.
 """
 
 import json
 import time
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from cortexd.lifecycle import State, sources
@@ -75,6 +86,7 @@ class Append:
     offset: int
     data: bytes
     now_ms: int
+    write_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
     def stale(self) -> StaleWrite:
         return StaleWrite(f"output for {self.task_id}/{self.attempt} from epoch "
@@ -95,6 +107,7 @@ class Transition:
     exit_code: int | None
     reason: str
     now_ms: int
+    write_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
     @property
     def allowed(self) -> frozenset[State]:
@@ -123,6 +136,9 @@ class BatchedWrites:
     """
 
     writer: GroupCommit[WriteOp, WriteResult]
+    #: Test hook: called with a batch right after it committed; raising from it makes
+    #: the commit's outcome look unknown to the writer (as a connection lost at COMMIT).
+    after_commit: Callable[[Sequence["WriteOp"]], None] | None = None
 
     async def transition(
         self,

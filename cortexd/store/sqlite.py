@@ -91,6 +91,7 @@ class SQLiteStore(BatchedWrites):
         self.path = Path(path)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite3.Connection | None = None
+        self.replays = 0  # writes whose retry found them already committed
         self.writer: GroupCommit[WriteOp, WriteResult] = GroupCommit(
             self._flush, max_batch=batch_max, delay_s=flush_delay_ms / 1000)
 
@@ -268,12 +269,13 @@ class SQLiteStore(BatchedWrites):
     async def transitions(self, task_id: str | None = None) -> list[TransitionRow]:
         def q() -> list[TransitionRow]:
             sql = ("SELECT task_id, attempt, from_state, to_state, node_epoch, accepted, at_ms, "
-                   "reason FROM transitions")
+                   "reason, coalesce(write_id, ''), node_id FROM transitions")
             args: tuple[str, ...] = ()
             if task_id is not None:
                 sql += " WHERE task_id=?"
                 args = (task_id,)
-            return [TransitionRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7])
+            return [TransitionRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7],
+                                  write_id=r[8], node_id=r[9])
                     for r in self.db.execute(sql + " ORDER BY id", args)]
         return await self._run(q)
 
@@ -299,6 +301,8 @@ class SQLiteStore(BatchedWrites):
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        if self.after_commit is not None:
+            self.after_commit(ops)
         return results
 
     def _transition(self, op: Transition) -> TaskRow:
@@ -308,10 +312,19 @@ class SQLiteStore(BatchedWrites):
             raise StaleWrite(f"task {op.task_id} does not exist")
         if not (current.attempt == op.attempt and current.node_epoch == op.node_epoch
                 and current.state in op.allowed):
+            seen = db.execute("SELECT accepted FROM transitions WHERE task_id=? AND write_id=?",
+                              (op.task_id, op.write_id.hex)).fetchone()
+            if seen is not None:  # a retry of a write that committed: answer as it did
+                self.replays += 1
+                if seen[0]:
+                    return current
+                raise op.refused(current)
             db.execute("INSERT INTO transitions (task_id, attempt, from_state, to_state, "
-                       "node_epoch, accepted, at_ms, reason) VALUES (?,?,?,?,?,0,?,?)",
+                       "node_epoch, accepted, at_ms, reason, write_id, node_id) "
+                       "VALUES (?,?,?,?,?,0,?,?,?,?)",
                        (op.task_id, op.attempt, current.state.value, op.to.value,
-                        op.node_epoch, op.now_ms, op.refusal_reason(current)))
+                        op.node_epoch, op.now_ms, op.refusal_reason(current), op.write_id.hex,
+                        op.node_id or ""))
             raise op.refused(current)
         nxt_attempt = op.attempt + 1 if op.new_attempt else op.attempt
         nxt_node = current.node_id if op.node_id is None else op.node_id
@@ -334,9 +347,11 @@ class SQLiteStore(BatchedWrites):
                        (op.to.value, op.exit_code, nxt_epoch,
                         op.now_ms if op.to.terminal else None, op.task_id, op.attempt))
         db.execute("INSERT INTO transitions (task_id, attempt, from_state, to_state, "
-                   "node_epoch, accepted, at_ms, reason) VALUES (?,?,?,?,?,1,?,?)",
+                   "node_epoch, accepted, at_ms, reason, write_id, node_id) "
+                   "VALUES (?,?,?,?,?,1,?,?,?,?)",
                    (op.task_id, nxt_attempt, current.state.value, op.to.value, nxt_epoch,
-                    op.now_ms, op.reason))
+                    op.now_ms, op.reason, op.write_id.hex,
+                    current.node_id if op.to is State.QUEUED else nxt_node))
         row = self._get(op.task_id)
         assert row is not None
         return row
@@ -345,13 +360,20 @@ class SQLiteStore(BatchedWrites):
         db = self.db
         row = db.execute("SELECT output_bytes FROM tasks WHERE task_id=? AND attempt=? "
                          "AND node_epoch=?", (op.task_id, op.attempt, op.node_epoch)).fetchone()
-        if row is None:
-            raise op.stale()
+        if row is None or op.offset + len(op.data) <= int(row[0]):
+            mine = db.execute("SELECT off, off + length(data) FROM output WHERE task_id=? "
+                              "AND attempt=? AND write_id=?",
+                              (op.task_id, op.attempt, op.write_id.hex)).fetchone()
+            if mine is not None:  # a retry of an append that committed
+                return int(mine[0]), int(mine[1])
+            if row is None:
+                raise op.stale()
         end = int(row[0])
         if op.offset > end or op.offset + len(op.data) <= end:
             return end, end
         chunk = op.data[end - op.offset:]
-        db.execute("INSERT INTO output VALUES (?,?,?,?)", (op.task_id, op.attempt, end, chunk))
+        db.execute("INSERT INTO output (task_id, attempt, off, data, write_id) "
+                   "VALUES (?,?,?,?,?)", (op.task_id, op.attempt, end, chunk, op.write_id.hex))
         new_end = end + len(chunk)
         db.execute("UPDATE tasks SET output_bytes=?, updated_ms=? WHERE task_id=?",
                    (new_end, op.now_ms, op.task_id))
