@@ -31,12 +31,14 @@ import asyncio
 import json
 import multiprocessing
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
 import uvloop
 
 from bench.harness import (
+    RESULTS,
     TICKS_PER_S,
     Bench,
     control_stub,
@@ -359,6 +361,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-ms", type=int, default=5000)
     p.add_argument("--bound-s", type=float, default=300.0, help="hard bound on a run")
     p.add_argument("--name", help="key in latest.json (default: the scenario)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="result file to merge into")
+    flood = p.add_argument_group("flood")
+    flood.add_argument("--stream-bps", type=int, default=15_000)
+    flood.add_argument("--prompt-every-s", type=float, default=5.0)
+    flood.add_argument("--watchers", type=int, default=100)
+    flood.add_argument("--drain-s", type=float, default=90.0,
+                       help="flood: bound on the wait after --seconds of printing")
     return p
 
 
@@ -380,7 +389,7 @@ def main() -> None:
     args = parser().parse_args()
     for name, result in run(args).items():
         print(name, json.dumps(result, indent=2), flush=True)
-        save(name, result)
+        save(name, result, args.out)
 
 
 if __name__ == "__main__":

@@ -342,13 +342,16 @@ class SimNode:
                 return
             limit = min(h.produced, h.acked + self.work.window_bytes)
             while h.sent < limit:
-                n = min(self.work.max_frame_bytes, limit - h.sent)
+                offset = h.sent
+                n = min(self.work.max_frame_bytes, limit - offset)
                 ok = await self._write(node_pb2.NodeFrame(output=node_pb2.TaskOutput(
-                    task_id=h.task_id, attempt=h.attempt, offset=h.sent,
+                    task_id=h.task_id, attempt=h.attempt, offset=offset,
                     data=self.work.output[:n] if n <= len(self.work.output) else b"x" * n)))
                 if not ok:
                     return
-                h.sent += n
+                # The hub's ack for this frame may have been handled during the write
+                # (it moves ``sent`` too), so set the position, never add to it.
+                h.sent = max(h.sent, offset + n)
                 self.stats.bytes_sent += n
             if h.finished and not h.finish_sent and h.sent >= h.produced:
                 h.finish_sent = await self._write(node_pb2.NodeFrame(
