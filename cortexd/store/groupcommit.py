@@ -95,16 +95,13 @@ class GroupCommit(Generic[Op, Res]):
         results: list[Res | Exception]
         try:
             results = list(await self._flush(ops))
-        except Exception as e:  # the whole batch failed: retry each write alone
-            if len(ops) == 1:
-                results = [e]
-            else:
-                results = []
-                for op in ops:
-                    try:
-                        results.extend(await self._flush([op]))
-                    except Exception as one:
-                        results.append(one)
+        except Exception:  # the whole batch failed: retry each write alone (once)
+            results = []
+            for op in ops:
+                try:
+                    results.extend(await self._flush([op]))
+                except Exception as one:
+                    results.append(one)
         self.batches += 1
         self.writes += len(ops)
         for (_, fut), res in zip(batch, results, strict=True):

@@ -231,8 +231,9 @@ class PostgresStore(BatchedWrites):
             raise StoreError(f"store {where}: cannot check or create its schema: {e}") from e
         finally:
             await conn.close()
-        # The pool logs every failed reconnect; the outage is logged once, by Outages.
-        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+        # psycopg and its pool log every failed reconnect and broken pipeline; the
+        # outage is logged once, by Outages.
+        logging.getLogger("psycopg").setLevel(logging.ERROR)
         self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=self.pool_size,
                                          kwargs={"autocommit": True}, open=False,
                                          name="cortex-store", timeout=POOL_WAIT_S,

@@ -3,6 +3,7 @@ output, schema versions, group commit. PostgreSQL runs at 127.0.0.1:5432 (tests/
 
 import asyncio
 import sqlite3
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -387,3 +388,208 @@ def test_task_limits_survive_the_store_and_a_transition(url: str) -> None:
             0, 0, 0)
 
     run(url, body)
+
+
+# -- writes retried after an unknown commit outcome (issue 4) -----------------------
+
+class LostAtCommit:
+    """The after_commit hook: the first ``times`` committed batches fail as if the
+    connection died at COMMIT (the writer cannot know they committed)."""
+
+    def __init__(self, error: Callable[[], Exception], times: int = 1) -> None:
+        self.error, self.left, self.fired = error, times, 0
+
+    def __call__(self, ops: object) -> None:
+        if self.left > 0:
+            self.left -= 1
+            self.fired += 1
+            raise self.error()
+
+
+def _pg_lost_connection() -> Exception:
+    import psycopg
+
+    return psycopg.OperationalError("consuming input failed: server closed the connection "
+                                    "unexpectedly (test hook, after COMMIT)")
+
+
+async def _assigned(store: Store, ids: list[str], epoch: int = 7) -> None:
+    for i in ids:
+        await store.create_task(task(i))
+    await asyncio.gather(*(store.transition(i, attempt=0, node_epoch=0, to=State.ASSIGNED,
+                                            new_attempt=True, node_id="n1",
+                                            new_node_epoch=epoch, now_ms=2) for i in ids))
+
+
+def _retry_after_commit_body(error: Callable[[], Exception]) -> Body:
+    async def body(store: Store) -> None:
+        ids = [f"t-{i:020d}" for i in range(6)]
+        await _assigned(store, ids)
+        hook = LostAtCommit(error)
+        store.after_commit = hook  # type: ignore[attr-defined]
+        # One batch: four transitions, two appends and one genuinely stale transition.
+        got = await asyncio.gather(
+            *(store.transition(i, attempt=1, node_epoch=7, to=State.RUNNING, now_ms=3)
+              for i in ids[:4]),
+            store.append_output(ids[4], 1, 7, 0, b"hello "),
+            store.append_output(ids[5], 1, 7, 0, b"world"),
+            store.transition(ids[4], attempt=1, node_epoch=6, to=State.RUNNING, now_ms=3),
+            return_exceptions=True)
+        assert hook.fired == 1
+        for row in got[:4]:  # committed on the first try: accepted, not "stale"
+            assert isinstance(row, TaskRow) and row.state is State.RUNNING, row
+        assert got[4:6] == [(0, 6), (0, 5)]  # what the committed append returned
+        assert isinstance(got[6], StaleWrite)  # a refusal stays a refusal
+        assert store.replays >= 5  # type: ignore[attr-defined]
+        history = await store.transitions()
+        running = [h for h in history if h.to_state == "RUNNING"]
+        assert sorted(h.task_id for h in running if h.accepted) == ids[:4]  # once each
+        refused = [h for h in running if not h.accepted]
+        assert len(refused) == 1 and refused[0].task_id == ids[4]  # recorded once
+        assert all(len(h.write_id) == 32 for h in history)
+        assert {h.node_id for h in history if h.accepted} == {"n1"}
+        assert await store.read_output(ids[4], 1, 0, 100) == b"hello "
+        assert await store.read_output(ids[5], 1, 0, 100) == b"world"
+        for i, want in ((ids[4], 6), (ids[5], 5)):
+            row = await store.get_task(i)
+            assert row is not None and row.output_bytes == want
+        # The next append continues at the durable end: nothing was written twice.
+        assert await store.append_output(ids[4], 1, 7, 6, b"again") == (6, 11)
+
+    return body
+
+
+def test_a_batch_whose_commit_failed_is_retried_without_stale_or_double_writes(
+        url: str) -> None:
+    """The group commit's one-at-a-time retry (a non-transient error after COMMIT)."""
+    run(url, _retry_after_commit_body(lambda: RuntimeError("lost at commit (test hook)")))
+
+
+def test_postgresql_retries_a_batch_lost_at_commit_and_logs_one_outage() -> None:
+    """A transient error after COMMIT: the PostgreSQL store retries the whole batch."""
+    with pg_schema() as url:
+        async def body(store: Store) -> None:
+            await _retry_after_commit_body(_pg_lost_connection)(store)
+            outages = store.outages  # type: ignore[attr-defined]
+            assert (outages.outages, outages.reachable) == (1, True)
+
+        run(url, body)
+
+
+def test_a_retried_transition_that_committed_a_new_attempt_returns_it(url: str) -> None:
+    async def body(store: Store) -> None:
+        await store.create_task(task())
+        store.after_commit = LostAtCommit(  # type: ignore[attr-defined]
+            lambda: RuntimeError("lost at commit"))
+        row = await store.transition(task().task_id, attempt=0, node_epoch=0,
+                                     to=State.ASSIGNED, new_attempt=True, node_id="n1",
+                                     new_node_epoch=3, now_ms=2)
+        assert (row.state, row.attempt, row.node_epoch) == (State.ASSIGNED, 1, 3)
+        (h,) = await store.transitions()
+        assert (h.accepted, h.attempt, h.node_epoch, h.node_id) == (True, 1, 3, "n1")
+
+    run(url, body)
+
+
+def test_postgresql_writes_survive_killed_connections() -> None:
+    """Store connections killed by pg_terminate_backend (a real lost connection, at
+    any moment, COMMIT included) while writes stream: every write ends once."""
+    import psycopg
+
+    with pg_schema() as base:
+        app = f"cortex_test_{uuid.uuid4().hex[:8]}"
+        url = f"{base}&application_name={app}"
+
+        async def body(store: Store) -> None:
+            ids = [f"t-{i:020d}" for i in range(12)]
+            await _assigned(store, ids)
+            done = asyncio.Event()
+            killed = 0
+
+            async def killer() -> None:
+                nonlocal killed
+                async with await psycopg.AsyncConnection.connect(base, autocommit=True) as c:
+                    for _ in range(8):  # a kill round every 0.2 s while the writes run
+                        await asyncio.sleep(0.2)
+                        if done.is_set():
+                            return
+                        cur = await c.execute(
+                            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM "
+                            "pg_stat_activity WHERE application_name = %s", (app,))
+                        row = await cur.fetchone()
+                        killed += int(row[0]) if row else 0
+
+            async def stream(task_id: str) -> list[tuple[int, int]]:
+                ends = []
+                for k in range(40):
+                    ends.append(await store.append_output(task_id, 1, 7, k * 4, b"%04d" % k))
+                    await asyncio.sleep(0.01)  # a node's pace: the writes span the kills
+                await store.transition(task_id, attempt=1, node_epoch=7, to=State.RUNNING,
+                                       now_ms=3)
+                await store.transition(task_id, attempt=1, node_epoch=7, to=State.SUCCEEDED,
+                                       exit_code=0, now_ms=4)
+                return ends
+
+            kill = asyncio.create_task(killer())
+            try:
+                results = await asyncio.gather(*(stream(i) for i in ids))
+            finally:
+                done.set()
+                await kill
+            assert killed > 0
+            for ends in results:
+                assert ends == [(k * 4, k * 4 + 4) for k in range(40)]
+            for i in ids:
+                assert await store.read_output(i, 1, 0, 1 << 20) == b"".join(
+                    b"%04d" % k for k in range(40))
+            history = await store.transitions()
+            assert not [h for h in history if not h.accepted]
+            assert len(history) == 3 * len(ids)
+            outages = store.outages  # type: ignore[attr-defined]
+            print(f"killed {killed} connections; {outages.outages} outages, "
+                  f"{outages.retries} retries, {store.replays} replayed writes")  # type: ignore[attr-defined]
+
+        run(url, body)
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    from cortexd.store.outage import Backoff
+
+    b = Backoff(initial_s=0.05, max_s=2.0)
+    assert [b.delay_s(n, lambda: 1.0) for n in (1, 2, 3)] == [0.05, 0.1, 0.2]
+    assert b.delay_s(50, lambda: 1.0) == 2.0 and b.delay_s(50, lambda: 0.0) == 1.0
+    assert b.delay_s(10_000) <= 2.0
+
+
+def test_outages_retry_transient_errors_and_give_up_only_when_closing() -> None:
+    from cortexd.store.outage import Backoff, Outages, StoreUnavailable
+
+    async def main() -> None:
+        o = Outages("test", lambda e: isinstance(e, ConnectionError), Backoff(0.001, 0.004))
+        calls = 0
+
+        async def flaky() -> str:
+            nonlocal calls
+            calls += 1
+            if calls < 5:
+                raise ConnectionError("down")
+            return "ok"
+
+        assert await o.call("read", flaky) == "ok"
+        assert (o.outages, o.retries, o.reachable) == (1, 4, True)
+
+        async def bad() -> None:
+            raise ValueError("not transient")
+
+        with pytest.raises(ValueError):
+            await o.call("read", bad)
+
+        async def down() -> None:
+            raise ConnectionError("still down")
+
+        o.give_up_after(0.05)
+        with pytest.raises(StoreUnavailable, match="closing"):
+            await o.call("write", down)
+        assert o.outages == 2 and not o.reachable
+
+    asyncio.run(main())
