@@ -150,16 +150,18 @@ def node_dict(node: pb.Node) -> dict[str, Any]:
         "agent_version": node.agent_version,
         "isolation": node.isolation,
         "shard": node.shard,
+        "hub_id": node.hub_id,
         "last_seen_ms": node.last_seen_ms,
     }
 
 
 def nodes_table(nodes: Sequence[pb.Node]) -> str:
-    rows = [[n.node_id, node_status(n), str(n.shard) if n.attached else "-",
+    rows = [[n.node_id, node_status(n), (n.hub_id or "-") if n.attached else "-",
+             str(n.shard) if n.attached else "-",
              str(n.session_epoch), f"{n.running}/{n.capacity}", labels(n.labels),
              n.agent_version or "-", n.isolation or "-", age(n.last_seen_ms)] for n in nodes]
-    headers = ["NODE", "STATUS", "SHARD", "EPOCH", "RUNNING", "LABELS", "AGENT", "ISOLATION",
-               "SEEN"]
+    headers = ["NODE", "STATUS", "HUB", "SHARD", "EPOCH", "RUNNING", "LABELS", "AGENT",
+               "ISOLATION", "SEEN"]
     return table(headers, rows, right=("SHARD", "EPOCH", "RUNNING", "SEEN"))
 
 
@@ -167,6 +169,7 @@ def nodes_table(nodes: Sequence[pb.Node]) -> str:
 
 def shard_dict(shard: pb.Shard) -> dict[str, Any]:
     return {
+        "hub_id": shard.hub_id,
         "shard": shard.shard,
         "pid": shard.pid,
         "alive": shard.alive,
@@ -180,9 +183,9 @@ def shard_dict(shard: pb.Shard) -> dict[str, Any]:
 
 
 def shards_table(shards: Sequence[pb.Shard]) -> str:
-    rows = [[str(s.shard), str(s.pid), "yes" if s.alive else "NO", str(s.nodes),
-             str(s.restarts), str(s.frames_in), str(s.frames_out),
+    rows = [[s.hub_id or "-", str(s.shard), str(s.pid), "yes" if s.alive else "NO",
+             str(s.nodes), str(s.restarts), str(s.frames_in), str(s.frames_out),
              size(s.ring_in_used_bytes), size(s.ring_out_used_bytes)] for s in shards]
-    headers = ["SHARD", "PID", "ALIVE", "NODES", "RESTARTS", "FRAMES_IN", "FRAMES_OUT",
+    headers = ["HUB", "SHARD", "PID", "ALIVE", "NODES", "RESTARTS", "FRAMES_IN", "FRAMES_OUT",
                "RING_IN", "RING_OUT"]
-    return table(headers, rows, right=tuple(h for h in headers if h != "ALIVE"))
+    return table(headers, rows, right=tuple(h for h in headers if h not in ("ALIVE", "HUB")))

@@ -29,6 +29,9 @@ FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--tls-client-ca-file", {"help": "require client certificates from this CA"}),
     ("--store", {"help": "sqlite:///PATH (default: STATE_DIR/cortex.db) or "
                           "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB"}),
+    ("--coordination", {"help": "local (one hub host alone) or redis://HOST:PORT/DB"
+                                 "[?prefix=NAME] (several hub hosts)"}),
+    ("--hub-id", {"help": "this hub host's name in the cluster (default HOSTNAME:NODE_PORT)"}),
     ("--heartbeat-interval-ms", {"type": int}),
     ("--node-grace-s", {"type": float}),
     ("--max-frame-bytes", {"type": int}),
@@ -67,6 +70,14 @@ def _check_config(settings: config.Settings) -> int:
     except StoreError as e:
         print(f"cortexd: configuration is valid, but {e}", file=sys.stderr)
         return exitcodes.CONFIG_ERROR
+    if settings.coordination != "local":
+        from cortexd.coord.redis import check
+
+        try:
+            line += "; " + asyncio.run(check(settings.coordination))
+        except ConfigError as e:
+            print(f"cortexd: configuration is valid, but {e}", file=sys.stderr)
+            return exitcodes.CONFIG_ERROR
     print(f"cortexd: configuration is valid; {line}")
     return exitcodes.OK
 
@@ -83,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         return exitcodes.CONFIG_ERROR
     if args.print_config:
         shown = settings.to_dict()
+        from cortexd.coord.redis import redact as redact_coordination
         from cortexd.store.postgres import redact
 
         shown["store"] = redact(shown["store"])
+        shown["coordination"] = redact_coordination(shown["coordination"])
         print(json.dumps(shown, indent=2))
         return exitcodes.OK
     if args.check_config:

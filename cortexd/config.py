@@ -8,6 +8,7 @@ naming it (exit code CONFIG_ERROR), never a crash later in a child process.
 
 import dataclasses
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -38,6 +39,10 @@ class Settings:
     store_pool_size: int = 4  # PostgreSQL connections per control process
     store_batch_max_rows: int = 512  # group commit: writes per transaction, at most
     store_flush_delay_ms: float = 0.0  # group commit: hold a batch open this long
+    coordination: str = "local"  # local | redis://HOST:PORT/DB[?prefix=NAME]
+    hub_id: str = ""  # this hub host's name in the cluster; "" = HOSTNAME:NODE_PORT
+    lease_ttl_ms: int = 5_000  # host and shard leases in Redis (renewed every TTL/3)
+    queue_scan_s: float = 5.0  # clustered: adopt tasks left QUEUED by a lost offer or host
     heartbeat_interval_ms: int = 5_000  # the shortest interval; it grows with the fleet
     max_heartbeats_per_s: int = 200  # fleet-wide heartbeat budget that sets the interval
     node_grace_s: float = 60.0
@@ -50,6 +55,10 @@ class Settings:
     max_queued_tasks: int = 100_000
     max_watchers: int = 1_000
     attach_timeout_s: float = 10.0
+    # Attach admission per hub host, split evenly over the shards (docs/architecture.md,
+    # "Attach admission"); the rest are told RetryLater. 0 = unlimited.
+    admit_per_s: int = 500
+    max_pending_attaches: int = 1_000
     shutdown_grace_s: float = 10.0
     child_timeout_s: float = 10.0
     max_restarts_per_minute: int = 5
@@ -59,6 +68,10 @@ class Settings:
     @property
     def store_url(self) -> str:
         return self.store or f"sqlite:///{self.state_dir / 'cortex.db'}"
+
+    @property
+    def host_id(self) -> str:
+        return self.hub_id or f"{socket.gethostname()}:{split_host_port(self.node_listen)[1]}"
 
     @property
     def tls(self) -> ServerTLS:
@@ -92,6 +105,7 @@ class Settings:
             raise ConfigError("store_batch_max_rows must be 1..8192 and store_pool_size 1..64")
         if not 0 <= self.store_flush_delay_ms <= 100:
             raise ConfigError("store_flush_delay_ms must be between 0 and 100")
+        self._validate_cluster()
         if self.max_frame_bytes < 64 << 10:
             raise ConfigError("max_frame_bytes must be at least 65536")
         if self.ring_capacity_bytes < 2 * self.max_frame_bytes + 4096:
@@ -101,6 +115,25 @@ class Settings:
                      "max_queued_tasks", "max_watchers"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        self._validate_admission()
+
+    def _validate_admission(self) -> None:
+        if not 0 <= self.admit_per_s <= 1_000_000:
+            raise ConfigError("admit_per_s must be between 0 (unlimited) and 1000000")
+        if not 0 <= self.max_pending_attaches <= 1_000_000:
+            raise ConfigError("max_pending_attaches must be between 0 (unlimited) and 1000000")
+
+    def _validate_cluster(self) -> None:
+        if self.coordination != "local":
+            from cortexd.coord.redis import split_url
+
+            split_url(self.coordination)
+        if self.hub_id and not all(c.isalnum() or c in "-_.:" for c in self.hub_id):
+            raise ConfigError(f"hub_id {self.hub_id!r}: use letters, digits and - _ . :")
+        if not 300 <= self.lease_ttl_ms <= 600_000:
+            raise ConfigError("lease_ttl_ms must be between 300 and 600000")
+        if not 0.1 <= self.queue_scan_s <= 3600:
+            raise ConfigError("queue_scan_s must be between 0.1 and 3600")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Settings":

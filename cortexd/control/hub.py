@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cortex import logs
@@ -26,6 +26,7 @@ from cortexd.config import Settings
 from cortexd.control.journals import JournalCache
 from cortexd.control.logreads import LogReads
 from cortexd.control.watchers import Watchers
+from cortexd.coord import Coordinator, DirEntry, LocalCoordinator, Message, ShardReport
 from cortexd.ipc import messages as m
 from cortexd.ipc.link import RingLink
 from cortexd.lifecycle import ACTIVE, State, finished_state
@@ -36,6 +37,14 @@ from cortexd.store import NodeRow, StaleWrite, Store, TaskRow
 #: Rejections after which a new attempt may succeed (the envelope was fine).
 RETRYABLE_REJECTIONS = frozenset({"stale_epoch", "expired", "capacity", "draining"})
 MAX_PLACEMENTS_PER_PASS = 512
+#: Clustered: a task is offered on to another host at most this often in a row.
+MAX_OFFER_HOPS = 3
+MAX_OFFERS_PER_PASS = 512
+#: Clustered: events queued for watchers on other hosts, at most (then dropped:
+#: a remote Watch also re-reads the store when it hears nothing for a while).
+MAX_REMOTE_EVENTS = 10_000
+MAX_REMOTE_WATCHED = 10_000
+REMOTE_WATCH_S = 30.0
 
 
 def now_ms() -> int:
@@ -67,6 +76,7 @@ class NodeState:
     running: set[str] = field(default_factory=set)
     last_picked: int = 0
     isolation: str = ""  # Hello.isolation: "cgroup" or "process-group" ("" before attach)
+    published_running: int = -1  # clustered: the running count last put in the directory
 
 
 @dataclass(slots=True)
@@ -77,6 +87,20 @@ class ShardInfo:
     nodes: int = 0
     frames_in: int = 0
     frames_out: int = 0
+
+
+_TASK_FIELDS = tuple(f.name for f in fields(TaskRow))
+
+
+def pack_row(row: TaskRow) -> list[Any]:
+    return [getattr(row, name).value if name == "state" else getattr(row, name)
+            for name in _TASK_FIELDS]
+
+
+def unpack_row(values: list[Any]) -> TaskRow:
+    kw = dict(zip(_TASK_FIELDS, values, strict=True))
+    kw["state"] = State(kw["state"])
+    return TaskRow(**kw)
 
 
 def spec_of(task: TaskRow) -> bytes:
@@ -108,7 +132,49 @@ class Hub:
         self._grace: dict[str, asyncio.TimerHandle] = {}
         self._picks = 0
         self._background: set[asyncio.Task[None]] = set()
+        # Coordination with other hub hosts (cortexd/coord); local = alone.
+        self.coord: Coordinator = LocalCoordinator(hub_id)
+        self.hops: dict[str, int] = {}  # queued task -> times it was offered between hosts
+        self.remote_watch: dict[str, dict[str, float]] = {}  # task -> {host: until}
+        self._remote_events: asyncio.Queue[tuple[str, Message]] = asyncio.Queue(
+            MAX_REMOTE_EVENTS)
+        self.remote_events_dropped = 0
+        self._suspects: dict[str, int] = {}  # janitor: node -> epoch seen orphaned once
+        self.fenced_frames = 0
         self.log = logs.get()
+
+    # -- events for watchers, here and on other hosts ------------------------------
+
+    def publish(self, task_id: str, event: tuple[str, Any]) -> None:
+        self.watchers.publish(task_id, event)
+        hosts = self.remote_watch.get(task_id)
+        if not hosts:
+            return
+        kind, payload = event
+        if kind == "state":
+            msg: Message = ["event", task_id, "state", pack_row(payload)]
+        elif kind == "output":
+            msg = ["event", task_id, "output", *payload]
+        elif kind == "prompt":
+            msg = ["event", task_id, "prompt", payload.SerializeToString()]
+        else:
+            return
+        now = time.monotonic()
+        for host, until in list(hosts.items()):
+            if until < now:
+                del hosts[host]
+                continue
+            try:
+                self._remote_events.put_nowait((host, msg))
+            except asyncio.QueueFull:
+                self.remote_events_dropped += 1
+        if not hosts:
+            del self.remote_watch[task_id]
+
+    async def send_remote_events(self) -> None:
+        while True:
+            host, msg = await self._remote_events.get()
+            await self.coord.send(host, msg)
 
     # -- start-up -----------------------------------------------------------------
 
@@ -205,6 +271,8 @@ class Hub:
         await self.store.node_attached(NodeRow(node_id, epoch, node.labels, node.capacity,
                                                node.agent_version, shard, True,
                                                node.last_seen_ms))
+        self._suspects.pop(node_id, None)
+        self.coord.node_up(self.dir_entry(node), node_id)
         welcome = node_pb2.Welcome(session_epoch=epoch, hub_id=self.hub_id, shard=shard,
                                    heartbeat_interval_ms=self.heartbeat_interval_ms())
         resend: list[TaskRow] = []
@@ -249,6 +317,10 @@ class Hub:
                 task_id=task.task_id, attempt=task.attempt, reason="cancel requested")))
         self.kick()
 
+    def dir_entry(self, node: NodeState) -> DirEntry:
+        return DirEntry(self.coord.host_id, node.shard, node.epoch, node.labels, node.capacity,
+                        len(node.running), node.draining)
+
     def heartbeat_interval_ms(self) -> int:
         """The interval a node is asked for: it grows with the fleet (DESIGN §3).
 
@@ -267,6 +339,7 @@ class Hub:
         node.attached = False
         node.last_seen_ms = now_ms()
         self.log_reads.node_gone(node_id)
+        self.coord.node_down(node_id, epoch)
         await self.store.node_detached(node_id, epoch, node.last_seen_ms)
         self.log.info("node_gone", node=node_id, epoch=epoch, reason=reason,
                       running=len(node.running))
@@ -298,10 +371,23 @@ class Hub:
         node = self.nodes.get(node_id)
         if node is None or node.attached or node.epoch != epoch:
             return
+        if self.coord.clustered and not await self._still_gone(node_id, epoch):
+            return
         for task in await self.store.tasks_in(ACTIVE, node_id):
             await self._finish(task, State.LOST,
                                reason=f"node missed its grace of {self.settings.node_grace_s} s")
         node.running.clear()
+
+    async def _still_gone(self, node_id: str, epoch: int) -> bool:
+        """Clustered: is session ``epoch`` still the node's newest, and not attached at a
+        live host? (It may have re-attached anywhere: then that host owns its tasks.)"""
+        rows = [r for r in await self.store.list_nodes() if r.node_id == node_id]
+        if rows and rows[0].session_epoch != epoch:
+            return False
+        entry = await self.coord.lookup(node_id)
+        return not (entry is not None and entry.epoch >= epoch
+                    and entry.host in await self.coord.live_hosts()
+                    and entry.host != self.coord.host_id)
 
     # -- node frames --------------------------------------------------------------
 
@@ -310,6 +396,8 @@ class Hub:
         node = self.nodes.get(node_id)
         if node is None:
             return
+        if node.epoch == epoch and not node.attached:
+            self.fenced_frames += 1  # its shard lost its lease: the store will refuse it
         kind = frame.WhichOneof("kind")
         if kind == "output":
             await self._on_output(node, epoch, frame.output)
@@ -347,7 +435,7 @@ class Hub:
             return
         if after > before:
             fresh = out.data[before - out.offset:]
-            self.watchers.publish(out.task_id, ("output", (out.attempt, before, fresh)))
+            self.publish(out.task_id, ("output", (out.attempt, before, fresh)))
             await self.journals.appended(out.task_id, out.attempt, before, fresh)
         if node.epoch == epoch:
             await self.send_node(node, node_pb2.HubFrame(ack=node_pb2.OutputAck(
@@ -365,7 +453,7 @@ class Hub:
         self.prompts[ev.task_id] = ev
         while len(self.prompts) > MAX_LAST_PROMPTS:
             self.prompts.popitem(last=False)
-        self.watchers.publish(ev.task_id, ("prompt", ev))
+        self.publish(ev.task_id, ("prompt", ev))
 
     def last_prompt(self, task_id: str, attempt: int) -> node_pb2.PromptEvent | None:
         ev = self.prompts.get(task_id)
@@ -388,7 +476,7 @@ class Hub:
                 await self._kill_stray(node, epoch, st.task_id, st.attempt,
                                        "attempt superseded")
             return
-        self.watchers.publish(row.task_id, ("state", row))
+        self.publish(row.task_id, ("state", row))
 
     async def _on_finished(self, node: NodeState, epoch: int, fin: node_pb2.TaskFinished) -> None:
         if not is_task_id(fin.task_id):
@@ -410,9 +498,9 @@ class Hub:
             else:
                 node.running.discard(row.task_id)
                 self.progress.pop(row.task_id, None)
-                self.watchers.publish(row.task_id, ("state", row))
+                self.publish(row.task_id, ("state", row))
                 self.kick()
-        if node.epoch == epoch:
+        if node.epoch == epoch and node.attached:  # never ack through a fenced session
             await self.send_node(node, node_pb2.HubFrame(finished_ack=node_pb2.FinishedAck(
                 task_id=fin.task_id, attempt=fin.attempt)))
 
@@ -437,7 +525,7 @@ class Hub:
         if retry:
             self.queue[row.task_id] = row
             self.kick()
-        self.watchers.publish(row.task_id, ("state", row))
+        self.publish(row.task_id, ("state", row))
 
     async def _finish(self, task: TaskRow, state: State, reason: str) -> None:
         try:
@@ -449,7 +537,7 @@ class Hub:
         if (node := self.nodes.get(task.node_id)) is not None:
             node.running.discard(task.task_id)
         self.progress.pop(task.task_id, None)
-        self.watchers.publish(row.task_id, ("state", row))
+        self.publish(row.task_id, ("state", row))
 
     # -- scheduling -----------------------------------------------------------------
 
@@ -469,15 +557,21 @@ class Hub:
         candidates = {n.node_id: Candidate(n.node_id, n.labels, n.capacity, len(n.running),
                                            n.attached, n.draining, n.last_picked)
                       for n in self.nodes.values() if n.attached and not n.draining}
-        if not candidates or not self.queue:
+        if not self.queue:
+            return
+        if not candidates:
+            if self.coord.clustered:
+                await self._offer_remote(list(self.queue.values())[:MAX_OFFERS_PER_PASS])
             return
         placed: list[tuple[TaskRow, NodeState]] = []
+        unplaced: list[TaskRow] = []
         for task in list(self.queue.values()):
             if len(placed) >= MAX_PLACEMENTS_PER_PASS:
                 self.kick()  # more next pass
                 break
             cand = pick(candidates.values(), task.selector, task.node_pin)
             if cand is None:
+                unplaced.append(task)
                 continue
             self._picks += 1
             cand.running += 1
@@ -486,7 +580,10 @@ class Hub:
             node.last_picked = self._picks
             node.running.add(task.task_id)
             del self.queue[task.task_id]
+            self.hops.pop(task.task_id, None)
             placed.append((task, node))
+        if unplaced and self.coord.clustered:
+            await self._offer_remote(unplaced[:MAX_OFFERS_PER_PASS])
         assigned: list[tuple[TaskRow, NodeState]] = []
         for task, node in placed:
             try:
@@ -497,9 +594,40 @@ class Hub:
             except StaleWrite:  # cancelled meanwhile
                 node.running.discard(task.task_id)
                 continue
-            self.watchers.publish(row.task_id, ("state", row))
+            self.publish(row.task_id, ("state", row))
             assigned.append((row, node))
         await self._dispatch_envelopes(assigned)
+
+    async def _offer_remote(self, tasks: list[TaskRow]) -> None:
+        """Offer tasks no local node can take to a host whose node can (directory hint).
+
+        The receiving host re-reads the task and schedules it onto its own node with
+        the usual conditional write; if the offer is lost, the task is still QUEUED
+        in the store and a queue scan adopts it again.
+        """
+        directory = await self.coord.directory(max_age_s=1.0)
+        if not directory:
+            return
+        live = await self.coord.live_hosts()
+        me = self.coord.host_id
+        remote = {nid: (e, Candidate(nid, e.labels, max(e.capacity, 1), e.running, True,
+                                     e.draining))
+                  for nid, e in directory.items() if e.host != me and e.host in live}
+        if not remote:
+            return
+        cands = [c for _, c in remote.values()]
+        for task in tasks:
+            hops = self.hops.get(task.task_id, 0)
+            if hops >= MAX_OFFER_HOPS or task.task_id not in self.queue:
+                continue
+            cand = pick(cands, task.selector, task.node_pin)
+            if cand is None:
+                continue
+            cand.running += 1
+            host = remote[cand.node_id][0].host
+            if await self.coord.send(host, ["offer", task.task_id, hops + 1]):
+                self.queue.pop(task.task_id, None)
+                self.hops.pop(task.task_id, None)
 
     async def _dispatch_envelopes(self, batch: list[tuple[TaskRow, NodeState]]) -> None:
         if not batch:
@@ -511,6 +639,185 @@ class Hub:
             if node.attached and node.epoch == task.node_epoch:
                 await self.send_node(node, frame)
 
+    # -- coordination with other hub hosts (clustered only) ----------------------------
+
+    async def on_message(self, msg: Message) -> None:
+        """A message from another hub host (at-least-once: every branch is idempotent)."""
+        kind = msg[0]
+        if kind == "offer":
+            task_id, hops = str(msg[1]), int(msg[2])
+            if task_id in self.queue or not is_task_id(task_id):
+                return
+            row = await self.store.get_task(task_id)
+            if row is not None and row.state is State.QUEUED:
+                self.queue[task_id] = row
+                self.hops[task_id] = hops
+                self.kick()
+        elif kind in ("cancel", "input"):
+            task_id, attempt = str(msg[1]), int(msg[2])
+            task = await self.store.get_task(task_id) if is_task_id(task_id) else None
+            if task is None or task.attempt != attempt or task.state not in ACTIVE:
+                return
+            node = self.nodes.get(task.node_id)
+            if node is None or not node.attached:
+                return
+            frame = (node_pb2.HubFrame(cancel=node_pb2.CancelTask(
+                task_id=task_id, attempt=attempt, reason=str(msg[3]))) if kind == "cancel"
+                else node_pb2.HubFrame(input=node_pb2.TaskInput(
+                    task_id=task_id, attempt=attempt, data=bytes(msg[3]))))
+            await self.send_node(node, frame)
+        elif kind == "close":
+            node_id, epoch = str(msg[1]), int(msg[2])
+            node = self.nodes.get(node_id)
+            if node is not None and node.epoch == epoch and node.attached:
+                self.log.info("node_moved", node=node_id, epoch=epoch)
+                await self._to_shard(node.shard, m.pack(m.CLOSE, node_id, epoch,
+                                                        "the node attached to another hub"))
+        elif kind == "watch":
+            task_id, host, seconds = str(msg[1]), str(msg[2]), float(msg[3])
+            if task_id in self.remote_watch or len(self.remote_watch) < MAX_REMOTE_WATCHED:
+                self.remote_watch.setdefault(task_id, {})[host] = time.monotonic() + seconds
+        elif kind == "event":
+            self._remote_event(str(msg[1]), msg[2:])
+
+    def _remote_event(self, task_id: str, ev: list[Any]) -> None:
+        """An event of a task on another host, for watchers here."""
+        if ev[0] == "state":
+            self.watchers.publish(task_id, ("state", unpack_row(ev[1])))
+        elif ev[0] == "output":
+            self.watchers.publish(task_id, ("output", (int(ev[1]), int(ev[2]), bytes(ev[3]))))
+        elif ev[0] == "prompt":
+            self.watchers.publish(task_id, ("prompt", node_pb2.PromptEvent.FromString(ev[1])))
+
+    async def watch_remote(self, task_id: str) -> None:
+        """Ask every other host to send this host a task's events (a Watch here)."""
+        if self.coord.clustered:
+            await self.coord.broadcast(["watch", task_id, self.coord.host_id, REMOTE_WATCH_S])
+
+    async def run_coordination(self) -> None:
+        """Leases, directory upkeep, the orphan janitor and the queue scan."""
+        period = self.settings.lease_ttl_ms / 3000
+        beats: dict[int, tuple[int, float]] = {}
+        lease_ok: dict[int, bool] = {}
+        next_scan = time.monotonic() + self.settings.queue_scan_s
+        while True:
+            await asyncio.sleep(period)
+            try:
+                now = time.monotonic()
+                alive = set()
+                for index, link in self.links.items():
+                    beat = link.rx.producer_heartbeat
+                    last = beats.get(index)
+                    if last is None or last[0] != beat:
+                        beats[index] = last = (beat, now)
+                    ok = now - last[1] < self.settings.lease_ttl_ms / 1000
+                    if ok:
+                        alive.add(index)
+                    elif lease_ok.get(index, True):
+                        await self.shard_lease_lost(index)
+                    lease_ok[index] = ok
+                if await self.coord.renew(alive, self._shard_reports()):
+                    self.log.warning("coordination_flushed", republish=sum(
+                        n.attached for n in self.nodes.values()))
+                    for node in self.nodes.values():
+                        node.published_running = -1
+                self._publish_directory()
+                if now >= next_scan:
+                    next_scan = now + self.settings.queue_scan_s
+                    await self._janitor()
+                    await self._scan_queue()
+                if self.queue:
+                    self.kick()
+            except Exception:
+                self.log.exception("coordination_pass_failed")
+
+    def _shard_reports(self) -> list[ShardReport]:
+        counts: dict[int, int] = {}
+        for n in self.nodes.values():
+            if n.attached:
+                counts[n.shard] = counts.get(n.shard, 0) + 1
+        return [ShardReport(self.coord.host_id, i, info.pid, info.alive, info.restarts,
+                            counts.get(i, 0), info.frames_in, info.frames_out)
+                for i, info in sorted(self.shards.items())]
+
+    def _publish_directory(self) -> None:
+        for node in self.nodes.values():
+            if node.attached and node.published_running != len(node.running):
+                node.published_running = len(node.running)
+                self.coord.node_up(self.dir_entry(node), node.node_id)
+
+    async def shard_lease_lost(self, shard: int) -> None:
+        """A shard stopped beating (paused, hung) past its lease: fence its sessions.
+
+        Each of its nodes is detached and the node's active tasks are moved to a
+        fresh epoch that no session holds, so whatever the shard forwards when it
+        resumes is refused by the store (and recorded); the node re-attaches
+        (here or at another host) and reconciliation rebinds its tasks.
+        """
+        fenced = [n for n in self.nodes.values() if n.attached and n.shard == shard]
+        self.log.warning("shard_lease_lost", shard=shard, nodes=len(fenced))
+        for node in fenced:
+            await self.fence(node, f"shard {shard} lost its lease")
+
+    async def fence(self, node: NodeState, reason: str) -> None:
+        epoch = node.epoch
+        await self.on_detach(node.node_id, epoch, reason)
+        fence_epoch = await self.store.mint_epoch()
+        for task in await self.store.tasks_in(ACTIVE, node.node_id):
+            if task.node_epoch == epoch:
+                await self.store.rebind_epoch(task.task_id, task.attempt, node.node_id,
+                                              fence_epoch)
+        await self._to_shard(node.shard, m.pack(m.CLOSE, node.node_id, epoch, reason))
+
+    async def _janitor(self) -> None:
+        """Take over nodes the store says are attached at a host that is gone.
+
+        Seen orphaned on two passes in a row (a flushed directory is republished
+        well within one), such a node is marked detached and gets the grace
+        period here; if it re-attaches anywhere, that host's epoch wins.
+        """
+        directory = await self.coord.directory(max_age_s=0)
+        live = await self.coord.live_hosts()
+        me = self.coord.host_id
+        for row in await self.store.list_nodes():
+            local = self.nodes.get(row.node_id)
+            if not row.attached or (local is not None and local.attached):
+                self._suspects.pop(row.node_id, None)
+                continue
+            entry = directory.get(row.node_id)
+            if entry is not None and entry.host != me and entry.host in live \
+                    and entry.epoch >= row.session_epoch:
+                self._suspects.pop(row.node_id, None)
+                continue
+            if self._suspects.get(row.node_id) != row.session_epoch:
+                self._suspects[row.node_id] = row.session_epoch
+                continue
+            del self._suspects[row.node_id]
+            if not await self.store.node_detached(row.node_id, row.session_epoch, now_ms()):
+                continue
+            self.log.warning("node_orphaned", node=row.node_id, epoch=row.session_epoch,
+                             host=entry.host if entry else None)
+            if local is None or local.epoch <= row.session_epoch:
+                self.nodes[row.node_id] = NodeState(
+                    row.node_id, row.session_epoch, row.shard, row.labels, row.capacity,
+                    row.agent_version, attached=False, last_seen_ms=now_ms())
+            self._start_grace(row.node_id, row.session_epoch)
+
+    async def _scan_queue(self) -> None:
+        """Adopt tasks QUEUED in the store that no host seems to hold (a lost offer, a
+        dead host). Two hosts holding one task is safe: one conditional write wins."""
+        cutoff = now_ms() - int(self.settings.queue_scan_s * 1000)
+        adopted = 0
+        for row in await self.store.list_tasks(State.QUEUED, "", 1000):
+            if row.task_id not in self.queue and row.updated_ms < cutoff \
+                    and len(self.queue) < self.settings.max_queued_tasks:
+                self.queue[row.task_id] = row
+                self.hops.pop(row.task_id, None)
+                adopted += 1
+        if adopted:
+            self.log.info("queue_adopted", tasks=adopted)
+            self.kick()
+
     # -- Control API operations -------------------------------------------------------
 
     async def submit(self, task: TaskRow) -> tuple[TaskRow, bool]:
@@ -520,7 +827,7 @@ class Hub:
         row, created = await self.store.create_task(task)
         if created:
             self.queue[row.task_id] = row
-            self.watchers.publish(row.task_id, ("state", row))
+            self.publish(row.task_id, ("state", row))
             self.kick()
         return row, not created
 
@@ -545,7 +852,7 @@ class Hub:
             except StaleWrite:
                 return await self.cancel(task_id, reason)  # it was placed meanwhile
             self.queue.pop(task_id, None)
-            self.watchers.publish(task_id, ("state", row))
+            self.publish(task_id, ("state", row))
             return row
         cancelled = await self.store.request_cancel(task_id)
         assert cancelled is not None
@@ -554,7 +861,19 @@ class Hub:
         if node is not None and node.attached and row.state in ACTIVE:
             await self.send_node(node, node_pb2.HubFrame(cancel=node_pb2.CancelTask(
                 task_id=task_id, attempt=row.attempt, reason=reason or "cancel requested")))
+        elif row.state in ACTIVE and (host := await self._remote_host(row.node_id)):
+            await self.coord.send(host, ["cancel", task_id, row.attempt,
+                                         reason or "cancel requested"])
         return row
+
+    async def _remote_host(self, node_id: str) -> str | None:
+        """The live host another hub says a node is attached to, if any."""
+        if not self.coord.clustered:
+            return None
+        entry = await self.coord.lookup(node_id)
+        if entry is None or entry.host == self.coord.host_id:
+            return None
+        return entry.host if entry.host in await self.coord.live_hosts() else None
 
     async def send_input(self, task_id: str, data: bytes) -> int:
         task = await self.get(task_id)
@@ -563,6 +882,9 @@ class Hub:
                                f"task {task_id} is {task.state.value}; input needs a running task")
         node = self.nodes.get(task.node_id)
         if node is None or not node.attached:
+            if host := await self._remote_host(task.node_id):
+                await self.coord.send(host, ["input", task_id, task.attempt, data])
+                return task.attempt
             raise RequestError("UNAVAILABLE", f"node {task.node_id} is not attached; retry later")
         await self.send_node(node, node_pb2.HubFrame(input=node_pb2.TaskInput(
             task_id=task_id, attempt=task.attempt, data=data)))

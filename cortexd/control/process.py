@@ -9,7 +9,6 @@ calls, let streams finish, close the store (flushing it).
 import asyncio
 import os
 import signal
-import socket
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -25,6 +24,7 @@ from cortexd.childproc import RingPaths, install_stop_signals, read_report, repo
 from cortexd.config import Settings
 from cortexd.control.hub import Hub, ShardInfo
 from cortexd.control.service import ControlService
+from cortexd.coord import make_coordinator
 from cortexd.ingress.auth import CONTROL_METHODS, Authenticator, AuthInterceptor
 from cortexd.ingress.server import BindError, build_server
 from cortexd.ipc.link import RingLink
@@ -60,7 +60,9 @@ class Control:
             report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.CONFIG_ERROR)
             return exitcodes.CONFIG_ERROR
         encoder = make_encoder(s.signer, key, s.envelope_ttl_ms, s.signer_pool_workers)
-        hub = Hub(s, store, encoder, hub_id=socket.gethostname())
+        hub = Hub(s, store, encoder, hub_id=s.host_id)
+        hub.coord = make_coordinator(s.coordination, s.host_id, s.lease_ttl_ms,
+                                     s.control_listen)
         await hub.recover()
         for index, paths in enumerate(self.rings):
             link = RingLink(Ring(paths.down), Ring(paths.up), paths.up_wake, paths.down_wake)
@@ -84,6 +86,10 @@ class Control:
         tasks = [asyncio.create_task(hub.serve_shard(i, link)) for i, link in hub.links.items()]
         tasks.append(asyncio.create_task(hub.run_scheduler()))
         tasks.append(asyncio.create_task(watch_parent(self.parent_pid, self.stop.set)))
+        if hub.coord.clustered:
+            await hub.coord.open(hub.on_message)
+            tasks.append(asyncio.create_task(hub.run_coordination()))
+            tasks.append(asyncio.create_task(hub.send_remote_events()))
         loop.add_reader(self.conn.fileno(), self._from_supervisor, hub)
         hub.kick()
         report(self.conn, "ready", pid=os.getpid(), control_port=port)
@@ -95,6 +101,7 @@ class Control:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         encoder.close()
+        await hub.coord.close()  # releases this host's leases
         for link in hub.links.values():
             link.close()
         await store.close()

@@ -1,5 +1,6 @@
 """The Control gRPC service: validation at the edge, then the Hub does the work."""
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -8,7 +9,7 @@ import grpc
 
 from cortex.ids import ENV_NAME_RE, IDEMPOTENCY_KEY_RE, check_labels, is_node_id, new_task_id
 from cortex.v1 import control_pb2, control_pb2_grpc, node_pb2
-from cortexd.control.hub import Hub, RequestError
+from cortexd.control.hub import REMOTE_WATCH_S, Hub, RequestError
 from cortexd.control.logreads import read_task_logs
 from cortexd.control.watchers import Watcher
 from cortexd.lifecycle import State
@@ -18,6 +19,7 @@ MAX_COMMAND_BYTES = 64 << 10
 MAX_INPUT_BYTES = 64 << 10
 MAX_ENV = 256
 WATCH_CHUNK = 256 << 10
+WATCH_POLL_S = 2.0  # clustered: a quiet Watch re-reads the task from the store this often
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -137,13 +139,30 @@ class ControlService(control_pb2_grpc.ControlServicer):
 
     async def ListNodes(self, request: control_pb2.ListNodesRequest,  # noqa: N802
                         context: Ctx) -> control_pb2.ListNodesResponse:
-        return control_pb2.ListNodesResponse(nodes=[
-            control_pb2.Node(node_id=n.node_id, attached=n.attached, session_epoch=n.epoch,
-                             labels=n.labels, capacity=n.capacity, running=len(n.running),
-                             agent_version=n.agent_version, shard=n.shard,
-                             last_seen_ms=n.last_seen_ms, draining=n.draining,
-                             isolation=n.isolation)
-            for n in sorted(self.hub.nodes.values(), key=lambda n: n.node_id)])
+        me = self.hub.coord.host_id
+        nodes = {n.node_id: control_pb2.Node(
+            node_id=n.node_id, attached=n.attached, session_epoch=n.epoch, labels=n.labels,
+            capacity=n.capacity, running=len(n.running), agent_version=n.agent_version,
+            shard=n.shard, last_seen_ms=n.last_seen_ms, draining=n.draining,
+            isolation=n.isolation, hub_id=me if n.attached else "")
+            for n in self.hub.nodes.values()}
+        if self.hub.coord.clustered:
+            # The whole cluster: the store knows every node, the directory where each is.
+            directory = await self.hub.coord.directory(max_age_s=0)
+            live = await self.hub.coord.live_hosts()
+            for row in await self.hub.store.list_nodes():
+                if (mine := nodes.get(row.node_id)) is not None and mine.attached:
+                    continue
+                entry = directory.get(row.node_id)
+                here = entry is not None and entry.host in live and entry.host != me
+                nodes[row.node_id] = control_pb2.Node(
+                    node_id=row.node_id, attached=here, labels=row.labels,
+                    session_epoch=entry.epoch if here and entry else row.session_epoch,
+                    capacity=row.capacity, running=entry.running if here and entry else 0,
+                    agent_version=row.agent_version, shard=entry.shard if entry else row.shard,
+                    last_seen_ms=row.last_seen_ms, hub_id=entry.host if here and entry else "",
+                    draining=bool(entry and entry.draining))
+        return control_pb2.ListNodesResponse(nodes=[nodes[k] for k in sorted(nodes)])
 
     async def ListTasks(self, request: control_pb2.ListTasksRequest,  # noqa: N802
                         context: Ctx) -> control_pb2.ListTasksResponse:
@@ -167,7 +186,14 @@ class ControlService(control_pb2_grpc.ControlServicer):
                 restarts=info.restarts if info else 0,
                 frames_in=info.frames_in if info else 0, frames_out=info.frames_out if info else 0,
                 ring_in_used_bytes=link.rx.used_bytes if link else 0,
-                ring_out_used_bytes=link.tx.used_bytes if link else 0))
+                ring_out_used_bytes=link.tx.used_bytes if link else 0,
+                hub_id=self.hub.coord.host_id))
+        for r in await self.hub.coord.shard_reports():  # other hosts' (clustered)
+            if r.host != self.hub.coord.host_id:
+                out.append(control_pb2.Shard(
+                    shard=r.shard, pid=r.pid, alive=r.alive, nodes=r.nodes,
+                    restarts=r.restarts, frames_in=r.frames_in, frames_out=r.frames_out,
+                    hub_id=r.host))
         return control_pb2.ListShardsResponse(shards=out)
 
     async def ReadLogs(self, request: control_pb2.ReadLogsRequest,  # noqa: N802
@@ -215,6 +241,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
     async def Watch(self, request: control_pb2.WatchRequest,  # noqa: N802
                     context: Ctx) -> AsyncIterator[control_pb2.WatchEvent]:
         watcher = await self._add_watcher(request.task_id, context)
+        remote = (asyncio.create_task(self._watch_remote(request.task_id))
+                  if self.hub.coord.clustered else None)
         try:
             # Registered before reading the store: nothing published after the read is missed.
             task = await self.hub.get(request.task_id)
@@ -235,7 +263,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
                 pending = None
                 if task.state.terminal:
                     return
-                kind, payload = await watcher.queue.get()
+                kind, payload = await self._next_event(watcher, task)
                 if kind == "lagged":
                     watcher.lagged = False
                     task = await self.hub.get(task.task_id)
@@ -260,3 +288,26 @@ class ControlService(control_pb2_grpc.ControlServicer):
                         offset += len(live)
         finally:
             self.hub.watchers.remove(watcher)
+            if remote is not None:
+                remote.cancel()
+
+    async def _next_event(self, watcher: Watcher, task: TaskRow) -> tuple[str, Any]:
+        """The watcher's next event. Clustered, a quiet spell re-reads the task: it may
+        run on another host whose events did not reach us (Redis down or flushed), and
+        the store has the truth. ("poll", None) matches no event kind: the Watch loop
+        just reads the stored output again."""
+        if not self.hub.coord.clustered:
+            return await watcher.queue.get()
+        try:
+            return await asyncio.wait_for(watcher.queue.get(), WATCH_POLL_S)
+        except TimeoutError:
+            fresh = await self.hub.get(task.task_id)
+            if (fresh.state, fresh.attempt) != (task.state, task.attempt):
+                return ("state", fresh)
+            return ("poll", None)
+
+    async def _watch_remote(self, task_id: str) -> None:
+        """Keep the other hosts sending this task's events here while the Watch lasts."""
+        while True:
+            await self.hub.watch_remote(task_id)
+            await asyncio.sleep(REMOTE_WATCH_S / 3)

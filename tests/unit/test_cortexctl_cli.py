@@ -151,8 +151,9 @@ def test_tasks_table_and_json_lines():
 def test_nodes_and_shards_tables():
     node = pb.Node(node_id="n1", attached=True, labels={"os": "linux"}, capacity=4, running=1)
     assert "1/4" in render.nodes_table([node]) and "os=linux" in render.nodes_table([node])
-    shard = pb.Shard(shard=0, pid=42, alive=True, nodes=3)
-    assert render.shards_table([shard]).splitlines()[1].split()[:4] == ["0", "42", "yes", "3"]
+    shard = pb.Shard(shard=0, pid=42, alive=True, nodes=3, hub_id="hub-a")
+    assert render.shards_table([shard]).splitlines()[1].split()[:5] == [
+        "hub-a", "0", "42", "yes", "3"]
 
 
 def test_sizes_and_ages():
