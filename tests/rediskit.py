@@ -1,0 +1,43 @@
+"""The Redis server the coordination tests use: 127.0.0.1:6379.
+
+Each test gets its own key prefix (``?prefix=`` in the coordination URL), whose
+keys are deleted afterwards. Unreachable server: the test skips on a laptop, and
+fails when ``CI`` is set (a service-backed test never skips in CI).
+"""
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import redis
+
+REDIS_URL = os.environ.get("CORTEX_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def client() -> "redis.Redis[bytes]":
+    r: redis.Redis[bytes] = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        r.ping()
+    except redis.RedisError as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis at {REDIS_URL} is required in CI: {e}")
+        pytest.skip(f"Redis at {REDIS_URL} is unreachable: {e}")
+    return r
+
+
+@contextmanager
+def redis_prefix() -> Iterator[tuple[str, str]]:
+    """A fresh key prefix; yields (coordination URL, prefix)."""
+    r = client()
+    prefix = f"cortex-test-{uuid.uuid4().hex[:12]}"
+    try:
+        yield f"{REDIS_URL}?prefix={prefix}", prefix
+    finally:
+        try:
+            keys = list(r.scan_iter(match=f"{prefix}:*", count=1000))
+            if keys:
+                r.delete(*keys)
+        finally:
+            r.close()

@@ -1,0 +1,39 @@
+"""Several hub hosts as one cluster (PostgreSQL + Redis): cross-host dispatch,
+output back to a watcher on the other host, cancel through the other host, and
+cluster-wide listings. Real cortexd and nodeagent processes on loopback."""
+
+import pytest
+
+from examples.localfleet import Ctl
+from tests.pg import pg_schema
+from tests.rediskit import redis_prefix
+from tests.system.cluster import start_cluster
+
+pytestmark = pytest.mark.system
+
+
+def test_task_submitted_at_a_runs_on_a_node_attached_to_b(fleet):
+    with pg_schema() as store, redis_prefix() as (coordination, _):
+        a, b = start_cluster(fleet, store, coordination)
+        fleet.node(b, "node-b1", labels={"where": "b"})
+        ctl_a, ctl_b = Ctl(a), Ctl(b)
+        ctl_b.wait_nodes(["node-b1"])
+
+        # Submitted and watched at A; runs on B's node; the output streams back to A.
+        result = ctl_a("submit", "--follow", "--", "echo cross-host")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"cross-host\r\n"
+        (task,) = ctl_a.json("tasks")
+        assert (task["state"], task["node_id"]) == ("SUCCEEDED", "node-b1")
+
+        # A lists the whole cluster: B's node and both hosts' shards.
+        nodes = {n["node_id"]: n for n in ctl_a.json("nodes")}
+        assert nodes["node-b1"]["attached"] and nodes["node-b1"]["hub_id"] == "hub-b"
+        shards = {(s["hub_id"], s["shard"]) for s in ctl_a.json("shards")}
+        assert shards == {("hub-a", 0), ("hub-b", 0)}
+
+        # A cancel sent to A reaches the task running on B's node.
+        tid = ctl_a.submit("sleep 60")
+        ctl_a.wait_state(tid, ["RUNNING"])
+        ctl_a.ok("cancel", tid)
+        assert ctl_a.wait_state(tid, ["CANCELLED"])["state"] == "CANCELLED"
