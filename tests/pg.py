@@ -3,12 +3,20 @@
 Each test gets its own schema (``search_path`` in the URL), dropped afterwards.
 Unreachable server: the test skips on a laptop, and fails when ``CI`` is set
 (STYLE.md: a service-backed test may skip without the service, never in CI).
+
+``server_down`` stops the local cluster (``pg_ctlcluster``, fast shutdown: every
+client connection is cut) for a fault test and always starts it again; other
+tests share the server, so keep the outage to seconds.
 """
 
 import os
+import shutil
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +32,12 @@ def _admin():  # type: ignore[no-untyped-def]
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required in CI: {e}")
         pytest.skip(f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {e}")
+
+
+def _unavailable(why: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{why} (required in CI)")
+    pytest.skip(why)
 
 
 def schema_url(schema: str) -> str:
@@ -42,3 +56,46 @@ def pg_schema() -> Iterator[str]:
     finally:
         with _admin() as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def _cluster() -> list[str]:
+    """``pg_ctlcluster`` arguments naming the local cluster (version, "main")."""
+    versions = sorted(p.name for p in Path("/etc/postgresql").glob("*")) if Path(
+        "/etc/postgresql").is_dir() else []
+    if shutil.which("pg_ctlcluster") is None or not versions:
+        _unavailable("no local PostgreSQL cluster to stop and start (pg_ctlcluster)")
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main"]
+
+
+def ctl_cluster(action: str) -> None:
+    r = subprocess.run([*_cluster(), action], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"pg_ctlcluster {action} exited {r.returncode}: {r.stderr.strip()}")
+
+
+def wait_accepting(timeout_s: float = 30.0) -> float:
+    """Wait until the server accepts a connection; return time.monotonic() then."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with psycopg.connect(PG_ADMIN_URL, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+            return time.monotonic()
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@contextmanager
+def server_down() -> Iterator[None]:
+    """Stop the server for the body of the ``with`` (fast shutdown), then start it again
+    whatever happens."""
+    _cluster()
+    ctl_cluster("stop")
+    try:
+        yield
+    finally:
+        ctl_cluster("start")
