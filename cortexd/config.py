@@ -57,7 +57,7 @@ class Settings:
     attach_timeout_s: float = 10.0
     # Attach admission per hub host, split evenly over the shards (docs/architecture.md,
     # "Attach admission"); the rest are told RetryLater. 0 = unlimited.
-    admit_per_s: int = 500
+    admit_per_s: int = 1_000
     max_pending_attaches: int = 1_000
     shutdown_grace_s: float = 10.0
     child_timeout_s: float = 10.0

@@ -6,6 +6,11 @@ Heartbeats are answered in the shard; everything about tasks is forwarded to
 the control process as the node's own bytes, tagged with the session epoch.
 Frames to the node are written as the bytes the control process produced
 (identity serializer): an envelope is never re-encoded.
+
+Admission (cortexd/shards/admission.py): after a valid Hello, an attach over this
+shard's rate or in-flight budget — or one the control process did not answer within
+``attach_timeout_s`` — is answered with ``RetryLater{retry_after_ms, reason}`` and the
+stream ends with OK: the node waits that long and comes back, which is not a failure.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from cortex.v1 import node_pb2
 from cortexd.ingress.auth import Authenticator
 from cortexd.ipc import messages as m
 from cortexd.ipc.link import RingLink
+from cortexd.shards.admission import REASON_SLOW, AttachAdmission, Refusal
 from cortexd.shards.session import CLOSE, NodeSession, RefusedAttach, SessionTable
 
 MAX_REPORTED_TASKS = 10_000
@@ -59,8 +65,10 @@ def _check_hello(hello: node_pb2.Hello, identity: str) -> str | None:
 
 class NodeLinkService:
     def __init__(self, shard: int, link: RingLink, sessions: SessionTable, auth: Authenticator,
-                 attach_timeout_s: float, heartbeat_interval_ms: int) -> None:
+                 attach_timeout_s: float, heartbeat_interval_ms: int,
+                 admission: AttachAdmission | None = None) -> None:
         self.shard = shard
+        self.admission = admission or AttachAdmission(0.0, 1.0, 0)  # default: unlimited
         self.link = link
         self.sessions = sessions
         self.auth = auth
@@ -102,6 +110,10 @@ class NodeLinkService:
                     else grpc.StatusCode.INVALID_ARGUMENT)
             await context.abort(code, err)
             return
+        refusal = self.admission.decide(time.monotonic(), len(self.sessions.pending))
+        if refusal is not None:
+            await self._retry_later(context, principal.name, refusal)
+            return
         session = self.sessions.begin(principal.name, asyncio.get_running_loop())
         assert session.welcome is not None
         await self.link.send(m.pack(m.ATTACH, session.conn_id, session.node_id,
@@ -110,7 +122,8 @@ class NodeLinkService:
             epoch, welcome = await asyncio.wait_for(session.welcome, self.attach_timeout_s)
         except TimeoutError:
             self.sessions.end(session)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "hub did not admit the node in time")
+            await self._retry_later(context, principal.name,
+                                    self.admission.refuse(time.monotonic(), REASON_SLOW))
             return
         except RefusedAttach as e:
             self.sessions.end(session)
@@ -132,6 +145,16 @@ class NodeLinkService:
             if not self.link.send_nowait(detach):
                 await self.link.send(detach)
             self.log.info("node_detached", node=session.node_id, epoch=epoch, reason=reason)
+
+    async def _retry_later(self, context: Context, node_id: str, refusal: Refusal) -> None:
+        """Tell the node when to come back, then end the stream cleanly (status OK)."""
+        self.log.debug("attach_retry_later", node=node_id, shard=self.shard,
+                       retry_after_ms=refusal.retry_after_ms, reason=refusal.reason,
+                       refused=self.admission.refused)
+        frame = node_pb2.HubFrame(retry_later=node_pb2.RetryLater(
+            retry_after_ms=refusal.retry_after_ms, reason=refusal.reason))
+        with contextlib.suppress(Exception):  # the node may have gone already
+            await context.write(frame.SerializeToString())
 
     async def _write(self, session: NodeSession, context: Context,
                      reader: asyncio.Task[Any]) -> None:

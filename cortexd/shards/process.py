@@ -27,6 +27,7 @@ from cortexd.ingress.server import BindError, build_server
 from cortexd.ipc import messages as m
 from cortexd.ipc.link import RingLink
 from cortexd.ipc.ring import Ring
+from cortexd.shards.admission import AttachAdmission
 from cortexd.shards.session import SessionTable
 
 STATS_INTERVAL_S = 1.0
@@ -52,8 +53,10 @@ class Shard:
         table.load()
         auth = Authenticator(table)
         sessions = SessionTable()
+        admission = AttachAdmission.for_shard(s.admit_per_s, s.max_pending_attaches, s.shards,
+                                              time.monotonic())
         service = NodeLinkService(self.index, link, sessions, auth, s.attach_timeout_s,
-                                  s.heartbeat_interval_ms)
+                                  s.heartbeat_interval_ms, admission)
         try:
             server, _ = build_server(s.node_listen, s.tls, max_frame_bytes=s.max_frame_bytes,
                                      reuse_port=True,
@@ -82,7 +85,8 @@ class Shard:
         await asyncio.gather(*tasks, return_exceptions=True)
         link.close()
         self.log.info("shard_stopped", nodes=len(sessions.active), frames_in=service.frames_in,
-                      frames_out=service.frames_out)
+                      frames_out=service.frames_out, attaches_admitted=admission.admitted,
+                      attaches_retry_later=admission.refused)
         return exitcodes.OK
 
     async def _from_control(self, link: RingLink, sessions: SessionTable) -> None:
@@ -103,9 +107,17 @@ class Shard:
 
     async def _housekeeping(self, link: RingLink, sessions: SessionTable,
                             service: NodeLinkService) -> None:
+        admission = service.admission
+        logged = (0, 0)
         while True:
             await asyncio.sleep(STATS_INTERVAL_S)
             link.tx.beat_producer()
+            if (admission.admitted, admission.refused) != logged:
+                # One line a second while nodes attach, not one per refused node.
+                logged = (admission.admitted, admission.refused)
+                self.log.info("attach_admission", admitted=admission.admitted,
+                              retry_later=admission.refused, pending=len(sessions.pending),
+                              nodes=len(sessions.active))
             for session in sessions.silent(time.monotonic()):
                 session.close(f"no frame from the node for {3 * session.heartbeat_s:.1f} s")
             link.send_nowait(m.pack(m.STATS, len(sessions.active), service.frames_in,

@@ -1,0 +1,87 @@
+"""Attach admission: how many node attaches a shard lets through, and when the rest retry.
+
+DESIGN §3: "the hub admits re-registration at a rate it can absorb and tells the rest
+when to retry". Pure: the caller passes the clock and the number of attaches it has
+in flight; the random source is injectable.
+
+- **Rate.** A token bucket: ``rate_per_s`` attaches per second, at most ``burst`` at
+  once. A hub host's ``admit_per_s`` is split evenly over its shards (the kernel's
+  SO_REUSEPORT hash spreads connections evenly), so no shard asks another.
+- **In flight.** At most ``max_pending`` attaches handed to the control process and not
+  yet answered: when the store is slow the rate alone would still pile them up.
+- **Retry schedule.** A refused node is given a time to come back, not an error. Each
+  refusal reserves the next free slot on a virtual schedule that advances by
+  ``1 / rate_per_s`` per refusal (the generic cell rate algorithm's "theoretical
+  arrival time"), so the answers grow with how far over budget the shard is and the
+  refused come back spread at about the rate the bucket refills — 10,000 nodes at
+  once against 500/s are told 0–20 s, not all "1 s". The slot is jittered late only
+  (up to +10 %: a node that comes back early finds no token and goes to the back of the
+  schedule) and held between ``min_retry_s`` and ``max_retry_s``; the node adds its
+  own jitter (also late only, nodeagent/backoff.py).
+"""
+
+import random
+from dataclasses import dataclass, field
+
+REASON_RATE = "over the attach rate"
+REASON_PENDING = "too many attaches in progress"
+REASON_SLOW = "hub did not admit the node in time"
+#: The schedule's step when the rate is unlimited and only the in-flight bound refuses:
+#: about what one control process absorbs here (docs/architecture.md).
+UNLIMITED_STEP_S = 0.001
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    retry_after_ms: int
+    reason: str
+
+
+@dataclass(slots=True)
+class AttachAdmission:
+    rate_per_s: float  # 0 = unlimited
+    burst: float
+    max_pending: int  # 0 = unlimited
+    min_retry_s: float = 0.2
+    max_retry_s: float = 60.0
+    rng: random.Random = field(default_factory=random.Random)
+    tokens: float = 0.0
+    stamp: float = 0.0
+    horizon: float = 0.0  # the next free retry slot (the caller's clock)
+    admitted: int = 0
+    refused: int = 0
+
+    @classmethod
+    def for_shard(cls, admit_per_s: float, max_pending_attaches: int, shards: int,
+                  now: float, rng: random.Random | None = None) -> "AttachAdmission":
+        """This shard's share of the host's budget; the bucket starts full."""
+        rate = admit_per_s / shards
+        pending = -(-max_pending_attaches // shards)  # ceil: never 0 when the host allows
+        burst = max(1.0, rate)  # one second's worth
+        return cls(rate, burst, pending, rng=rng or random.Random(), tokens=burst,
+                   stamp=now, horizon=now)
+
+    def decide(self, now: float, pending: int) -> Refusal | None:
+        """None: admit this attach (a token is taken). Otherwise when to come back."""
+        if self.max_pending and pending >= self.max_pending:
+            return self.refuse(now, REASON_PENDING)
+        if not self.rate_per_s:
+            self.admitted += 1
+            return None
+        if now > self.stamp:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate_per_s)
+            self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            self.admitted += 1
+            return None
+        return self.refuse(now, REASON_RATE)
+
+    def refuse(self, now: float, reason: str) -> Refusal:
+        """Refuse an attach (for ``reason``) and give it the next slot on the schedule."""
+        self.refused += 1
+        step = 1.0 / self.rate_per_s if self.rate_per_s else UNLIMITED_STEP_S
+        self.horizon = min(max(self.horizon, now) + step, now + self.max_retry_s)
+        wait = (self.horizon - now) * self.rng.uniform(1.0, 1.1)
+        wait = min(max(wait, self.min_retry_s), self.max_retry_s)
+        return Refusal(int(wait * 1000), reason)

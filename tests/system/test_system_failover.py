@@ -1,0 +1,81 @@
+"""A nodeagent given several hub addresses fails over when its hub is killed -9.
+
+Two cortexd processes share one signing key and one token table (what an operator
+does for the hubs of one cluster: copy ``hub.key`` and the tokens to every hub's
+state directory), so the node needs one ``--hub-key``. Its ``--hub`` list also names
+a port nothing listens on. Whichever hub the node attaches to first is killed with
+SIGKILL; the node must attach to the other one and run a task there.
+"""
+
+import json
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from examples.localfleet import Ctl, LocalNode, wait_until
+
+pytestmark = pytest.mark.system
+
+SHARED = ("hub.key", "hub.pub", "tokens", "admin.token")
+
+
+def events(log: Path, name: str) -> list[dict[str, Any]]:
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            with_event = json.loads(line)
+            if with_event.get("event") == name:
+                out.append(with_event)
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_node_fails_over_to_the_next_hub_after_kill_9(fleet):
+    first = fleet.hub(shards=1)
+    node = LocalNode(first, "node-1")
+    node.dir.mkdir(parents=True)
+    node.token_file.write_text(first.enroll("node-1") + "\n")
+    node.token_file.chmod(0o600)
+    # The second hub of the "cluster": same key, same tokens (docs/architecture.md).
+    state = fleet.base / "hub1" / "hub"
+    state.mkdir(parents=True)
+    for name in SHARED:
+        shutil.copy2(first.state_dir / name, state / name)
+    second = fleet.hub(shards=1)
+    assert (second.state_dir / "hub.pub").read_bytes() == first.hub_key_file.read_bytes()
+
+    with socket.socket() as dead:  # bound, never listening: connections are refused
+        dead.bind(("127.0.0.1", 0))
+        dead_address = f"127.0.0.1:{dead.getsockname()[1]}"
+        hubs = {first.node_address: first, second.node_address: second}
+        node.extra_args = ["--hub", ",".join([dead_address, *hubs])]
+        fleet.all_nodes.append(node)
+        node.start()
+
+        attach = wait_until(lambda: events(node.log_path, "attach"), 30, "the first attach")
+        victim = hubs.pop(attach[0]["address"])
+        (survivor,) = hubs.values()
+        Ctl(victim).wait_nodes(["node-1"])
+
+        victim.kill()  # SIGKILL cortexd and all its children
+        killed_at = time.monotonic()
+        attaches = wait_until(lambda: a if len(a := events(node.log_path, "attach")) >= 2
+                              else None, 30, "the node to attach to the other hub")
+        failover_s = time.monotonic() - killed_at
+        assert attaches[1]["address"] == survivor.node_address, attaches
+        assert dead_address not in {a["address"] for a in attaches}
+        print(f"failover: attached to the other hub {failover_s:.2f} s after kill -9")
+
+    ctl = Ctl(survivor)
+    ctl.wait_nodes(["node-1"])
+    result = ctl("submit", "--follow", "--node", "node-1", "--", "echo after failover")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"after failover\r\n"
+    # The node said where it went, and why it left.
+    reconnects = events(node.log_path, "reconnect")
+    assert any(r["address"] == victim.node_address for r in reconnects), reconnects
+    assert node.stop() == 0

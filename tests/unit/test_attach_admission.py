@@ -1,0 +1,95 @@
+"""Attach admission (cortexd/shards/admission.py): the token bucket and the retry schedule."""
+
+import random
+
+import pytest
+
+from cortexd.config import load
+from cortexd.shards.admission import REASON_PENDING, REASON_RATE, AttachAdmission
+
+
+def bucket(rate: float = 100.0, pending: int = 0, now: float = 0.0) -> AttachAdmission:
+    return AttachAdmission.for_shard(rate, pending, 1, now, rng=random.Random(7))
+
+
+def test_a_host_budget_is_split_over_the_shards() -> None:
+    a = AttachAdmission.for_shard(500, 1_000, 4, 0.0)
+    assert (a.rate_per_s, a.burst, a.max_pending, a.tokens) == (125.0, 125.0, 250, 125.0)
+    b = AttachAdmission.for_shard(3, 5, 4, 0.0)  # tiny budgets never round to "nothing"
+    assert b.burst == 1.0 and b.max_pending == 2
+
+
+def test_burst_then_the_rate() -> None:
+    a = bucket(rate=100.0)
+    results = [a.decide(0.0, 0) for _ in range(150)]
+    assert sum(r is None for r in results) == 100  # one second's worth at once
+    assert all(r is not None and r.reason == REASON_RATE for r in results[100:])
+    # With the burst spent, about `rate` a second get in however many try.
+    admitted = sum(a.decide((i + 1) / 1000, 0) is None for i in range(1000))
+    assert 99 <= admitted <= 101
+    assert (a.admitted, a.refused) == (100 + admitted, 50 + 1000 - admitted)
+
+
+def test_the_clock_going_back_adds_nothing() -> None:
+    a = bucket(rate=10.0)
+    for _ in range(10):
+        assert a.decide(5.0, 0) is None
+    assert a.decide(4.0, 0) is not None
+
+
+def test_retry_after_grows_with_the_backlog_and_spreads_at_the_rate() -> None:
+    a = bucket(rate=500.0)
+    for _ in range(500):
+        assert a.decide(0.0, 0) is None
+    waits = [a.decide(0.0, 0) for _ in range(9_500)]
+    ms = [w.retry_after_ms for w in waits if w is not None]
+    assert len(ms) == 9_500
+    # The k-th refused node is told about k / rate (late jitter up to 10 %, floor 0.2 s).
+    assert 200 <= ms[0] <= 220
+    assert 19_000 <= ms[-1] <= 20_900
+    assert ms[4_999] == pytest.approx(10_000, rel=0.11)
+    # Spread, not a cliff: every second of the 19 s window gets some of them.
+    assert len({m // 1000 for m in ms}) >= 19
+
+
+def test_the_schedule_drains_as_time_passes() -> None:
+    a = bucket(rate=100.0)
+    for _ in range(100 + 1_000):
+        a.decide(0.0, 0)
+    assert a.horizon == pytest.approx(10.0)
+    # 30 s later the backlog is gone: a refusal is short again.
+    for _ in range(100):
+        a.decide(30.0, 0)
+    r = a.decide(30.0, 0)
+    assert r is not None and r.retry_after_ms <= 220
+
+
+def test_retry_after_is_capped() -> None:
+    a = bucket(rate=1.0)
+    a.decide(0.0, 0)
+    last = [a.decide(0.0, 0) for _ in range(500)][-1]
+    assert last is not None and last.retry_after_ms <= 60_000
+
+
+def test_too_many_in_flight_is_refused_even_with_tokens() -> None:
+    a = bucket(rate=1_000.0, pending=10)
+    assert a.decide(0.0, 9) is None
+    r = a.decide(0.0, 10)
+    assert r is not None and r.reason == REASON_PENDING and r.retry_after_ms >= 200
+    assert a.tokens == 999.0  # a refusal takes no token
+
+
+def test_zero_means_unlimited() -> None:
+    a = AttachAdmission.for_shard(0, 0, 2, 0.0)
+    assert all(a.decide(0.0, 10**6) is None for _ in range(100_000))
+
+
+def test_settings_defaults_and_validation(tmp_path) -> None:
+    s = load(None, {"state_dir": tmp_path, "insecure_loopback": True}, environ={})
+    assert (s.admit_per_s, s.max_pending_attaches) == (1_000, 1_000)
+    s = load(None, {"state_dir": tmp_path, "insecure_loopback": True},
+             environ={"CORTEX_ADMIT_PER_S": "40", "CORTEX_MAX_PENDING_ATTACHES": "0"})
+    assert (s.admit_per_s, s.max_pending_attaches) == (40, 0)
+    with pytest.raises(Exception, match="admit_per_s must be between"):
+        load(None, {"state_dir": tmp_path, "insecure_loopback": True, "admit_per_s": -1},
+             environ={})
