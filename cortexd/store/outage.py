@@ -74,6 +74,11 @@ class Outages:
         """``await fn()``, again after each transient failure; its value or its error."""
         failures = 0
         while True:
+            if (self._deadline is not None and not self.reachable
+                    and time.monotonic() >= self._deadline):
+                # Closing and still down: fail at once (a try could wait a pool timeout).
+                raise StoreUnavailable(f"store {self.where} is unreachable and the store is "
+                                       "closing")
             try:
                 result = await fn()
             except Exception as e:

@@ -249,6 +249,10 @@ class PostgresStore(BatchedWrites):
             if self._pool is not None:
                 await self._pool.close()
                 self._pool = None
+            o = self.outages
+            self.outages.log.info("store_closed", store=o.where, outages=o.outages,
+                                  retries=o.retries, replayed_writes=self.replays,
+                                  batches=self.writer.batches, writes=self.writer.writes)
 
     @property
     def reachable(self) -> bool:
