@@ -55,8 +55,11 @@ from cortexd.store.rows import (
 KIND = "pg"
 CONNECT_TIMEOUT_S = 5
 #: How long a call waits for a pooled connection before the wait counts as a failure
-#: (and is retried): short, so an outage is noticed and logged while it lasts.
-POOL_WAIT_S = 5.0
+#: (and is retried): short, so an outage is noticed while it lasts, and a call that
+#: waits on a pool that gave up reconnecting asks again soon (a new getconn grows the
+#: pool): the worst case from the server's return to a commit is about this plus the
+#: backoff cap plus a connect.
+POOL_WAIT_S = 2.0
 #: How long the pool's own reconnect attempts for a lost connection last (1 s, then 2 s
 #: apart) before it drops that slot; the next call that needs a connection opens a new
 #: one at once. Short, so the pool is never asleep in a long backoff when the server
