@@ -183,7 +183,7 @@ def test_postgresql_restart_mid_run(fleet, tmp_path):
               f"({n_before} submitted before the outage)\n"
               f"  server down (stop done → accepting again): {down_s:.1f} s\n"
               f"  hub: store_unavailable logged {len(unavailable)}x, store_recovered "
-              f"{max(hub_resume_s, 0.0):.2f} s after the server returned (outages as the hub "
+              f"{hub_resume_s:+.2f} s from the server's return (outages as the hub "
               f"saw them: {outages}; last noticed {t_up_wall - at(last_down):.1f} s before "
               "the server returned)\n"
               f"  first transition committed {resume_s:.2f} s after the server returned\n"

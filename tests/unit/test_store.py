@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from cortexd.lifecycle import State
 from cortexd.store import (
@@ -575,8 +576,12 @@ def test_outages_retry_transient_errors_and_give_up_only_when_closing() -> None:
                 raise ConnectionError("down")
             return "ok"
 
-        assert await o.call("read", flaky) == "ok"
+        with structlog.testing.capture_logs() as logged:
+            assert await o.call("read", flaky) == "ok"
         assert (o.outages, o.retries, o.reachable) == (1, 4, True)
+        # One line when it went away, one when it came back: not one per retry.
+        assert [e["event"] for e in logged] == ["store_unavailable", "store_recovered"]
+        assert logged[1]["retries"] == 4 and logged[1]["duration_s"] >= 0
 
         async def bad() -> None:
             raise ValueError("not transient")
@@ -591,5 +596,27 @@ def test_outages_retry_transient_errors_and_give_up_only_when_closing() -> None:
         with pytest.raises(StoreUnavailable, match="closing"):
             await o.call("write", down)
         assert o.outages == 2 and not o.reachable
+
+    asyncio.run(main())
+
+
+def test_group_commit_queue_stays_bounded_while_the_store_is_down() -> None:
+    """A flush that does not return (a store riding out an outage) holds at most
+    max_pending writes; further writers wait to enqueue, and all complete after."""
+    back = asyncio.Event()
+
+    async def flush(ops: list[int]) -> list[int | Exception]:
+        await back.wait()
+        return list(ops)
+
+    async def main() -> None:
+        gc: GroupCommit[int, int] = GroupCommit(flush, max_batch=4, max_pending=8)
+        gc.start()
+        writers = [asyncio.ensure_future(gc.submit(i)) for i in range(30)]
+        await asyncio.sleep(0.05)
+        assert len(gc._queue) <= 8 and not any(w.done() for w in writers)
+        back.set()
+        assert await asyncio.gather(*writers) == list(range(30))
+        await gc.close()
 
     asyncio.run(main())
