@@ -274,7 +274,8 @@ class PostgresStore(BatchedWrites):
             async with self.pool.connection() as conn:
                 cur = await conn.execute(sql, args)
                 return await cur.fetchone()
-        return await self.outages.call("write" if sql.startswith("UPDATE") else "read", q)
+        return await self.outages.call(
+            "write" if sql.startswith(("UPDATE", "INSERT")) else "read", q)
 
     # -- epochs and nodes -------------------------------------------------------
 
