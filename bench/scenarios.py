@@ -186,6 +186,9 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
         if args.single > 0:
             single, watched = uvloop.run(submit_single(b.hub.control_address, b.token,
                                                        args.single, args.bound_s))
+            # The Watch can see the terminal state before the node has the FinishedAck.
+            expected += len(single)
+            b.wait_done(expected, args.bound_s)
         done = fleet_done(b.stop_fleets())
         result = {"nodes": b.nodes, "shards": args.shards, "concurrency": args.concurrency,
                   **phase_figures(submitted, done), "attach_s": round(attach_s, 2),

@@ -236,9 +236,11 @@ class SimNode:
         return True
 
     async def _heartbeat(self, call: Any, interval_ms: int) -> None:
+        # nodeagent's bounds on the hub's interval (50 ms .. 10 min); 0 means "not said".
+        interval_s = min(max(interval_ms or 5000, 50), 600_000) / 1000
         seq = 0
         while True:
-            await asyncio.sleep(interval_ms / 1000 * random.uniform(0.9, 1.1))
+            await asyncio.sleep(interval_s * random.uniform(0.9, 1.1))
             seq += 1
             running = sum(1 for h in self.held.values() if not h.finished)
             async with self.lock:
