@@ -99,8 +99,9 @@ class Bench:
         return [proc.pid, *descendants(proc.pid)] if proc is not None else []
 
     def start_fleets(self, nodes: int, fleets: int, bound_s: float, *, enrolled: bool = False,
-                     extra: list[str] | None = None) -> None:
-        """Start ``fleets`` fleet processes with ``nodes`` simulated nodes in all."""
+                     extra: list[str] | None = None, hubs: str | None = None) -> None:
+        """Start ``fleets`` fleet processes with ``nodes`` simulated nodes in all
+        (``hubs``: the fleet's --hub list, default this hub's node address)."""
         per = nodes // fleets
         self.nodes = per * fleets
         for f in range(fleets):
@@ -111,7 +112,7 @@ class Bench:
             for stale in (self.status_file(f), self.report_file(f)):
                 stale.unlink(missing_ok=True)
             self.fleets.append(subprocess.Popen(
-                [sys.executable, "-m", "bench.fleet", "--hub", self.hub.node_address,
+                [sys.executable, "-m", "bench.fleet", "--hub", hubs or self.hub.node_address,
                  "--hub-key", str(self.hub.hub_key_file), "--tokens", str(tokens),
                  "--report", str(self.report_file(f)), "--status", str(self.status_file(f)),
                  "--status-every-s", "0.2", "--seconds", str(bound_s), *(extra or [])],
