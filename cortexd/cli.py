@@ -32,6 +32,9 @@ FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--coordination", {"help": "local (one hub host alone) or redis://HOST:PORT/DB"
                                  "[?prefix=NAME] (several hub hosts)"}),
     ("--hub-id", {"help": "this hub host's name in the cluster (default HOSTNAME:NODE_PORT)"}),
+    ("--lease-ttl-ms", {"type": int, "help": "host and shard leases in Redis"}),
+    ("--queue-scan-s", {"type": float,
+                        "help": "clustered: adopt tasks left QUEUED this long (seconds)"}),
     ("--heartbeat-interval-ms", {"type": int}),
     ("--node-grace-s", {"type": float}),
     ("--max-frame-bytes", {"type": int}),

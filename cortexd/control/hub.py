@@ -141,6 +141,7 @@ class Hub:
         self.remote_events_dropped = 0
         self._suspects: dict[str, int] = {}  # janitor: node -> epoch seen orphaned once
         self.fenced_frames = 0
+        self._fenced: dict[int, list[tuple[str, int]]] = {}  # shard -> sessions to close
         self.log = logs.get()
 
     # -- events for watchers, here and on other hosts ------------------------------
@@ -347,6 +348,7 @@ class Hub:
             self._start_grace(node_id, epoch)
 
     async def shard_down(self, shard: int) -> None:
+        self._fenced.pop(shard, None)  # its sessions died with it
         for node in list(self.nodes.values()):
             if node.attached and node.shard == shard:
                 await self.on_detach(node.node_id, node.epoch, f"shard {shard} exited")
@@ -726,6 +728,8 @@ class Hub:
                     ok = now - last[1] < self.settings.lease_ttl_ms / 1000
                     if ok:
                         alive.add(index)
+                        if not lease_ok.get(index, True):
+                            await self._close_fenced(index)
                     elif lease_ok.get(index, True):
                         await self.shard_lease_lost(index)
                     lease_ok[index] = ok
@@ -780,7 +784,17 @@ class Hub:
             if task.node_epoch == epoch:
                 await self.store.rebind_epoch(task.task_id, task.attempt, node.node_id,
                                               fence_epoch)
-        await self._to_shard(node.shard, m.pack(m.CLOSE, node.node_id, epoch, reason))
+        # The session is closed when the shard beats again (or dies): until then what
+        # it forwards is refused by the store, and recorded.
+        self._fenced.setdefault(node.shard, []).append((node.node_id, epoch))
+
+    async def _close_fenced(self, shard: int) -> None:
+        sessions = self._fenced.pop(shard, [])
+        self.log.warning("shard_lease_regained", shard=shard, closing=len(sessions),
+                         refused_frames=self.fenced_frames)
+        for node_id, epoch in sessions:
+            await self._to_shard(shard, m.pack(m.CLOSE, node_id, epoch,
+                                               "its shard lost its lease"))
 
     async def _janitor(self) -> None:
         """Take over nodes the store says are attached at a host that is gone.
