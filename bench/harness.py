@@ -115,7 +115,7 @@ class Bench:
                 [sys.executable, "-m", "bench.fleet", "--hub", hubs or self.hub.node_address,
                  "--hub-key", str(self.hub.hub_key_file), "--tokens", str(tokens),
                  "--report", str(self.report_file(f)), "--status", str(self.status_file(f)),
-                 "--status-every-s", "0.2", "--seconds", str(bound_s), *(extra or [])],
+                 "--status-every-s", "0.05", "--seconds", str(bound_s), *(extra or [])],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=open(self.base / f"fleet{f}.log", "ab")))
 

@@ -31,6 +31,7 @@ import asyncio
 import json
 import multiprocessing
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,24 +61,39 @@ TERMINAL = {control_pb2.SUCCEEDED, control_pb2.FAILED, control_pb2.CANCELLED,
 # -- steady ---------------------------------------------------------------------
 
 async def submit_closed(address: str, token: str, count: int, concurrency: int,
-                        deadline_s: float, tag: str) -> dict[str, float]:
-    """``count`` submits, ``concurrency`` in flight; {task_id: monotonic submit time}."""
+                        deadline_s: float, tag: str,
+                        finished: Callable[[], int] | None = None) -> dict[str, float]:
+    """``count`` tasks, at most ``concurrency`` unfinished; {task_id: monotonic submit time}.
+
+    ``finished()`` counts this batch's tasks that ended (the fleets' FinishedAcks, from
+    their status files, which lag by up to one status interval); without it only the
+    Submit calls in flight are bounded (Submit returns once the task is queued, so the
+    queue then grows as fast as the hub accepts)."""
     submitted: dict[str, float] = {}
-    sem = asyncio.Semaphore(concurrency)
     end = time.monotonic() + deadline_s
+    in_flight: set[asyncio.Task[None]] = set()
     async with grpc.aio.insecure_channel(address) as channel:
         stub = control_stub(channel)
 
         async def one(i: int) -> None:
-            async with sem:
-                if time.monotonic() > end:
-                    return
-                t0 = time.monotonic()
-                resp = await stub.Submit(control_pb2.SubmitRequest(command=f"true # {tag}{i}"),
-                                         metadata=bearer(token), timeout=60)
-                submitted[resp.task.task_id] = t0
+            t0 = time.monotonic()
+            resp = await stub.Submit(control_pb2.SubmitRequest(command=f"true # {tag}{i}"),
+                                     metadata=bearer(token), timeout=60)
+            submitted[resp.task.task_id] = t0
 
-        await asyncio.gather(*(one(i) for i in range(count)))
+        i = 0
+        while i < count and time.monotonic() < end:
+            ended = finished() if finished is not None else i - len(in_flight)
+            room = concurrency - (i - ended)
+            if room <= 0 or (finished is None and len(in_flight) >= concurrency):
+                await asyncio.sleep(0.002)  # the pacing of a closed loop, bounded by `end`
+                continue
+            for _ in range(min(room, count - i)):
+                call = asyncio.create_task(one(i))
+                in_flight.add(call)
+                call.add_done_callback(in_flight.discard)
+                i += 1
+        await asyncio.gather(*in_flight)
     return submitted
 
 
@@ -161,7 +177,8 @@ def run_max_phase(b: Bench, args: argparse.Namespace, expected: int
     pids = b.hub_pids()
     cpu0, t0 = cpu_ticks(pids), time.monotonic()
     submitted = uvloop.run(submit_closed(b.hub.control_address, b.token, args.tasks,
-                                         args.concurrency, args.bound_s, "m"))
+                                         args.concurrency, args.bound_s, "m",
+                                         finished=lambda: b.done() - expected))
     b.wait_done(expected + len(submitted), args.bound_s)
     return submitted, len(submitted) / (time.monotonic() - t0), cpu_ticks(pids) - cpu0
 
