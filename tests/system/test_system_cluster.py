@@ -4,10 +4,10 @@ cluster-wide listings. Real cortexd and nodeagent processes on loopback."""
 
 import pytest
 
+from examples.cluster import start_cluster
 from examples.localfleet import Ctl
 from tests.pg import pg_schema
 from tests.rediskit import redis_prefix
-from tests.system.cluster import start_cluster
 
 pytestmark = pytest.mark.system
 

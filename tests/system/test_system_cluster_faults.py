@@ -10,11 +10,7 @@ import time
 
 import pytest
 
-from examples.localfleet import Ctl
-from tests.pg import pg_schema
-from tests.rediskit import client as redis_client
-from tests.rediskit import redis_prefix
-from tests.system.cluster import (
+from examples.cluster import (
     SimFleet,
     Submitter,
     executed_per_task,
@@ -23,6 +19,10 @@ from tests.system.cluster import (
     store_tasks,
     wait_for,
 )
+from examples.localfleet import Ctl
+from tests.pg import pg_schema
+from tests.rediskit import client as redis_client
+from tests.rediskit import redis_prefix
 
 pytestmark = pytest.mark.system
 

@@ -1,4 +1,5 @@
-"""Two or more cortexd hosts sharing PostgreSQL and Redis, on this machine.
+"""Two or more cortexd hosts sharing PostgreSQL and Redis, on this machine: for the
+cluster fault tests (tests/system/test_system_cluster*.py) and bench/crosshost.py.
 
 A cluster's hubs share their signing key and credentials: the first hub creates
 them, each later hub starts from a copy (as an operator would copy ``hub.key``
@@ -29,6 +30,8 @@ SHARED = ("hub.key", "hub.pub", "tokens", "admin.token")
 
 def start_cluster(fleet: Any, store: str, coordination: str, hubs: int = 2,
                   shards: int = 1, extra: tuple[str, ...] = ()) -> list[LocalHub]:
+    """Start ``hubs`` cortexd hosts (hub-a, hub-b, …) in ``fleet.base``; each is appended to
+    ``fleet.hubs`` before it starts, so the caller's cleanup kills it whatever happens."""
     out: list[LocalHub] = []
     for i in range(hubs):
         hub = LocalHub(fleet.base / f"hub{len(fleet.hubs)}", shards=shards, extra_args=[
