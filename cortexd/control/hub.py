@@ -599,8 +599,11 @@ class Hub:
                 task.task_id, attempt=task.attempt, node_epoch=0, to=State.ASSIGNED,
                 new_attempt=True, node_id=node.node_id, new_node_epoch=node.epoch,
                 now_ms=now_ms())
-        except StaleWrite:  # cancelled meanwhile
+        except StaleWrite:  # cancelled meanwhile, or the node's session moved on
             node.running.discard(task.task_id)
+            fresh = await self.store.get_task(task.task_id)
+            if fresh is not None and fresh.state is State.QUEUED:
+                self.queue[task.task_id] = fresh
             return None
         except Exception:
             # Outcome unknown: queue it again (no kick, so a failing store is not retried

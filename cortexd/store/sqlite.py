@@ -372,6 +372,20 @@ class SQLiteStore(BatchedWrites):
                         op.node_epoch, op.now_ms, op.refusal_reason(current), op.write_id.hex,
                         op.node_id or ""))
             raise op.refused(current)
+        if op.to is State.ASSIGNED and op.new_node_epoch is not None and op.node_id:
+            # Placement is fenced too: only onto the node's current session.
+            row = db.execute("SELECT session_epoch FROM nodes WHERE node_id=?",
+                             (op.node_id,)).fetchone()
+            if row is not None and row[0] != op.new_node_epoch:
+                db.execute("INSERT INTO transitions (task_id, attempt, from_state, to_state, "
+                           "node_epoch, accepted, at_ms, reason, write_id, node_id) "
+                           "VALUES (?,?,?,?,?,0,?,?,?,?)",
+                           (op.task_id, op.attempt, current.state.value, op.to.value,
+                            op.new_node_epoch, op.now_ms,
+                            f"stale: node {op.node_id} is in session {row[0]}, not "
+                            f"{op.new_node_epoch}", op.write_id.hex, op.node_id))
+                raise StaleWrite(f"node {op.node_id} is in session {row[0]}, not "
+                                 f"{op.new_node_epoch}")
         nxt_attempt = op.attempt + 1 if op.new_attempt else op.attempt
         nxt_node = current.node_id if op.node_id is None else op.node_id
         nxt_epoch = op.node_epoch if op.new_node_epoch is None else op.new_node_epoch

@@ -620,3 +620,28 @@ def test_group_commit_queue_stays_bounded_while_the_store_is_down() -> None:
         await gc.close()
 
     asyncio.run(main())
+
+
+def test_placement_only_onto_the_nodes_current_session(url: str) -> None:
+    """QUEUED -> ASSIGNED with a node epoch the node has moved past is refused, and
+    recorded: a hub that has not heard of the node's newer session cannot bind a task
+    to the dead one."""
+    async def body(store: Store) -> None:
+        old, new = await store.mint_epoch(), await store.mint_epoch()
+        for epoch in (old, new):
+            await store.node_attached(NodeRow("n1", epoch, {}, 4, "v", 0, True, 1))
+        task, _ = await store.create_task(TaskRow(task_id="t-00000000000000000042",
+                                                  command="true"))
+        with pytest.raises(StaleWrite):
+            await store.transition(task.task_id, attempt=0, node_epoch=0, to=State.ASSIGNED,
+                                   new_attempt=True, node_id="n1", new_node_epoch=old,
+                                   now_ms=2)
+        fresh = await store.get_task(task.task_id)
+        assert fresh is not None and fresh.state is State.QUEUED
+        row = await store.transition(task.task_id, attempt=0, node_epoch=0, to=State.ASSIGNED,
+                                     new_attempt=True, node_id="n1", new_node_epoch=new,
+                                     now_ms=3)
+        assert (row.state, row.node_epoch) == (State.ASSIGNED, new)
+        refused = [t for t in await store.transitions(task.task_id) if not t.accepted]
+        assert [(t.to_state, t.node_epoch) for t in refused] == [("ASSIGNED", old)]
+    run(url, body)
