@@ -116,10 +116,16 @@ class NodeLinkService:
             return
         session = self.sessions.begin(principal.name, asyncio.get_running_loop())
         assert session.welcome is not None
-        await self.link.send(m.pack(m.ATTACH, session.conn_id, session.node_id,
-                                     frame.hello.SerializeToString()))
         try:
+            await self.link.send(m.pack(m.ATTACH, session.conn_id, session.node_id,
+                                         frame.hello.SerializeToString()))
             epoch, welcome = await asyncio.wait_for(session.welcome, self.attach_timeout_s)
+        except asyncio.CancelledError:
+            # The node went away before its Welcome: forget the attach, so that a late
+            # Welcome is answered with a detach (shards/process.py) instead of making a
+            # session nobody serves.
+            self.sessions.end(session)
+            raise
         except TimeoutError:
             self.sessions.end(session)
             await self._retry_later(context, principal.name,

@@ -98,7 +98,13 @@ class Shard:
                     if (session := sessions.route(msg[1], msg[2])) is not None:
                         session.push(msg[3])
                 elif kind == m.WELCOME:
-                    sessions.welcomed(msg[1], msg[3], msg[4], msg[5] / 1000)
+                    if not sessions.welcomed(msg[1], msg[3], msg[4], msg[5] / 1000):
+                        # Admitted after the attach gave up (RetryLater on timeout, or
+                        # the node left): end that session at the control process too.
+                        detach = m.pack(m.DETACH, msg[2], msg[3], "attach abandoned before "
+                                        "Welcome")
+                        if not link.send_nowait(detach):
+                            await link.send(detach)
                 elif kind == m.REFUSE:
                     sessions.refused(msg[1], msg[2], msg[3])
                 elif kind == m.CLOSE:

@@ -59,10 +59,12 @@ class SessionTable:
         self.pending[session.conn_id] = session
         return session
 
-    def welcomed(self, conn_id: int, epoch: int, frame: bytes, heartbeat_s: float) -> None:
+    def welcomed(self, conn_id: int, epoch: int, frame: bytes, heartbeat_s: float) -> bool:
+        """Hand the Welcome to its waiting attach; False when nobody waits for it any more
+        (the attach timed out or the node left): the control process must be told."""
         session = self.pending.pop(conn_id, None)
         if session is None or session.welcome is None or session.welcome.done():
-            return
+            return False
         session.epoch = epoch
         session.heartbeat_s = heartbeat_s
         old = self.active.get(session.node_id)
@@ -70,6 +72,7 @@ class SessionTable:
             old.close("superseded by a newer session of this node")
         self.active[session.node_id] = session
         session.welcome.set_result((epoch, frame))
+        return True
 
     def refused(self, conn_id: int, code: str, message: str) -> None:
         session = self.pending.pop(conn_id, None)

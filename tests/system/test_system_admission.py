@@ -26,10 +26,12 @@ ADMIT_PER_S = 1
 def events(log: Path, name: str) -> list[dict[str, Any]]:
     out = []
     for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            event = json.loads(line)
-            if event.get("event") == name:
-                out.append(event)
+        try:  # processes sharing one log file may interleave a line now and then
+            event = json.loads(line) if line.startswith("{") else None
+        except ValueError:
+            event = None
+        if isinstance(event, dict) and event.get("event") == name:
+            out.append(event)
     return out
 
 

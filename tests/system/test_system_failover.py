@@ -26,10 +26,12 @@ SHARED = ("hub.key", "hub.pub", "tokens", "admin.token")
 def events(log: Path, name: str) -> list[dict[str, Any]]:
     out = []
     for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            with_event = json.loads(line)
-            if with_event.get("event") == name:
-                out.append(with_event)
+        try:  # processes sharing one log file may interleave a line now and then
+            with_event = json.loads(line) if line.startswith("{") else None
+        except ValueError:
+            with_event = None
+        if isinstance(with_event, dict) and with_event.get("event") == name:
+            out.append(with_event)
     return out
 
 

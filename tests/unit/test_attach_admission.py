@@ -1,11 +1,14 @@
-"""Attach admission (cortexd/shards/admission.py): the token bucket and the retry schedule."""
+"""Attach admission (cortexd/shards/admission.py): the token bucket and the retry schedule;
+an attach that gave up before its Welcome (cortexd/shards/session.py)."""
 
+import asyncio
 import random
 
 import pytest
 
 from cortexd.config import load
 from cortexd.shards.admission import REASON_PENDING, REASON_RATE, AttachAdmission
+from cortexd.shards.session import SessionTable
 
 
 def bucket(rate: float = 100.0, pending: int = 0, now: float = 0.0) -> AttachAdmission:
@@ -93,3 +96,21 @@ def test_settings_defaults_and_validation(tmp_path) -> None:
     with pytest.raises(Exception, match="admit_per_s must be between"):
         load(None, {"state_dir": tmp_path, "insecure_loopback": True, "admit_per_s": -1},
              environ={})
+
+
+def test_a_welcome_nobody_waits_for_any_more_is_reported() -> None:
+    # The attach gave up (RetryLater after attach_timeout_s, or the node left) before
+    # control's Welcome came: the shard must tell control (a DETACH), not keep a session
+    # nobody serves.
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        table = SessionTable()
+        late = table.begin("n1", loop)
+        table.end(late)
+        assert table.welcomed(late.conn_id, 3, b"w3", 5.0) is False
+        assert table.route("n1", 3) is None and not table.active
+        fresh = table.begin("n1", loop)
+        assert table.welcomed(fresh.conn_id, 4, b"w4", 5.0) is True
+        assert table.route("n1", 4) is fresh
+
+    asyncio.run(scenario())
