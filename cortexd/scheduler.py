@@ -47,27 +47,27 @@ class Placer:
     like ``pick`` — (load, last picked, position) — instead of a scan of every node,
     so a pass over k tasks and n nodes costs O(n + k log n), not O(n k). Tasks with
     a selector or pin scan as ``pick`` does. :meth:`placed` records a placement (one
-    more running, picked now); keys only grow within a pass, so an outdated heap
-    entry is recognised by its version and skipped. A full node leaves the heap.
+    more running, picked now) and pushes the node's new key; keys only grow within a
+    pass, so an entry whose key is no longer its node's is outdated and skipped. A
+    full node leaves the heap.
     """
 
     def __init__(self, nodes: Iterable[Candidate]) -> None:
         self.nodes = [n for n in nodes
                       if n.attached and not n.draining and n.running < n.capacity]
-        self._version = [0] * len(self.nodes)
-        self._index = {id(n): i for i, n in enumerate(self.nodes)}
-        self._heap = [(n.running / n.capacity, n.last_picked, i, 0)
+        self._heap = [(n.running / n.capacity, n.last_picked, i, n)
                       for i, n in enumerate(self.nodes)]
         heapq.heapify(self._heap)
+        self._next = len(self.nodes)
 
     def pick(self, selector: dict[str, str], pin: str = "") -> Candidate | None:
         if selector or pin:
             return pick(self.nodes, selector, pin)
         heap = self._heap
         while heap:
-            _, _, i, version = heap[0]
-            node = self.nodes[i]
-            if version == self._version[i] and node.running < node.capacity:
+            load, last, _, node = heap[0]
+            if (node.running < node.capacity and last == node.last_picked
+                    and load == node.running / node.capacity):
                 return node
             heapq.heappop(heap)
         return None
@@ -75,8 +75,7 @@ class Placer:
     def placed(self, node: Candidate, picks: int) -> None:
         node.running += 1
         node.last_picked = picks
-        i = self._index[id(node)]
-        self._version[i] += 1
         if node.running < node.capacity:
-            heapq.heappush(self._heap, (node.running / node.capacity, picks, i,
-                                        self._version[i]))
+            self._next += 1  # ties on (load, last picked) never compare the nodes
+            heapq.heappush(self._heap, (node.running / node.capacity, picks, self._next,
+                                        node))

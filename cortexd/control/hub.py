@@ -13,7 +13,7 @@ interleave only at store awaits, and the conditional writes keep that safe.
 
 import asyncio
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -60,6 +60,34 @@ class RequestError(CortexError):
 
 
 MAX_LAST_PROMPTS = 10_000
+#: Ring messages of one shard waiting in its per-node queues, at most; past it the
+#: control process stops draining that shard's ring (the ring fills: back-pressure).
+MAX_PENDING_PER_SHARD = 4096
+#: Frame kinds whose store writes may be in flight together for one node (each is a
+#: conditional write of its own task and attempt, independent of the others).
+PIPELINED_KINDS = frozenset({"started", "output"})
+#: Durable output ends remembered for running tasks (they leave at their end).
+MAX_KNOWN_ENDS = 65_536
+#: How far ahead in a node's queue an output looks for its task's finished frame.
+FINISHED_LOOKAHEAD = 8
+
+#: A ring message from a shard with its node frame parsed once (None for others).
+Pending = tuple[list[Any], node_pb2.NodeFrame | None]
+
+
+@dataclass(eq=False)
+class ShardQueues:
+    """One shard's ring messages waiting for their node's worker, in order per node."""
+
+    queues: dict[str, deque[Pending]] = field(default_factory=dict)
+    count: int = 0
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+    workers: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def took(self, n: int) -> None:
+        self.count -= n
+        if self.count <= MAX_PENDING_PER_SHARD // 2:
+            self.room.set()
 
 
 @dataclass(eq=False)
@@ -103,6 +131,22 @@ def unpack_row(values: list[Any]) -> TaskRow:
     return TaskRow(**kw)
 
 
+def _task_of(frame: node_pb2.NodeFrame) -> str:
+    """The task a started or output frame is about."""
+    return frame.started.task_id if frame.HasField("started") else frame.output.task_id
+
+
+def _finished_follows(out: node_pb2.TaskOutput, later: deque[Pending]) -> bool:
+    for i, (_, frame) in enumerate(later):
+        if i == FINISHED_LOOKAHEAD:
+            break
+        if (frame is not None and frame.HasField("finished")
+                and frame.finished.task_id == out.task_id
+                and frame.finished.attempt == out.attempt):
+            return True
+    return False
+
+
 def spec_of(task: TaskRow) -> bytes:
     return node_pb2.TaskSpec(command=task.command, env=task.env, cwd=task.cwd,
                              timeout_s=task.timeout_s, idle_timeout_s=task.idle_timeout_s,
@@ -142,6 +186,9 @@ class Hub:
         self._suspects: dict[str, int] = {}  # janitor: node -> epoch seen orphaned once
         self.fenced_frames = 0
         self._fenced: dict[int, list[tuple[str, int]]] = {}  # shard -> sessions to close
+        # {task: (attempt, durable output end)} after this hub's appends: a finished
+        # frame that agrees with it needs no read of the task (see _on_finished).
+        self._ends: dict[str, tuple[int, int]] = {}
         self.log = logs.get()
 
     # -- events for watchers, here and on other hosts ------------------------------
@@ -202,29 +249,83 @@ class Hub:
     async def serve_shard(self, shard: int, link: RingLink) -> None:
         """Handle a shard's messages: in order per node, different nodes concurrently.
 
-        Only one node's frames must keep their order (output before finished, attach
-        before frames); handling the nodes of a batch side by side lets their store
-        writes share a group commit instead of waiting for each other.
+        Only one node's messages must keep their order (output before finished, attach
+        before frames). Each node with messages waiting has one worker that handles
+        them in order; the ring is read on while workers wait for the store, so the
+        writes of many nodes and of successive ring batches share group commits
+        (there is no barrier per ring batch). Node frames are parsed once, here.
         """
+        pending = ShardQueues()
+        try:
+            await self._read_shard(shard, link, pending)
+        finally:  # cancelled (stop): the node workers go with the reader
+            for worker in pending.workers:
+                worker.cancel()
+
+    async def _read_shard(self, shard: int, link: RingLink, pending: ShardQueues) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            by_node: dict[str, list[list[object]]] = {}
+            if pending.count >= MAX_PENDING_PER_SHARD:
+                pending.room.clear()
+                await pending.room.wait()
             for record in await link.recv():
                 try:
                     msg = m.unpack(record)
-                except ValueError:
+                    frame = (node_pb2.NodeFrame.FromString(msg[3]) if msg[0] == m.FRAME
+                             else None)
+                except Exception:  # msgpack ValueError, protobuf DecodeError
                     self.log.error("ring_record_malformed", shard=shard, size=len(record))
                     continue
-                node_key = msg[2] if msg[0] == m.ATTACH else msg[1] if len(msg) > 1 else ""
-                by_node.setdefault(str(node_key), []).append(msg)
-            await asyncio.gather(*(self._dispatch_in_order(shard, msgs)
-                                   for msgs in by_node.values()))
+                key = str(msg[2] if msg[0] == m.ATTACH else msg[1] if len(msg) > 1 else "")
+                pending.count += 1
+                queue = pending.queues.get(key)
+                if queue is not None:
+                    queue.append((msg, frame))
+                    continue
+                pending.queues[key] = queue = deque([(msg, frame)])
+                worker = loop.create_task(self._drain_node(shard, key, queue, pending))
+                pending.workers.add(worker)
+                worker.add_done_callback(pending.workers.discard)
 
-    async def _dispatch_in_order(self, shard: int, msgs: list[list[object]]) -> None:
-        for msg in msgs:
-            try:
+    async def _drain_node(self, shard: int, key: str, queue: deque[Pending],
+                          pending: ShardQueues) -> None:
+        """Handle one node's queued messages in order until its queue is empty.
+
+        A run of started/output frames of distinct tasks is handled side by side: each
+        handler queues its store write before its first suspension, in order, so the
+        run's writes go out in one group commit instead of one after the other.
+        """
+        try:
+            while queue:
+                run = [queue.popleft()]
+                frame = run[0][1]
+                if frame is not None and frame.WhichOneof("kind") in PIPELINED_KINDS:
+                    tasks = {_task_of(frame)}
+                    while queue and (nxt := queue[0][1]) is not None \
+                            and nxt.WhichOneof("kind") in PIPELINED_KINDS \
+                            and _task_of(nxt) not in tasks:
+                        tasks.add(_task_of(nxt))
+                        run.append(queue.popleft())
+                pending.took(len(run))
+                if len(run) == 1:
+                    await self._handle(shard, run[0], queue)
+                else:
+                    await asyncio.gather(*(self._handle(shard, item, queue) for item in run))
+        finally:
+            if pending.queues.get(key) is queue:
+                del pending.queues[key]
+
+    async def _handle(self, shard: int, item: Pending, queue: deque[Pending]) -> None:
+        msg, frame = item
+        try:
+            if frame is None:
                 await self._dispatch(shard, msg)
-            except Exception:
-                self.log.exception("ring_message_failed", shard=shard)
+            else:
+                node_id, epoch = msg[1], msg[2]
+                assert isinstance(node_id, str) and isinstance(epoch, int)
+                await self._on_node_frame(node_id, epoch, frame, queue)
+        except Exception:
+            self.log.exception("ring_message_failed", shard=shard)
 
     async def _dispatch(self, shard: int, msg: list[object]) -> None:
         kind = msg[0]
@@ -394,7 +495,11 @@ class Hub:
     # -- node frames --------------------------------------------------------------
 
     async def on_frame(self, node_id: str, epoch: int, raw: bytes) -> None:
-        frame = node_pb2.NodeFrame.FromString(raw)
+        await self._on_node_frame(node_id, epoch, node_pb2.NodeFrame.FromString(raw), deque())
+
+    async def _on_node_frame(self, node_id: str, epoch: int, frame: node_pb2.NodeFrame,
+                             later: deque[Pending]) -> None:
+        """``later``: the node's frames received after this one (not handled yet)."""
         node = self.nodes.get(node_id)
         if node is None:
             return
@@ -402,7 +507,11 @@ class Hub:
             self.fenced_frames += 1  # its shard lost its lease: the store will refuse it
         kind = frame.WhichOneof("kind")
         if kind == "output":
-            await self._on_output(node, epoch, frame.output)
+            # When the task's finished frame is already here, its FinishedAck (sent
+            # after the terminal state is durable) ends the task at the node, which
+            # then needs no OutputAck: one frame less through ring, shard and stream.
+            await self._on_output(node, epoch, frame.output,
+                                  ack=not _finished_follows(frame.output, later))
         elif kind == "started":
             await self._on_started(node, epoch, frame.started)
         elif kind == "finished":
@@ -425,7 +534,8 @@ class Hub:
             await self.send_node(node, node_pb2.HubFrame(cancel=node_pb2.CancelTask(
                 task_id=task_id, attempt=attempt, reason=why)))
 
-    async def _on_output(self, node: NodeState, epoch: int, out: node_pb2.TaskOutput) -> None:
+    async def _on_output(self, node: NodeState, epoch: int, out: node_pb2.TaskOutput,
+                         ack: bool = True) -> None:
         if not is_task_id(out.task_id):
             return
         try:
@@ -435,11 +545,15 @@ class Hub:
             await self._kill_stray(node, epoch, out.task_id, out.attempt,
                                    "output for a superseded attempt")
             return
+        self._ends.pop(out.task_id, None)  # re-inserted last: the oldest leave first
+        self._ends[out.task_id] = (out.attempt, after)
+        if len(self._ends) > MAX_KNOWN_ENDS:
+            del self._ends[next(iter(self._ends))]
         if after > before:
             fresh = out.data[before - out.offset:]
             self.publish(out.task_id, ("output", (out.attempt, before, fresh)))
             await self.journals.appended(out.task_id, out.attempt, before, fresh)
-        if node.epoch == epoch:
+        if ack and node.epoch == epoch:
             await self.send_node(node, node_pb2.HubFrame(ack=node_pb2.OutputAck(
                 task_id=out.task_id, attempt=out.attempt, offset=after)))
 
@@ -483,13 +597,23 @@ class Hub:
     async def _on_finished(self, node: NodeState, epoch: int, fin: node_pb2.TaskFinished) -> None:
         if not is_task_id(fin.task_id):
             return
-        task = await self.store.get_task(fin.task_id)
-        if task is not None:
-            state = finished_state(fin.kind, fin.exit_code, task.cancel_requested)
-            reason = fin.reason
-            if task.attempt == fin.attempt and task.output_bytes != fin.output_end:
-                reason = (f"{reason}; " if reason else "") + (
-                    f"hub holds {task.output_bytes} of {fin.output_end} output bytes")
+        state = finished_state(fin.kind, fin.exit_code, False)
+        reason = fin.reason
+        if (self._ends.pop(fin.task_id, None) == (fin.attempt, fin.output_end)
+                and state is finished_state(fin.kind, fin.exit_code, True)):
+            # This hub made the attempt's output durable up to the node's end and a
+            # cancel request would not change the state: no read needed (the
+            # transition below is conditional on attempt and epoch as always).
+            known = True
+        else:
+            task = await self.store.get_task(fin.task_id)
+            known = task is not None
+            if task is not None:
+                state = finished_state(fin.kind, fin.exit_code, task.cancel_requested)
+                if task.attempt == fin.attempt and task.output_bytes != fin.output_end:
+                    reason = (f"{reason}; " if reason else "") + (
+                        f"hub holds {task.output_bytes} of {fin.output_end} output bytes")
+        if known:
             try:
                 row = await self.store.transition(
                     fin.task_id, attempt=fin.attempt, node_epoch=epoch, to=state,
@@ -539,6 +663,7 @@ class Hub:
         if (node := self.nodes.get(task.node_id)) is not None:
             node.running.discard(task.task_id)
         self.progress.pop(task.task_id, None)
+        self._ends.pop(task.task_id, None)
         self.publish(row.task_id, ("state", row))
 
     # -- scheduling -----------------------------------------------------------------

@@ -76,6 +76,9 @@ def node_from_row(row: tuple[Any, ...]) -> NodeRow:
                    attached=bool(row[6]), last_seen_ms=row[7])
 
 
+_SOURCES = {state: sources(state) for state in State}  # computed once, not per write
+
+
 @dataclass(frozen=True, slots=True)
 class Append:
     """Append output at the durable end; the result is (end before, end after)."""
@@ -111,7 +114,7 @@ class Transition:
 
     @property
     def allowed(self) -> frozenset[State]:
-        return sources(self.to)
+        return _SOURCES[self.to]
 
     def refused(self, current: TaskRow) -> StaleWrite:
         return StaleWrite(
