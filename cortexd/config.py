@@ -128,6 +128,10 @@ class Settings:
             from cortexd.coord.redis import split_url
 
             split_url(self.coordination)
+            if self.store_url.startswith("sqlite:"):
+                raise ConfigError(
+                    f"coordination {self.coordination!r} joins a cluster of hub hosts, which "
+                    "must share one store: set store = postgresql://…")
         if self.hub_id and not all(c.isalnum() or c in "-_.:" for c in self.hub_id):
             raise ConfigError(f"hub_id {self.hub_id!r}: use letters, digits and - _ . :")
         if not 300 <= self.lease_ttl_ms <= 600_000:

@@ -186,6 +186,7 @@ class Hub:
         self._suspects: dict[str, int] = {}  # janitor: node -> epoch seen orphaned once
         self.fenced_frames = 0
         self._fenced: dict[int, list[tuple[str, int]]] = {}  # shard -> sessions to close
+        self._offering: asyncio.Task[None] | None = None
         # {task: (attempt, durable output end)} after this hub's appends: a finished
         # frame that agrees with it needs no read of the task (see _on_finished).
         self._ends: dict[str, tuple[int, int]] = {}
@@ -688,7 +689,7 @@ class Hub:
             return
         if not candidates:
             if self.coord.clustered:
-                await self._offer_remote(list(self.queue.values())[:MAX_OFFERS_PER_PASS])
+                self._offer_soon(list(self.queue.values())[:MAX_OFFERS_PER_PASS])
             return
         placed: list[tuple[TaskRow, NodeState]] = []
         unplaced: list[TaskRow] = []
@@ -710,7 +711,7 @@ class Hub:
             self.hops.pop(task.task_id, None)
             placed.append((task, node))
         if unplaced and self.coord.clustered:
-            await self._offer_remote(unplaced[:MAX_OFFERS_PER_PASS])
+            self._offer_soon(unplaced[:MAX_OFFERS_PER_PASS])
         # All of a pass's QUEUED -> ASSIGNED writes are in flight together, so they
         # share one group commit instead of one commit (and thread hop) each.
         rows = await asyncio.gather(*(self._assign(task, node) for task, node in placed))
@@ -740,6 +741,12 @@ class Hub:
             return None
         self.publish(row.task_id, ("state", row))
         return row
+
+    def _offer_soon(self, tasks: list[TaskRow]) -> None:
+        """Offer in the background, one round at a time: a slow or hung Redis must not
+        hold up placing tasks on this host's own nodes."""
+        if self._offering is None or self._offering.done():
+            self._offering = asyncio.get_running_loop().create_task(self._offer_remote(tasks))
 
     async def _offer_remote(self, tasks: list[TaskRow]) -> None:
         """Offer tasks no local node can take to a host whose node can (directory hint).

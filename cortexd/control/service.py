@@ -241,8 +241,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
     async def Watch(self, request: control_pb2.WatchRequest,  # noqa: N802
                     context: Ctx) -> AsyncIterator[control_pb2.WatchEvent]:
         watcher = await self._add_watcher(request.task_id, context)
-        remote = (asyncio.create_task(self._watch_remote(request.task_id))
-                  if self.hub.coord.clustered else None)
+        remote = await self._watch_remote(request.task_id)
         try:
             # Registered before reading the store: nothing published after the read is missed.
             task = await self.hub.get(request.task_id)
@@ -306,8 +305,16 @@ class ControlService(control_pb2_grpc.ControlServicer):
                 return ("state", fresh)
             return ("poll", None)
 
-    async def _watch_remote(self, task_id: str) -> None:
-        """Keep the other hosts sending this task's events here while the Watch lasts."""
-        while True:
-            await self.hub.watch_remote(task_id)
-            await asyncio.sleep(REMOTE_WATCH_S / 3)
+    async def _watch_remote(self, task_id: str) -> "asyncio.Task[None] | None":
+        """Clustered: ask the other hosts for this task's events, and keep asking while
+        the Watch lasts (the returned task; cancel it). Interest is sent before the store
+        is read, so that events published after the read reach this watcher."""
+        if not self.hub.coord.clustered:
+            return None
+        await self.hub.watch_remote(task_id)
+
+        async def refresh() -> None:
+            while True:
+                await asyncio.sleep(REMOTE_WATCH_S / 3)
+                await self.hub.watch_remote(task_id)
+        return asyncio.create_task(refresh())

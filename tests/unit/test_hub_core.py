@@ -86,6 +86,24 @@ def test_settings_precedence_and_errors(tmp_path: Path) -> None:
         config.load(None, {}, environ={"CORTEX_SHARDS": "many"})
 
 
+
+def test_cluster_settings_are_checked() -> None:
+    base = {"insecure_loopback": True, "node_listen": "127.0.0.1:7700"}
+    s = config.load(None, base, environ={})
+    assert (s.coordination, s.host_id.endswith(":7700")) == ("local", True)
+    pg = {**base, "store": "postgresql://postgres@127.0.0.1/test", "hub_id": "hub-a",
+          "coordination": "redis://127.0.0.1:6379/0?prefix=c1"}
+    assert config.load(None, pg, environ={}).host_id == "hub-a"
+    with pytest.raises(ConfigError, match="must share one store"):
+        config.load(None, {**base, "coordination": "redis://127.0.0.1:6379/0"}, environ={})
+    with pytest.raises(ConfigError, match="expected 'local' or redis://"):
+        config.load(None, {**pg, "coordination": "redis-cluster"}, environ={})
+    with pytest.raises(ConfigError, match="hub_id"):
+        config.load(None, {**pg, "hub_id": "a b"}, environ={})
+    with pytest.raises(ConfigError, match="lease_ttl_ms"):
+        config.load(None, {**pg, "lease_ttl_ms": 10}, environ={})
+
+
 def test_ring_messages_round_trip_and_reject_garbage() -> None:
     rec = m.pack(m.FRAME, "n1", 7, b"\x00\x01raw")
     assert m.unpack(rec) == [m.FRAME, "n1", 7, b"\x00\x01raw"]
