@@ -22,8 +22,9 @@ Policy, and why:
   this is exactly the single-hub behaviour.
 - **``RetryLater`` stays.** The hub is alive and gave us a time to come back (its
   admission control): we wait that long (plus jitter) and dial the same hub again.
-- **Bad credentials** wait near the backoff cap and move on (another hub may have a
-  newer token table; an operator may fix it).
+- **Bad credentials** move on like a dead address (another hub may know the token);
+  a rotation in which a hub refused the credentials ends with a wait near the backoff
+  cap (an operator may fix the token table; retrying sooner would not).
 """
 
 import random
@@ -70,6 +71,7 @@ class HubRotation:
         self.backoff = backoff
         self._index = 0
         self._failed_in_row = 0  # unwelcomed attempts since the last welcome or RetryLater
+        self._auth_failed = False  # a hub refused our credentials in this rotation
 
     @property
     def current(self) -> str:
@@ -82,11 +84,6 @@ class HubRotation:
         """Record how the session at :attr:`current` ended; move on if it should; return
         how long to wait before dialling :attr:`current` again."""
         b = self.backoff
-        if outcome.auth_failed:
-            b.session_ended(outcome.welcomed_for_s)
-            self._failed_in_row = 0
-            self._advance()
-            return b.at_cap()
         if outcome.retry_after_s is not None:
             # The hub answered: it is alive, and it said when. Stay with it.
             b.session_ended(outcome.welcomed_for_s)
@@ -94,13 +91,18 @@ class HubRotation:
             self._failed_in_row = 0
             return b.next_delay()
         self._advance()
-        if outcome.welcomed_for_s is not None:
+        if outcome.welcomed_for_s is not None and not outcome.auth_failed:
             b.session_ended(outcome.welcomed_for_s)
             self._failed_in_row = 0
+            self._auth_failed = False
             return b.next_delay()
         self._failed_in_row += 1
+        self._auth_failed |= outcome.auth_failed
         if self._failed_in_row < len(self.order):
             return 0.0  # that hub never took us: try the next one now
         self._failed_in_row = 0
         b.session_ended(None)
+        if self._auth_failed:
+            self._auth_failed = False
+            return b.at_cap()
         return b.next_delay()

@@ -81,3 +81,49 @@ def test_node_fails_over_to_the_next_hub_after_kill_9(fleet):
     reconnects = events(node.log_path, "reconnect")
     assert any(r["address"] == victim.node_address for r in reconnects), reconnects
     assert node.stop() == 0
+
+
+TICKS = 10
+EXPECTED = b"".join(b"tick %d\r\n" % i for i in range(1, TICKS + 1))
+
+
+@pytest.mark.timeout(150)
+def test_running_task_survives_failover_between_cluster_hubs(fleet):
+    """Two hubs of one cluster (PostgreSQL + Redis): the node's hub is killed -9 while
+    a task runs; the node attaches to the other hub, reports the task in its Hello,
+    is told KEEP, and the task finishes there with its whole output, at attempt 1."""
+    from examples.cluster import start_cluster
+    from tests.pg import pg_schema
+    from tests.rediskit import redis_prefix
+
+    with pg_schema() as store, redis_prefix() as (coordination, _):
+        a, b = start_cluster(fleet, store, coordination)
+        hubs = {a.node_address: a, b.node_address: b}
+        node = LocalNode(a, "node-1", extra_args=["--hub", ",".join(hubs)])
+        node.dir.mkdir(parents=True)
+        node.token_file.write_text(a.enroll("node-1") + "\n")
+        node.token_file.chmod(0o600)
+        shutil.copy(a.state_dir / "tokens", b.state_dir / "tokens")  # enrolled on both
+        fleet.all_nodes.append(node)
+        node.start()
+        attach = wait_until(lambda: events(node.log_path, "attach"), 30, "the first attach")
+        victim = hubs.pop(attach[0]["address"])
+        (survivor,) = hubs.values()
+        ctl = Ctl(survivor)
+        ctl.wait_nodes(["node-1"])
+        task_id = ctl.submit(f"for i in $(seq 1 {TICKS}); do echo tick $i; sleep 1; done",
+                             "--node", "node-1")
+        wait_until(lambda: ctl.task(task_id)["output_bytes"] > 0, 30, "the first output")
+
+        victim.kill()
+        wait_until(lambda: len(events(node.log_path, "attach")) >= 2, 30,
+                   "the node to attach to the other hub")
+        second = events(node.log_path, "attach")[1]
+        assert second["address"] == survivor.node_address
+        assert second["tasks"] == 1 and second["verdicts"] == 1, second
+
+        out, status = ctl.watch(task_id, timeout_s=60)
+        task = ctl.task(task_id)
+        assert (out, status) == (EXPECTED, 0)
+        assert (task["state"], task["attempt"], task["node_id"]) == ("SUCCEEDED", 1, "node-1")
+        assert node.stop() == 0

@@ -122,8 +122,16 @@ def test_retry_later_stays_with_the_hub_and_waits_what_it_said() -> None:
     assert r.next_delay(DEAD) == 0.0 and r.current != first
 
 
-def test_bad_credentials_wait_near_the_cap_and_move_on() -> None:
-    r = rotation([A, B], cap_s=8.0)
+def test_bad_credentials_move_on_and_a_refused_rotation_waits_near_the_cap() -> None:
+    r = rotation([A, B], base_s=1.0, cap_s=8.0)
     first = r.current
-    delay = r.next_delay(Outcome(auth_failed=True))
-    assert r.current != first and 7.2 <= delay <= 8.0
+    # Another hub may know the token: it is tried at once.
+    assert r.next_delay(Outcome(auth_failed=True)) == 0.0 and r.current != first
+    # Every hub refused or failed: wait near the cap, retrying sooner would not help.
+    assert 7.2 <= r.next_delay(DEAD) <= 8.0 and r.current == first
+    # A rotation without a refusal is back to the ordinary backoff.
+    assert r.next_delay(DEAD) == 0.0
+    assert r.next_delay(DEAD) <= 2.0 and r.backoff.failures == 2  # uniform(0, base * 2)
+    # One address: every refusal waits near the cap, as with a single hub before.
+    one = rotation([A], cap_s=8.0)
+    assert all(7.2 <= one.next_delay(Outcome(auth_failed=True)) <= 8.0 for _ in range(3))
