@@ -50,6 +50,8 @@ def finish_and_check(url: str, fleets: list[SimFleet], submitter: Submitter,
     not_run = sorted(t for t, (s, _) in tasks.items() if s == "SUCCEEDED" and t not in runs)
     report = history(url)
     figures = {"tasks": len(tasks), "states": states, "submit_failed": submitter.failed,
+               "kept_by_verdict": sum(r["kept_by_verdict"] for r in reports),
+               "killed_by_verdict": sum(r["killed_by_verdict"] for r in reports),
                "executed_twice": len(twice), "succeeded_not_run": len(not_run),
                "history": {k: report[k] for k in ("transitions", "accepted", "refused")},
                "violations": len(report["violations"])}
@@ -65,8 +67,10 @@ def finish_and_check(url: str, fleets: list[SimFleet], submitter: Submitter,
 def test_kill_9_hub_b_loses_nothing_and_runs_nothing_twice(fleet):
     with pg_schema() as url, redis_prefix() as (coordination, _):
         # 200 simulated nodes, half preferring A, half B; both hubs take submissions.
-        fa = SimFleet(fleet.base, "fa", [], 100, task_s=0.05)
-        fb = SimFleet(fleet.base, "fb", [], 100, task_s=0.05)
+        # Tasks take 0.5 s, so that B's nodes hold some when B dies: they re-attach to A
+        # with them (Hello), A keeps them (KEEP verdict) and takes their results.
+        fa = SimFleet(fleet.base, "fa", [], 100, task_s=0.5)
+        fb = SimFleet(fleet.base, "fb", [], 100, task_s=0.5)
         for f in (fa, fb):
             f.enroll(fleet.base / "hub0" / "hub" / "tokens")
         a, b = start_cluster(fleet, url, coordination, extra=FAST)
@@ -92,6 +96,7 @@ def test_kill_9_hub_b_loses_nothing_and_runs_nothing_twice(fleet):
             assert on_b > 0 and 0 < reattach_s <= 15
             wait_for(lambda: len(submitter.accepted) >= 300, 60, "150 more tasks")
             figures = finish_and_check(url, fleets, submitter, "kill -9 hub B")
+            assert figures["kept_by_verdict"], "no task was running on B's nodes (too weak)"
             print(f"kill -9 hub B: its {on_b} nodes all re-attached {reattach_s:.2f} s after "
                   f"the kill "
                   f"(t+{time.monotonic() - killed:.1f} s now); {figures['tasks']} tasks")
