@@ -110,7 +110,8 @@ class NodeLinkService:
                     else grpc.StatusCode.INVALID_ARGUMENT)
             await context.abort(code, err)
             return
-        refusal = self.admission.decide(time.monotonic(), len(self.sessions.pending))
+        admitted_at = time.monotonic()
+        refusal = self.admission.decide(admitted_at, len(self.sessions.pending))
         if refusal is not None:
             await self._retry_later(context, principal.name, refusal)
             return
@@ -136,7 +137,9 @@ class NodeLinkService:
             await context.abort(getattr(grpc.StatusCode, e.code, grpc.StatusCode.UNAVAILABLE),
                                 str(e))
             return
-        self.log.info("node_attached", node=session.node_id, epoch=epoch, shard=self.shard)
+        # welcome_ms: from admission to control's Welcome (how far behind control is).
+        self.log.info("node_attached", node=session.node_id, epoch=epoch, shard=self.shard,
+                      welcome_ms=round((time.monotonic() - admitted_at) * 1000, 1))
         await context.write(welcome)
         reader = asyncio.create_task(self._read(stream, session))
         try:
