@@ -187,6 +187,7 @@ class Hub:
         self.fenced_frames = 0
         self._fenced: dict[int, list[tuple[str, int]]] = {}  # shard -> sessions to close
         self._offering: asyncio.Task[None] | None = None
+        self._fencing: dict[int, asyncio.Task[None]] = {}  # shard -> its fencing, running
         # {task: (attempt, durable output end)} after this hub's appends: a finished
         # frame that agrees with it needs no read of the task (see _on_finished).
         self._ends: dict[str, tuple[int, int]] = {}
@@ -845,11 +846,20 @@ class Hub:
             await self.coord.broadcast(["watch", task_id, self.coord.host_id, REMOTE_WATCH_S])
 
     async def run_coordination(self) -> None:
-        """Leases, directory upkeep, the orphan janitor and the queue scan."""
+        """Leases and directory upkeep every TTL/3; the janitor and the queue scan every
+        ``queue_scan_s`` in a loop of their own. The lease loop never waits for the store
+        (fencing runs beside it), so a PostgreSQL outage cannot make this host's leases
+        lapse."""
+        scans = asyncio.get_running_loop().create_task(self._scan_loop())
+        try:
+            await self._lease_loop()
+        finally:
+            scans.cancel()
+
+    async def _lease_loop(self) -> None:
         period = self.settings.lease_ttl_ms / 3000
         beats: dict[int, tuple[int, float]] = {}
         lease_ok: dict[int, bool] = {}
-        next_scan = time.monotonic() + self.settings.queue_scan_s
         while True:
             await asyncio.sleep(period)
             try:
@@ -864,9 +874,10 @@ class Hub:
                     if ok:
                         alive.add(index)
                         if not lease_ok.get(index, True):
-                            await self._close_fenced(index)
+                            self._spawn(self._close_fenced(index))
                     elif lease_ok.get(index, True):
-                        await self.shard_lease_lost(index)
+                        self._fencing[index] = asyncio.get_running_loop().create_task(
+                            self.shard_lease_lost(index))
                     lease_ok[index] = ok
                 if await self.coord.renew(alive, self._shard_reports()):
                     self.log.warning("coordination_flushed", republish=sum(
@@ -874,14 +885,19 @@ class Hub:
                     for node in self.nodes.values():
                         node.published_running = -1
                 self._publish_directory()
-                if now >= next_scan:
-                    next_scan = now + self.settings.queue_scan_s
-                    await self._janitor()
-                    await self._scan_queue()
                 if self.queue:
                     self.kick()
             except Exception:
                 self.log.exception("coordination_pass_failed")
+
+    async def _scan_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.queue_scan_s)
+            try:
+                await self._janitor()
+                await self._scan_queue()
+            except Exception:
+                self.log.exception("coordination_scan_failed")
 
     def _shard_reports(self) -> list[ShardReport]:
         counts: dict[int, int] = {}
@@ -924,6 +940,8 @@ class Hub:
         self._fenced.setdefault(node.shard, []).append((node.node_id, epoch))
 
     async def _close_fenced(self, shard: int) -> None:
+        if (fencing := self._fencing.pop(shard, None)) is not None:
+            await asyncio.gather(fencing, return_exceptions=True)  # every session fenced
         sessions = self._fenced.pop(shard, [])
         self.log.warning("shard_lease_regained", shard=shard, closing=len(sessions),
                          refused_frames=self.fenced_frames)
