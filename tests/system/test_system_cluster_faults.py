@@ -4,6 +4,7 @@ ran). Each test prints its figures, then checks the recorded history
 (cortexd/history.py): every accepted task ends in exactly one terminal state, no
 attempt wrote after it was superseded."""
 
+import json
 import os
 import signal
 import time
@@ -20,7 +21,7 @@ from examples.cluster import (
     wait_for,
 )
 from examples.localfleet import Ctl
-from tests.pg import pg_schema
+from tests.pg import pg_schema, server_down, wait_accepting
 from tests.rediskit import client as redis_client
 from tests.rediskit import redis_prefix
 
@@ -197,6 +198,55 @@ def test_flushall_mid_run_rebuilds_the_directory_and_loses_nothing(fleet):
                   f"{figures['tasks']} tasks")
         finally:
             r.close()
+            submitter.halt.set()
+            for f in fleets:
+                f.kill()
+
+
+def committed(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=2) as conn:
+        row = conn.execute("SELECT count(*) FROM transitions WHERE accepted").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_postgresql_restart_under_a_cluster_keeps_node_streams_and_resumes(fleet):
+    """Both hubs ride out PostgreSQL going away: no node stream drops (the shards answer
+    heartbeats, the leases are renewed without the store), writes wait and retry, and
+    the cluster commits again soon after the server returns. One-hub variant with real
+    nodeagents: tests/system/test_system_pg_restart.py."""
+    with pg_schema() as url, redis_prefix() as (coordination, _):
+        fa = SimFleet(fleet.base, "fa", [], 50, task_s=0.2)
+        fb = SimFleet(fleet.base, "fb", [], 50, task_s=0.2)
+        for f in (fa, fb):
+            f.enroll(fleet.base / "hub0" / "hub" / "tokens")
+        a, b = start_cluster(fleet, url, coordination, extra=FAST)
+        fa.hubs, fb.hubs = [a, b], [b, a]
+        fleets = [fa.start(), fb.start()]
+        submitter = Submitter([a, b], rate=30)
+        try:
+            wait_for(lambda: fa.attached() + fb.attached() == 100, 60, "100 nodes attached")
+            submitter.start()
+            wait_for(lambda: len(submitter.accepted) >= 60, 60, "60 tasks submitted")
+            dropped = fa.status()["dropped"] + fb.status()["dropped"]
+            with server_down():
+                time.sleep(6.0)  # the outage itself is what is under test
+            t_up = wait_accepting()
+            at_return = committed(url)
+            resumed = wait_for(lambda: committed(url) > at_return, 30,
+                               "a commit after PostgreSQL returned", interval_s=0.02)
+            n = len(submitter.accepted)
+            wait_for(lambda: len(submitter.accepted) >= n + 60, 60, "60 more tasks")
+            gone = [h for h in (a, b) if '"node_gone"' in h.log_path.read_text()]
+            figures = finish_and_check(url, fleets, submitter, "PostgreSQL restart")
+            after = sum(json.loads(f.report_file.read_text())["dropped"] for f in fleets)
+            print(f"PostgreSQL restart under 2 hubs: first commit {resumed:.2f} s after the "
+                  f"server accepted again ({time.monotonic() - t_up:.1f} s ago); node streams "
+                  f"dropped: {after - dropped}; {figures['tasks']} tasks")
+            assert after == dropped, "a node stream dropped during the outage"
+            assert not gone, "a hub logged node_gone during the outage"
+        finally:
             submitter.halt.set()
             for f in fleets:
                 f.kill()
