@@ -683,11 +683,11 @@ class Hub:
                 self.log.exception("schedule_pass_failed")
 
     async def _schedule_pass(self) -> None:
+        if not self.queue:  # most kicks (a task ended) find nothing queued: skip O(nodes)
+            return
         candidates = {n.node_id: Candidate(n.node_id, n.labels, n.capacity, len(n.running),
                                            n.attached, n.draining, n.last_picked)
                       for n in self.nodes.values() if n.attached and not n.draining}
-        if not self.queue:
-            return
         if not candidates:
             if self.coord.clustered:
                 self._offer_soon(list(self.queue.values())[:MAX_OFFERS_PER_PASS])
