@@ -89,6 +89,7 @@ class HubRotation:
             b.session_ended(outcome.welcomed_for_s)
             b.retry_after(outcome.retry_after_s)
             self._failed_in_row = 0
+            self._auth_failed = False
             return b.next_delay()
         self._advance()
         if outcome.welcomed_for_s is not None and not outcome.auth_failed:
