@@ -137,6 +137,7 @@ class NodeLinkService:
             await context.abort(getattr(grpc.StatusCode, e.code, grpc.StatusCode.UNAVAILABLE),
                                 str(e))
             return
+        self.admission.welcomed(time.monotonic())
         # welcome_ms: from admission to control's Welcome (how far behind control is).
         self.log.info("node_attached", node=session.node_id, epoch=epoch, shard=self.shard,
                       welcome_ms=round((time.monotonic() - admitted_at) * 1000, 1))

@@ -18,6 +18,12 @@ in flight; the random source is injectable.
   (up to +10 %: a node that comes back early finds no token and goes to the back of the
   schedule) and held between ``min_retry_s`` and ``max_retry_s``; the node adds its
   own jitter (also late only, nodeagent/backoff.py).
+- **What control really absorbs.** When the in-flight bound (or a Welcome that came
+  too late) refuses, the rate is not what limits: the control process is behind. Then
+  the schedule advances by ``1 / w`` where ``w`` is the rate at which Welcomes came
+  back over the last second or more (:meth:`welcomed`), so the refused are told to come
+  back when control can take them instead of at the nominal rate (measured: with a
+  busy control process most refusals are of this kind).
 """
 
 import random
@@ -26,9 +32,13 @@ from dataclasses import dataclass, field
 REASON_RATE = "over the attach rate"
 REASON_PENDING = "too many attaches in progress"
 REASON_SLOW = "hub did not admit the node in time"
-#: The schedule's step when the rate is unlimited and only the in-flight bound refuses:
-#: about what one control process absorbs here (docs/architecture.md).
+#: The schedule's step when the rate is unlimited and only the in-flight bound refuses,
+#: before any Welcome was seen: about what one control process absorbs here
+#: (docs/architecture.md).
 UNLIMITED_STEP_S = 0.001
+#: Welcomes per second below which the observed rate is not believed (a stall measured
+#: over a short window must not push every answer to ``max_retry_s``).
+MIN_OBSERVED_PER_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +60,9 @@ class AttachAdmission:
     horizon: float = 0.0  # the next free retry slot (the caller's clock)
     admitted: int = 0
     refused: int = 0
+    welcomed_per_s: float = 0.0  # Welcomes per second over the last full window; 0 = none
+    _window_start: float = 0.0
+    _window_count: int = 0
 
     @classmethod
     def for_shard(cls, admit_per_s: float, max_pending_attaches: int, shards: int,
@@ -59,7 +72,7 @@ class AttachAdmission:
         pending = -(-max_pending_attaches // shards)  # ceil: never 0 when the host allows
         burst = max(1.0, rate)  # one second's worth
         return cls(rate, burst, pending, rng=rng or random.Random(), tokens=burst,
-                   stamp=now, horizon=now)
+                   stamp=now, horizon=now, _window_start=now)
 
     def decide(self, now: float, pending: int) -> Refusal | None:
         """None: admit this attach (a token is taken). Otherwise when to come back."""
@@ -77,10 +90,26 @@ class AttachAdmission:
             return None
         return self.refuse(now, REASON_RATE)
 
+    def welcomed(self, now: float) -> None:
+        """An admitted attach got its Welcome: measure how fast control answers."""
+        elapsed = now - self._window_start
+        if elapsed >= 1.0:
+            self.welcomed_per_s = self._window_count / elapsed
+            self._window_start, self._window_count = now, 0
+        self._window_count += 1
+
+    def _step(self, reason: str) -> float:
+        """Seconds between two retry slots: the rate, or what control absorbs when it is
+        the control process that is behind."""
+        rate = self.rate_per_s or 1.0 / UNLIMITED_STEP_S
+        if reason != REASON_RATE and self.welcomed_per_s:
+            rate = min(rate, max(self.welcomed_per_s, MIN_OBSERVED_PER_S))
+        return 1.0 / rate
+
     def refuse(self, now: float, reason: str) -> Refusal:
         """Refuse an attach (for ``reason``) and give it the next slot on the schedule."""
         self.refused += 1
-        step = 1.0 / self.rate_per_s if self.rate_per_s else UNLIMITED_STEP_S
+        step = self._step(reason)
         self.horizon = min(max(self.horizon, now) + step, now + self.max_retry_s)
         wait = (self.horizon - now) * self.rng.uniform(1.0, 1.1)
         wait = min(max(wait, self.min_retry_s), self.max_retry_s)

@@ -114,3 +114,32 @@ def test_a_welcome_nobody_waits_for_any_more_is_reported() -> None:
         assert table.route("n1", 4) is fresh
 
     asyncio.run(scenario())
+
+
+def test_when_control_is_behind_the_schedule_follows_its_welcome_rate() -> None:
+    a = bucket(rate=500.0, pending=10)
+    # Control answers 50 attaches a second (far below the 500/s budget).
+    for i in range(101):
+        a.welcomed(i / 50)
+    assert a.welcomed_per_s == pytest.approx(50, rel=0.05)
+    waits = [a.decide(2.0, 10) for _ in range(100)]  # in-flight bound reached
+    ms = [w.retry_after_ms for w in waits if w is not None]
+    assert len(ms) == 100 and all(w.reason == REASON_PENDING for w in waits if w)
+    # Slots 1/50 s apart: the 100th refused comes back after ~2 s, not ~0.2 s.
+    assert 2_000 <= ms[-1] <= 2_200
+    # A refusal by the rate itself still uses the rate's slots.
+    b = bucket(rate=500.0)
+    for i in range(101):
+        b.welcomed(i / 50)
+    for _ in range(500):
+        b.decide(2.0, 0)
+    assert [b.decide(2.0, 0) for _ in range(100)][-1].retry_after_ms <= 220
+
+
+def test_a_stall_does_not_push_every_answer_to_the_cap() -> None:
+    a = bucket(rate=500.0, pending=10)
+    a.welcomed(0.0)
+    a.welcomed(30.0)  # one Welcome in 30 s: believed as 5/s at worst
+    assert a.welcomed_per_s == pytest.approx(1 / 30)
+    first = a.decide(30.0, 10)
+    assert first is not None and first.retry_after_ms <= 220
