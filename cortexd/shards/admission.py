@@ -16,8 +16,9 @@ in flight; the random source is injectable.
   refused come back spread at about the rate the bucket refills — 10,000 nodes at
   once against 500/s are told 0–20 s, not all "1 s". The slot is jittered late only
   (up to +10 %: a node that comes back early finds no token and goes to the back of the
-  schedule) and held between ``min_retry_s`` and ``max_retry_s``; the node adds its
-  own jitter (also late only, nodeagent/backoff.py).
+  schedule) and held between ``min_retry_s`` and ``max_retry_s`` (60 s, and at most
+  half the hub's ``node_grace_s``: a node kept out past the grace would lose its running
+  tasks); the node adds its own jitter (also late only, nodeagent/backoff.py).
 - **What control really absorbs.** When the in-flight bound (or a Welcome that came
   too late) refuses, the rate is not what limits: the control process is behind. Then
   the schedule advances by ``1 / w`` where ``w`` is the rate at which Welcomes came
@@ -36,6 +37,8 @@ REASON_SLOW = "hub did not admit the node in time"
 #: before any Welcome was seen: about what one control process absorbs here
 #: (docs/architecture.md).
 UNLIMITED_STEP_S = 0.001
+MIN_RETRY_S = 0.2
+MAX_RETRY_S = 60.0
 #: Welcomes per second below which the observed rate is not believed (a stall measured
 #: over a short window must not push every answer to ``max_retry_s``).
 MIN_OBSERVED_PER_S = 5.0
@@ -52,8 +55,8 @@ class AttachAdmission:
     rate_per_s: float  # 0 = unlimited
     burst: float
     max_pending: int  # 0 = unlimited
-    min_retry_s: float = 0.2
-    max_retry_s: float = 60.0
+    min_retry_s: float = MIN_RETRY_S
+    max_retry_s: float = MAX_RETRY_S
     rng: random.Random = field(default_factory=random.Random)
     tokens: float = 0.0
     stamp: float = 0.0
@@ -66,13 +69,21 @@ class AttachAdmission:
 
     @classmethod
     def for_shard(cls, admit_per_s: float, max_pending_attaches: int, shards: int,
-                  now: float, rng: random.Random | None = None) -> "AttachAdmission":
-        """This shard's share of the host's budget; the bucket starts full."""
+                  now: float, rng: random.Random | None = None,
+                  node_grace_s: float | None = None) -> "AttachAdmission":
+        """This shard's share of the host's budget; the bucket starts full.
+
+        ``node_grace_s``: a node kept out longer than the hub's grace would find its
+        running tasks given up (LOST, then killed when it is back), so no answer is
+        longer than half of it."""
         rate = admit_per_s / shards
         pending = -(-max_pending_attaches // shards)  # ceil: never 0 when the host allows
         burst = max(1.0, rate)  # one second's worth
-        return cls(rate, burst, pending, rng=rng or random.Random(), tokens=burst,
-                   stamp=now, horizon=now, _window_start=now)
+        max_retry_s = MAX_RETRY_S if node_grace_s is None else max(
+            MIN_RETRY_S, min(MAX_RETRY_S, node_grace_s / 2))
+        return cls(rate, burst, pending, max_retry_s=max_retry_s,
+                   rng=rng or random.Random(), tokens=burst, stamp=now, horizon=now,
+                   _window_start=now)
 
     def decide(self, now: float, pending: int) -> Refusal | None:
         """None: admit this attach (a token is taken). Otherwise when to come back."""

@@ -54,7 +54,7 @@ class Shard:
         auth = Authenticator(table)
         sessions = SessionTable()
         admission = AttachAdmission.for_shard(s.admit_per_s, s.max_pending_attaches, s.shards,
-                                              time.monotonic())
+                                              time.monotonic(), node_grace_s=s.node_grace_s)
         service = NodeLinkService(self.index, link, sessions, auth, s.attach_timeout_s,
                                   s.heartbeat_interval_ms, admission)
         try:

@@ -143,3 +143,13 @@ def test_a_stall_does_not_push_every_answer_to_the_cap() -> None:
     assert a.welcomed_per_s == pytest.approx(1 / 30)
     first = a.decide(30.0, 10)
     assert first is not None and first.retry_after_ms <= 220
+
+
+def test_no_answer_outlasts_half_the_node_grace() -> None:
+    # A node kept out past node_grace_s would find its running tasks LOST.
+    a = AttachAdmission.for_shard(10, 0, 1, 0.0, rng=random.Random(1), node_grace_s=20.0)
+    assert a.max_retry_s == 10.0
+    waits = [a.decide(0.0, 0) for _ in range(1_000)]
+    assert max(w.retry_after_ms for w in waits if w is not None) <= 10_000
+    assert AttachAdmission.for_shard(10, 0, 1, 0.0, node_grace_s=600.0).max_retry_s == 60.0
+    assert AttachAdmission.for_shard(10, 0, 1, 0.0, node_grace_s=0.1).max_retry_s == 0.2
