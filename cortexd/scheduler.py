@@ -5,8 +5,9 @@ the node that was picked least recently, so that equal nodes share the work.
 """
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 
 @dataclass(slots=True)
@@ -40,42 +41,74 @@ def pick(nodes: Iterable[Candidate], selector: dict[str, str], pin: str = "") ->
     return best
 
 
-class Placer:
+class Placeable(Protocol):
+    """What a :class:`Placer` needs of a node (a Candidate, or the hub's own node state)."""
+
+    node_id: str
+    labels: dict[str, str]
+    capacity: int
+    attached: bool
+    draining: bool
+    last_picked: int
+
+
+N = TypeVar("N", bound=Placeable)
+
+
+class Placer(Generic[N]):
     """One scheduling pass's choices, the same as :func:`pick` but O(log n) per task.
 
     Tasks without a selector or pin (the common case) take the top of a heap keyed
     like ``pick`` — (load, last picked, position) — instead of a scan of every node,
     so a pass over k tasks and n nodes costs O(n + k log n), not O(n k). Tasks with
-    a selector or pin scan as ``pick`` does. :meth:`placed` records a placement (one
-    more running, picked now) and pushes the node's new key; keys only grow within a
-    pass, so an entry whose key is no longer its node's is outdated and skipped. A
-    full node leaves the heap.
+    a selector or pin scan as ``pick`` does. ``running(node)`` counts a node's tasks,
+    so the nodes need not be copied into Candidates for each pass. The caller records
+    a placement on the node (one more running, ``last_picked``) and then calls
+    :meth:`placed`, which pushes the node's new key; keys only grow within a pass, so
+    an entry whose key is no longer its node's is outdated and skipped. A full node
+    leaves the heap.
     """
 
-    def __init__(self, nodes: Iterable[Candidate]) -> None:
+    def __init__(self, nodes: Iterable[N], running: Callable[[N], int]) -> None:
+        self._running = running
         self.nodes = [n for n in nodes
-                      if n.attached and not n.draining and n.running < n.capacity]
-        self._heap = [(n.running / n.capacity, n.last_picked, i, n)
+                      if n.attached and not n.draining and running(n) < n.capacity]
+        self._heap = [(running(n) / n.capacity, n.last_picked, i, n)
                       for i, n in enumerate(self.nodes)]
         heapq.heapify(self._heap)
         self._next = len(self.nodes)
 
-    def pick(self, selector: dict[str, str], pin: str = "") -> Candidate | None:
+    def pick(self, selector: dict[str, str], pin: str = "") -> N | None:
         if selector or pin:
-            return pick(self.nodes, selector, pin)
+            return self._scan(selector, pin)
         heap = self._heap
         while heap:
             load, last, _, node = heap[0]
-            if (node.running < node.capacity and last == node.last_picked
-                    and load == node.running / node.capacity):
+            running = self._running(node)
+            if (running < node.capacity and last == node.last_picked
+                    and load == running / node.capacity):
                 return node
             heapq.heappop(heap)
         return None
 
-    def placed(self, node: Candidate, picks: int) -> None:
-        node.running += 1
-        node.last_picked = picks
-        if node.running < node.capacity:
+    def _scan(self, selector: dict[str, str], pin: str) -> N | None:
+        best: N | None = None
+        best_key: tuple[float, int] = (2.0, 0)
+        for node in self.nodes:
+            running = self._running(node)
+            if running >= node.capacity or (pin and node.node_id != pin):
+                continue
+            if not all(node.labels.get(k) == v for k, v in selector.items()):
+                continue
+            key = (running / node.capacity, node.last_picked)
+            if best is None or key < best_key:
+                best, best_key = node, key
+        return best
+
+    def placed(self, node: N) -> None:
+        """``node`` took a task (its running count and last_picked are updated)."""
+        running = self._running(node)
+        if running < node.capacity:
             self._next += 1  # ties on (load, last picked) never compare the nodes
-            heapq.heappush(self._heap, (node.running / node.capacity, picks, self._next,
+            heapq.heappush(self._heap, (running / node.capacity, node.last_picked, self._next,
                                         node))

@@ -131,6 +131,10 @@ def unpack_row(values: list[Any]) -> TaskRow:
     return TaskRow(**kw)
 
 
+def _running(node: NodeState) -> int:
+    return len(node.running)
+
+
 def _task_of(frame: node_pb2.NodeFrame) -> str:
     """The task a started or output frame is about."""
     return frame.started.task_id if frame.HasField("started") else frame.output.task_id
@@ -685,29 +689,26 @@ class Hub:
     async def _schedule_pass(self) -> None:
         if not self.queue:  # most kicks (a task ended) find nothing queued: skip O(nodes)
             return
-        candidates = {n.node_id: Candidate(n.node_id, n.labels, n.capacity, len(n.running),
-                                           n.attached, n.draining, n.last_picked)
-                      for n in self.nodes.values() if n.attached and not n.draining}
-        if not candidates:
+        local = [n for n in self.nodes.values() if n.attached and not n.draining]
+        if not local:
             if self.coord.clustered:
                 self._offer_soon(list(self.queue.values())[:MAX_OFFERS_PER_PASS])
             return
         placed: list[tuple[TaskRow, NodeState]] = []
         unplaced: list[TaskRow] = []
-        placer = Placer(candidates.values())
+        placer = Placer(local, _running)  # the nodes themselves: no copy per pass
         for task in list(self.queue.values()):
             if len(placed) >= MAX_PLACEMENTS_PER_PASS:
                 self.kick()  # more next pass
                 break
-            cand = placer.pick(task.selector, task.node_pin)
-            if cand is None:
+            node = placer.pick(task.selector, task.node_pin)
+            if node is None:
                 unplaced.append(task)
                 continue
             self._picks += 1
-            placer.placed(cand, self._picks)
-            node = self.nodes[cand.node_id]
             node.last_picked = self._picks
             node.running.add(task.task_id)
+            placer.placed(node)
             del self.queue[task.task_id]
             self.hops.pop(task.task_id, None)
             placed.append((task, node))

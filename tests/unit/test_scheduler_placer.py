@@ -5,6 +5,10 @@ import random
 from cortexd.scheduler import Candidate, Placer, pick
 
 
+def _count(node: Candidate) -> int:
+    return node.running
+
+
 def _fleet(rng: random.Random, n: int) -> list[Candidate]:
     return [Candidate(f"n{i}", {"os": rng.choice(["linux", "mac"])}, rng.randint(1, 4),
                       rng.randint(0, 3), attached=rng.random() > 0.1,
@@ -17,7 +21,7 @@ def test_placer_agrees_with_pick_over_a_pass() -> None:
     for _ in range(200):
         seed = rng.randint(0, 1 << 30)
         by_pick, by_placer = _fleet(random.Random(seed), 30), _fleet(random.Random(seed), 30)
-        placer = Placer(by_placer)
+        placer = Placer(by_placer, _count)
         picks = 100
         for _ in range(60):
             selector = rng.choice([{}, {}, {"os": "linux"}])
@@ -28,16 +32,18 @@ def test_placer_agrees_with_pick_over_a_pass() -> None:
             if a is None or b is None:
                 continue
             picks += 1
-            a.running += 1
-            a.last_picked = picks
-            placer.placed(b, picks)
+            for node in (a, b):
+                node.running += 1
+                node.last_picked = picks
+            placer.placed(b)
 
 
 def test_placer_skips_full_detached_and_draining_nodes() -> None:
     nodes = [Candidate("a", {}, 1, 0), Candidate("b", {}, 1, 0, attached=False),
              Candidate("c", {}, 1, 0, draining=True), Candidate("d", {}, 2, 2)]
-    placer = Placer(nodes)
+    placer = Placer(nodes, _count)
     first = placer.pick({})
     assert first is not None and first.node_id == "a"
-    placer.placed(first, 1)
+    first.running, first.last_picked = 1, 1
+    placer.placed(first)
     assert placer.pick({}) is None
