@@ -120,6 +120,7 @@ class SimNode:
         self.stats = stats
         self.work = work
         self.epoch = 0
+        self.interval_s = 5.0  # the heartbeat interval the hub asked for (Welcome, acks)
         self.call: Any = None
         self.lock = asyncio.Lock()
         self.held: dict[TaskKey, HeldTask] = {}
@@ -237,10 +238,10 @@ class SimNode:
 
     async def _heartbeat(self, call: Any, interval_ms: int) -> None:
         # nodeagent's bounds on the hub's interval (50 ms .. 10 min); 0 means "not said".
-        interval_s = min(max(interval_ms or 5000, 50), 600_000) / 1000
+        self.interval_s = min(max(interval_ms or 5000, 50), 600_000) / 1000
         seq = 0
         while True:
-            await asyncio.sleep(interval_s * random.uniform(0.9, 1.1))
+            await asyncio.sleep(self.interval_s * random.uniform(0.9, 1.1))
             seq += 1
             running = sum(1 for h in self.held.values() if not h.finished)
             async with self.lock:
@@ -263,6 +264,9 @@ class SimNode:
                 self._on_cancel(frame.cancel)
             elif kind == "retry_later":
                 raise _SessionEnd("retry_later", frame.retry_later.retry_after_ms / 1000)
+            elif kind == "heartbeat_ack" and frame.heartbeat_ack.interval_ms:
+                # As nodeagent: the hub's interval grows with its fleet; follow it.
+                self.interval_s = min(max(frame.heartbeat_ack.interval_ms, 50), 600_000) / 1000
 
     # -- tasks ---------------------------------------------------------------------
 

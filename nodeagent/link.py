@@ -179,6 +179,11 @@ class LinkSession:
                            retry_after_s=frame.retry_later.retry_after_ms / 1000)
             elif kind == "welcome":
                 raise _End("hub sent a second Welcome")
+            elif kind == "heartbeat_ack" and frame.heartbeat_ack.interval_ms:
+                # The hub's interval grows with its fleet: follow it from the next beat.
+                self._interval_s = min(max(frame.heartbeat_ack.interval_ms,
+                                           MIN_HEARTBEAT_INTERVAL_MS),
+                                       MAX_HEARTBEAT_INTERVAL_MS) / 1000
             # heartbeat_ack: receiving it is the point (last_rx); unknown kinds are ignored
 
     async def _writer(self, call: Any) -> None:

@@ -191,6 +191,9 @@ class Hub:
         self.fenced_frames = 0
         self._fenced: dict[int, list[tuple[str, int]]] = {}  # shard -> sessions to close
         self._offering: asyncio.Task[None] | None = None
+        self._told_interval = settings.heartbeat_interval_ms
+        self._interval = settings.heartbeat_interval_ms
+        self._interval_at = 0.0
         self._fencing: dict[int, asyncio.Task[None]] = {}  # shard -> its fencing, running
         # {task: (attempt, durable output end)} after this hub's appends: a finished
         # frame that agrees with it needs no read of the task (see _on_finished).
@@ -429,6 +432,16 @@ class Hub:
         return DirEntry(self.coord.host_id, node.shard, node.epoch, node.labels, node.capacity,
                         len(node.running), node.draining)
 
+    async def _tell_interval(self) -> None:
+        """The interval grows with the fleet: when it has moved by 10 % since the shards
+        were last told, tell them; their heartbeat acks carry it to every node."""
+        interval = self.heartbeat_interval_ms()
+        if abs(interval - self._told_interval) * 10 >= self._told_interval:
+            self._told_interval = interval
+            record = m.pack(m.INTERVAL, interval)
+            for shard in list(self.links):
+                await self._to_shard(shard, record)
+
     def heartbeat_interval_ms(self) -> int:
         """The interval a node is asked for: it grows with the fleet (DESIGN §3).
 
@@ -436,9 +449,22 @@ class Hub:
         measured here, `bench/scenarios.py hold`), so the fleet as a whole is held
         to ``max_heartbeats_per_s``; the configured interval is the floor.
         """
-        attached = sum(1 for n in self.nodes.values() if n.attached)
-        by_budget = attached * 1000 // self.settings.max_heartbeats_per_s
-        return int(max(self.settings.heartbeat_interval_ms, by_budget))
+        now = time.monotonic()
+        if now - self._interval_at >= 1.0:  # counted at most once a second (storms)
+            attached = sum(1 for n in self.nodes.values() if n.attached)
+            by_budget = attached * 1000 // self.settings.max_heartbeats_per_s
+            self._interval = int(max(self.settings.heartbeat_interval_ms, by_budget))
+            self._interval_at = now
+        return self._interval
+
+    async def run_housekeeping(self) -> None:
+        """Once a second: tell the shards when the heartbeat interval has moved."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self._tell_interval()
+            except Exception:
+                self.log.exception("housekeeping_failed")
 
     async def on_detach(self, node_id: str, epoch: int, reason: str) -> None:
         node = self.nodes.get(node_id)

@@ -85,6 +85,7 @@ class Control:
         install_stop_signals(loop, lambda sig: self.stop.set())
         tasks = [asyncio.create_task(hub.serve_shard(i, link)) for i, link in hub.links.items()]
         tasks.append(asyncio.create_task(hub.run_scheduler()))
+        tasks.append(asyncio.create_task(hub.run_housekeeping()))
         tasks.append(asyncio.create_task(watch_parent(self.parent_pid, self.stop.set)))
         if hub.coord.clustered:
             await hub.coord.open(hub.on_message)

@@ -187,7 +187,7 @@ class NodeLinkService:
                 kind = frame.WhichOneof("kind")
                 if kind == "heartbeat":
                     ack = node_pb2.HubFrame(heartbeat_ack=node_pb2.HeartbeatAck(
-                        seq=frame.heartbeat.seq))
+                        seq=frame.heartbeat.seq, interval_ms=self.heartbeat_interval_ms))
                     session.push(ack.SerializeToString())
                 elif kind == "hello":
                     raise ValueError("hello may only be the first frame")

@@ -18,6 +18,7 @@ control -> shard::
     [REFUSE, conn_id, grpc_status_name, message]
     [SEND, node_id, epoch, hub_frame_bytes]
     [CLOSE, node_id, epoch, reason]
+    [INTERVAL, heartbeat_interval_ms]            the interval every node is asked for now
 """
 
 from typing import Any
@@ -32,6 +33,7 @@ WELCOME = 10
 REFUSE = 11
 SEND = 12
 CLOSE = 13
+INTERVAL = 14
 
 
 def pack(*fields: Any) -> bytes:

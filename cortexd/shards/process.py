@@ -70,7 +70,7 @@ class Shard:
         report(self.conn, "ready", pid=os.getpid())
         self.log.info("shard_ready", address=s.node_listen)
         tasks = [
-            asyncio.create_task(self._from_control(link, sessions)),
+            asyncio.create_task(self._from_control(link, sessions, service)),
             asyncio.create_task(self._housekeeping(link, sessions, service)),
             asyncio.create_task(watch_parent(self.parent_pid, self.stop.set)),
         ]
@@ -89,7 +89,8 @@ class Shard:
                       attaches_retry_later=admission.refused)
         return exitcodes.OK
 
-    async def _from_control(self, link: RingLink, sessions: SessionTable) -> None:
+    async def _from_control(self, link: RingLink, sessions: SessionTable,
+                            service: NodeLinkService) -> None:
         while True:
             for record in await link.recv():
                 msg = m.unpack(record)
@@ -110,6 +111,12 @@ class Shard:
                 elif kind == m.CLOSE:
                     if (session := sessions.route(msg[1], msg[2])) is not None:
                         session.close(msg[3])
+                elif kind == m.INTERVAL:
+                    # Heartbeat acks carry it to the nodes; a session's silence limit
+                    # only grows (a node may still beat at its old, longer interval).
+                    service.heartbeat_interval_ms = int(msg[1])
+                    for session in sessions.active.values():
+                        session.heartbeat_s = max(session.heartbeat_s, msg[1] / 1000)
 
     async def _housekeeping(self, link: RingLink, sessions: SessionTable,
                             service: NodeLinkService) -> None:

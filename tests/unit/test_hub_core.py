@@ -174,6 +174,8 @@ def test_heartbeat_interval_grows_with_the_fleet(tmp_path: Path) -> None:
     assert hub.heartbeat_interval_ms() == 5000
     for i in range(10_000):
         hub.nodes[f"n{i}"] = NodeState(f"n{i}", i, 0, {}, 1, attached=True)
+    assert hub.heartbeat_interval_ms() == 5000  # counted at most once a second (storms)
+    hub._interval_at -= 1.0
     assert hub.heartbeat_interval_ms() == 50_000  # 10,000 nodes / 200 per s
 
 
