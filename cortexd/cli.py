@@ -35,6 +35,11 @@ FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--lease-ttl-ms", {"type": int, "help": "host and shard leases in Redis"}),
     ("--queue-scan-s", {"type": float,
                         "help": "clustered: adopt tasks left QUEUED this long (seconds)"}),
+    ("--admit-per-s", {"type": int, "help": "node attaches admitted per second per host "
+                                              "(0 = unlimited); the rest get RetryLater"}),
+    ("--max-pending-attaches", {"type": int}),
+    ("--max-heartbeats-per-s", {"type": int, "help": "fleet-wide heartbeat budget; the "
+                                                     "interval grows to keep within it"}),
     ("--heartbeat-interval-ms", {"type": int}),
     ("--node-grace-s", {"type": float}),
     ("--max-frame-bytes", {"type": int}),
