@@ -912,6 +912,7 @@ class Hub:
                     for node in self.nodes.values():
                         node.published_running = -1
                 self._publish_directory()
+                self._prune_remote_watch(now)
                 if self.queue:
                     self.kick()
             except Exception:
@@ -925,6 +926,12 @@ class Hub:
                 await self._scan_queue()
             except Exception:
                 self.log.exception("coordination_scan_failed")
+
+    def _prune_remote_watch(self, now: float) -> None:
+        """Forget watch interest nobody renewed (a Watch on another host ended)."""
+        for task_id in [t for t, hosts in self.remote_watch.items()
+                        if all(until < now for until in hosts.values())]:
+            del self.remote_watch[task_id]
 
     def _shard_reports(self) -> list[ShardReport]:
         counts: dict[int, int] = {}
