@@ -40,6 +40,8 @@ MAX_PLACEMENTS_PER_PASS = 512
 #: Clustered: a task is offered on to another host at most this often in a row.
 MAX_OFFER_HOPS = 3
 MAX_OFFERS_PER_PASS = 512
+OFFER_RETRY_MIN_S = 0.1
+OFFER_RETRY_MAX_S = 2.0
 #: Clustered: events queued for watchers on other hosts, at most (then dropped:
 #: a remote Watch also re-reads the store when it hears nothing for a while).
 MAX_REMOTE_EVENTS = 10_000
@@ -191,6 +193,8 @@ class Hub:
         self.fenced_frames = 0
         self._fenced: dict[int, list[tuple[str, int]]] = {}  # shard -> sessions to close
         self._offering: asyncio.Task[None] | None = None
+        self._offer_retry: asyncio.TimerHandle | None = None
+        self._offer_retry_s = OFFER_RETRY_MIN_S
         self._told_interval = settings.heartbeat_interval_ms
         self._interval = settings.heartbeat_interval_ms
         self._interval_at = 0.0
@@ -781,20 +785,31 @@ class Hub:
 
         The receiving host re-reads the task and schedules it onto its own node with
         the usual conditional write; if the offer is lost, the task is still QUEUED
-        in the store and a queue scan adopts it again.
+        in the store and a queue scan adopts it again. Tasks nobody could take are
+        tried again soon (a node may just have attached elsewhere), backing off to
+        ``OFFER_RETRY_MAX_S`` while nothing can be offered.
         """
-        directory = await self.coord.directory(max_age_s=1.0)
+        offered = await self._offer_round(tasks)
+        self._offer_retry_s = (OFFER_RETRY_MIN_S if offered
+                               else min(self._offer_retry_s * 2, OFFER_RETRY_MAX_S))
+        waiting = any(t.task_id in self.queue for t in tasks)
+        if waiting and (self._offer_retry is None or self._offer_retry.cancelled()
+                        or self._offer_retry.when() <= asyncio.get_running_loop().time()):
+            self._offer_retry = asyncio.get_running_loop().call_later(self._offer_retry_s,
+                                                                      self.kick)
+
+    async def _offer_round(self, tasks: list[TaskRow]) -> int:
+        directory = await self.coord.directory(max_age_s=self._offer_retry_s / 2)
         if not directory:
-            return
+            return 0
         live = await self.coord.live_hosts()
         me = self.coord.host_id
         remote = {nid: (e, Candidate(nid, e.labels, max(e.capacity, 1), e.running, True,
                                      e.draining))
                   for nid, e in directory.items() if e.host != me and e.host in live}
-        if not remote:
-            return
         cands = [c for _, c in remote.values()]
-        for task in tasks:
+        offers: list[tuple[str, Message]] = []
+        for task in tasks if cands else ():
             hops = self.hops.get(task.task_id, 0)
             if hops >= MAX_OFFER_HOPS or task.task_id not in self.queue:
                 continue
@@ -802,10 +817,12 @@ class Hub:
             if cand is None:
                 continue
             cand.running += 1
-            host = remote[cand.node_id][0].host
-            if await self.coord.send(host, ["offer", task.task_id, hops + 1]):
-                self.queue.pop(task.task_id, None)
-                self.hops.pop(task.task_id, None)
+            offers.append((remote[cand.node_id][0].host, ["offer", task.task_id, hops + 1]))
+        if offers and await self.coord.send_many(offers):
+            for _, msg in offers:
+                self.queue.pop(msg[1], None)
+                self.hops.pop(msg[1], None)
+        return len(offers)
 
     async def _dispatch_envelopes(self, batch: list[tuple[TaskRow, NodeState]]) -> None:
         if not batch:

@@ -78,6 +78,9 @@ class Coordinator(Protocol):
 
     async def send(self, host: str, msg: Message) -> bool: ...
 
+    async def send_many(self, msgs: list[tuple[str, Message]]) -> bool:
+        """Send (host, message) pairs in one round trip; False if none could be sent."""
+
     async def broadcast(self, msg: Message) -> int: ...
 
     async def shard_reports(self) -> list[ShardReport]: ...
@@ -116,6 +119,9 @@ class LocalCoordinator:
         return {self.host_id}
 
     async def send(self, host: str, msg: Message) -> bool:
+        return False
+
+    async def send_many(self, msgs: list[tuple[str, Message]]) -> bool:
         return False
 
     async def broadcast(self, msg: Message) -> int:

@@ -311,6 +311,20 @@ class RedisCoordinator:
         self.messages_out += 1
         return True
 
+    async def send_many(self, msgs: list[tuple[str, Message]]) -> bool:
+        pipe = self.redis.pipeline(transaction=False)
+        for host, msg in msgs:
+            pipe.xadd(self.keys.inbox(host), {b"m": msgpack.packb(msg)}, maxlen=INBOX_MAXLEN,
+                      approximate=True)
+        try:
+            await pipe.execute()
+            self._ok()
+        except (RedisError, OSError) as e:
+            self._failed("send", e)
+            return False
+        self.messages_out += len(msgs)
+        return True
+
     async def broadcast(self, msg: Message) -> int:
         sent = 0
         for host in await self.live_hosts():

@@ -2,6 +2,8 @@
 output back to a watcher on the other host, cancel through the other host, and
 cluster-wide listings. Real cortexd and nodeagent processes on loopback."""
 
+import time
+
 import pytest
 
 from examples.cluster import start_cluster
@@ -20,7 +22,9 @@ def test_task_submitted_at_a_runs_on_a_node_attached_to_b(fleet):
         ctl_b.wait_nodes(["node-b1"])
 
         # Submitted and watched at A; runs on B's node; the output streams back to A.
-        result = ctl_a("submit", "--follow", "--", "echo cross-host")
+        t0 = time.monotonic()
+        result = ctl_a("submit", "--follow", "--", "sleep 0.3; echo cross-host")
+        print(f"\nsubmit --follow at A, task on B: {time.monotonic() - t0:.2f} s")
         assert result.returncode == 0, result.stderr
         assert result.stdout == b"cross-host\r\n"
         (task,) = ctl_a.json("tasks")
