@@ -20,7 +20,7 @@ from examples.cluster import (
     store_tasks,
     wait_for,
 )
-from examples.localfleet import Ctl
+from examples.localfleet import Ctl, LocalHub
 from tests.pg import pg_schema, server_down, wait_accepting
 from tests.rediskit import client as redis_client
 from tests.rediskit import redis_prefix
@@ -65,18 +65,26 @@ def finish_and_check(url: str, fleets: list[SimFleet], submitter: Submitter,
     return figures
 
 
+def two_hubs_two_fleets(fleet, url: str, coordination: str, per_fleet: int,
+                        task_s: float) -> tuple[LocalHub, LocalHub, list[SimFleet]]:
+    """Hubs A and B, and two fleets of simulated nodes listing both hubs (fa: A first,
+    fb: B first; each node shuffles its list, so both hubs get about half)."""
+    fa = SimFleet(fleet.base, "fa", [], per_fleet, task_s=task_s)
+    fb = SimFleet(fleet.base, "fb", [], per_fleet, task_s=task_s)
+    for f in (fa, fb):
+        f.enroll(fleet.base / "hub0" / "hub" / "tokens")
+    a, b = start_cluster(fleet, url, coordination, extra=FAST)
+    fa.hubs, fb.hubs = [a, b], [b, a]
+    return a, b, [fa.start(), fb.start()]
+
+
 def test_kill_9_hub_b_loses_nothing_and_runs_nothing_twice(fleet):
     with pg_schema() as url, redis_prefix() as (coordination, _):
         # 200 simulated nodes, half preferring A, half B; both hubs take submissions.
         # Tasks take 0.5 s, so that B's nodes hold some when B dies: they re-attach to A
         # with them (Hello), A keeps them (KEEP verdict) and takes their results.
-        fa = SimFleet(fleet.base, "fa", [], 100, task_s=0.5)
-        fb = SimFleet(fleet.base, "fb", [], 100, task_s=0.5)
-        for f in (fa, fb):
-            f.enroll(fleet.base / "hub0" / "hub" / "tokens")
-        a, b = start_cluster(fleet, url, coordination, extra=FAST)
-        fa.hubs, fb.hubs = [a, b], [b, a]
-        fleets = [fa.start(), fb.start()]
+        a, b, fleets = two_hubs_two_fleets(fleet, url, coordination, 100, task_s=0.5)
+        fa, fb = fleets
         submitter = Submitter([a, b], rate=60)
         try:
             wait_for(lambda: fa.attached() + fb.attached() == 200, 60, "200 nodes attached")
@@ -175,13 +183,8 @@ def test_sigstop_a_shard_past_its_lease_fences_what_it_writes_after(fleet):
 
 def test_flushall_mid_run_rebuilds_the_directory_and_loses_nothing(fleet):
     with pg_schema() as url, redis_prefix() as (coordination, prefix):
-        fa = SimFleet(fleet.base, "fa", [], 50, task_s=0.05)
-        fb = SimFleet(fleet.base, "fb", [], 50, task_s=0.05)
-        for f in (fa, fb):
-            f.enroll(fleet.base / "hub0" / "hub" / "tokens")
-        a, b = start_cluster(fleet, url, coordination, extra=FAST)
-        fa.hubs, fb.hubs = [a, b], [b, a]
-        fleets = [fa.start(), fb.start()]
+        a, b, fleets = two_hubs_two_fleets(fleet, url, coordination, 50, task_s=0.05)
+        fa, fb = fleets
         submitter = Submitter([a, b], rate=40)
         r = redis_client()
         try:
@@ -217,13 +220,8 @@ def test_postgresql_restart_under_a_cluster_keeps_node_streams_and_resumes(fleet
     the cluster commits again soon after the server returns. One-hub variant with real
     nodeagents: tests/system/test_system_pg_restart.py."""
     with pg_schema() as url, redis_prefix() as (coordination, _):
-        fa = SimFleet(fleet.base, "fa", [], 50, task_s=0.2)
-        fb = SimFleet(fleet.base, "fb", [], 50, task_s=0.2)
-        for f in (fa, fb):
-            f.enroll(fleet.base / "hub0" / "hub" / "tokens")
-        a, b = start_cluster(fleet, url, coordination, extra=FAST)
-        fa.hubs, fb.hubs = [a, b], [b, a]
-        fleets = [fa.start(), fb.start()]
+        a, b, fleets = two_hubs_two_fleets(fleet, url, coordination, 50, task_s=0.2)
+        fa, fb = fleets
         submitter = Submitter([a, b], rate=30)
         try:
             wait_for(lambda: fa.attached() + fb.attached() == 100, 60, "100 nodes attached")
