@@ -92,6 +92,7 @@ class Bench:
     token: str
     fleets: list["subprocess.Popen[bytes]"] = field(default_factory=list)
     nodes: int = 0
+    profile: Any = None  # a bench.profile.HubProfile when the phase was profiled
 
     def hub_pids(self) -> list[int]:
         """The supervisor and every process under it (control, shards, store helpers)."""

@@ -28,6 +28,7 @@ Results are merged into ``bench/results/latest.json`` (one object per scenario w
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import time
@@ -50,6 +51,7 @@ from bench.harness import (
     running_hub,
     save,
 )
+from bench.profile import HubProfile
 from cortex.tokens import bearer
 from cortex.v1 import control_pb2
 from examples.localfleet import wait_until
@@ -175,12 +177,16 @@ def run_max_phase(b: Bench, args: argparse.Namespace, expected: int
                   ) -> tuple[dict[str, float], float, int]:
     """The maximum-rate phase: (submitted, approximate tasks/s, hub CPU ticks)."""
     pids = b.hub_pids()
-    cpu0, t0 = cpu_ticks(pids), time.monotonic()
-    submitted = uvloop.run(submit_closed(b.hub.control_address, b.token, args.tasks,
-                                         args.concurrency, args.bound_s, "m",
-                                         finished=lambda: b.done() - expected))
-    b.wait_done(expected + len(submitted), args.bound_s)
-    return submitted, len(submitted) / (time.monotonic() - t0), cpu_ticks(pids) - cpu0
+    with contextlib.ExitStack() as stack:
+        if args.profile_dir:
+            b.profile = stack.enter_context(HubProfile(Path(args.profile_dir), pids))
+        cpu0, t0 = cpu_ticks(pids), time.monotonic()
+        submitted = uvloop.run(submit_closed(b.hub.control_address, b.token, args.tasks,
+                                             args.concurrency, args.bound_s, "m",
+                                             finished=lambda: b.done() - expected))
+        b.wait_done(expected + len(submitted), args.bound_s)
+        cpu1, t1 = cpu_ticks(pids), time.monotonic()
+    return submitted, len(submitted) / (t1 - t0), cpu1 - cpu0
 
 
 def steady(args: argparse.Namespace) -> dict[str, Any]:
@@ -212,6 +218,8 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
                   "hub_cpu_us_per_task": round(ticks / TICKS_PER_S * 1e6
                                                / max(1, len(submitted)), 1),
                   "loadavg_before": load0}
+        if b.profile is not None:
+            result["profile"] = b.profile.summary()
         if fixed:
             result["fixed_rate"] = {"rate_per_s": rate, **phase_figures(fixed, done)}
         if single:
@@ -384,6 +392,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-ms", type=int, default=5000)
     p.add_argument("--bound-s", type=float, default=300.0, help="hard bound on a run")
     p.add_argument("--name", help="key in latest.json (default: the scenario)")
+    p.add_argument("--profile-dir", help="steady: py-spy the hub during the max-rate phase")
     p.add_argument("--out", type=Path, default=RESULTS, help="result file to merge into")
     flood = p.add_argument_group("flood")
     flood.add_argument("--stream-bps", type=int, default=15_000)
