@@ -66,8 +66,9 @@ MAX_LAST_PROMPTS = 10_000
 #: control process stops draining that shard's ring (the ring fills: back-pressure).
 MAX_PENDING_PER_SHARD = 4096
 #: Frame kinds whose store writes may be in flight together for one node (each is a
-#: conditional write of its own task and attempt, independent of the others).
+#: conditional write on its task's attempt and epoch; none changes what another checks).
 PIPELINED_KINDS = frozenset({"started", "output"})
+MAX_RUN = 64  # frames of one node handled side by side, at most
 #: Durable output ends remembered for running tasks (they leave at their end).
 MAX_KNOWN_ENDS = 65_536
 #: How far ahead in a node's queue an output looks for its task's finished frame.
@@ -135,11 +136,6 @@ def unpack_row(values: list[Any]) -> TaskRow:
 
 def _running(node: NodeState) -> int:
     return len(node.running)
-
-
-def _task_of(frame: node_pb2.NodeFrame) -> str:
-    """The task a started or output frame is about."""
-    return frame.started.task_id if frame.HasField("started") else frame.output.task_id
 
 
 def _finished_follows(out: node_pb2.TaskOutput, later: deque[Pending]) -> bool:
@@ -304,20 +300,20 @@ class Hub:
                           pending: ShardQueues) -> None:
         """Handle one node's queued messages in order until its queue is empty.
 
-        A run of started/output frames of distinct tasks is handled side by side: each
-        handler queues its store write before its first suspension, in order, so the
-        run's writes go out in one group commit instead of one after the other.
+        A run of started/output frames (a task's Started and its first output, say) is
+        handled side by side: gather starts the handlers in order and each queues its
+        store write before its first suspension, so the run's writes go out in one
+        group commit, in the node's order, instead of one commit after the other. (Were
+        two outputs of a task ever queued out of order, the later one would be refused
+        as a gap and the node would resend it from the acknowledged offset.)
         """
         try:
             while queue:
                 run = [queue.popleft()]
                 frame = run[0][1]
                 if frame is not None and frame.WhichOneof("kind") in PIPELINED_KINDS:
-                    tasks = {_task_of(frame)}
-                    while queue and (nxt := queue[0][1]) is not None \
-                            and nxt.WhichOneof("kind") in PIPELINED_KINDS \
-                            and _task_of(nxt) not in tasks:
-                        tasks.add(_task_of(nxt))
+                    while queue and len(run) < MAX_RUN and (nxt := queue[0][1]) is not None \
+                            and nxt.WhichOneof("kind") in PIPELINED_KINDS:
                         run.append(queue.popleft())
                 pending.took(len(run))
                 if len(run) == 1:

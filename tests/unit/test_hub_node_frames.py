@@ -1,0 +1,137 @@
+"""The control process's node-frame path against a real SQLite store, without sockets.
+
+Ring records go in through a scripted link; what the hub sends to the shard is captured.
+"""
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cortex.v1 import node_pb2
+from cortexd import config
+from cortexd.control.hub import Hub, NodeState
+from cortexd.ipc import messages as m
+from cortexd.lifecycle import State
+from cortexd.serializers.envelope import InlineEncoder
+from cortexd.store import TaskRow
+from cortexd.store.sqlite import SQLiteStore
+
+
+class ScriptedLink:
+    """A shard's ring as the control process sees it: batches in, records out."""
+
+    def __init__(self, batches: list[list[bytes]], gap_s: float = 0.0) -> None:
+        self.batches = batches
+        self.gap_s = gap_s  # between batches: the hub handles one before the next arrives
+        self.sent: list[node_pb2.HubFrame] = []
+        self.given = 0
+
+    async def recv(self) -> list[bytes]:
+        if self.batches:
+            if self.given:
+                await asyncio.sleep(self.gap_s)
+            self.given += 1
+            return self.batches.pop(0)
+        await asyncio.Event().wait()  # nothing more: wait to be cancelled
+        return []
+
+    def send_nowait(self, record: bytes) -> bool:
+        msg = m.unpack(record)
+        if msg[0] == m.SEND:
+            self.sent.append(node_pb2.HubFrame.FromString(msg[3]))
+        return True
+
+
+def frame(epoch: int, **kind: Any) -> bytes:
+    return m.pack(m.FRAME, "n1", epoch, node_pb2.NodeFrame(**kind).SerializeToString())
+
+
+async def assigned_task(tmp_path: Path) -> tuple[Hub, SQLiteStore, TaskRow, int]:
+    settings = config.load(None, {"insecure_loopback": True}, environ={})
+    store = SQLiteStore(str(tmp_path / "c.db"))
+    await store.open()
+    hub = Hub(settings, store, InlineEncoder(Ed25519PrivateKey.generate(), 60_000), "h")
+    epoch = await store.mint_epoch()
+    hub.nodes["n1"] = NodeState("n1", epoch, 0, {}, 4, attached=True)
+    row, _ = await store.create_task(TaskRow(task_id="t-00000000000000000001",
+                                             command="true", created_ms=1, updated_ms=1))
+    hub.queue[row.task_id] = row
+    hub.links[0] = ScriptedLink([])  # type: ignore[assignment]
+    await hub._schedule_pass()
+    task = await store.get_task(row.task_id)
+    assert task is not None and task.state is State.ASSIGNED
+    return hub, store, task, epoch
+
+
+async def serve(hub: Hub, batches: list[list[bytes]], want: int,
+                gap_s: float = 0.0) -> list[node_pb2.HubFrame]:
+    link = ScriptedLink(batches, gap_s)
+    hub.links[0] = link  # type: ignore[assignment]
+    server = asyncio.get_running_loop().create_task(hub.serve_shard(0, link))  # type: ignore[arg-type]
+    for _ in range(500):
+        if len(link.sent) >= want:
+            break
+        await asyncio.sleep(0.01)
+    server.cancel()
+    await asyncio.gather(server, return_exceptions=True)
+    return link.sent
+
+
+def test_a_whole_task_in_one_batch_needs_no_read_and_no_output_ack(tmp_path: Path) -> None:
+    async def main() -> None:
+        hub, store, task, epoch = await assigned_task(tmp_path)
+        reads = 0
+        get_task = store.get_task
+
+        async def counting(task_id: str) -> TaskRow | None:
+            nonlocal reads
+            reads += 1
+            return await get_task(task_id)
+
+        store.get_task = counting  # type: ignore[method-assign]
+        t, a = task.task_id, task.attempt
+        sent = await serve(hub, [[
+            frame(epoch, started=node_pb2.TaskStarted(task_id=t, attempt=a, pid=7)),
+            frame(epoch, output=node_pb2.TaskOutput(task_id=t, attempt=a, offset=0, data=b"ab")),
+            frame(epoch, output=node_pb2.TaskOutput(task_id=t, attempt=a, offset=2, data=b"cd")),
+            frame(epoch, finished=node_pb2.TaskFinished(task_id=t, attempt=a, exit_code=0,
+                                                        kind=node_pb2.FINISH_KIND_EXITED,
+                                                        output_end=4)),
+        ]], want=1)
+        assert [f.WhichOneof("kind") for f in sent] == ["finished_ack"]
+        assert reads == 0
+        store.get_task = get_task  # type: ignore[method-assign]
+        done = await get_task(t)
+        assert done is not None and (done.state, done.output_bytes, done.reason) == (
+            State.SUCCEEDED, 4, "")
+        assert await store.read_output(t, a, 0, 100) == b"abcd"
+        assert [h.to_state for h in await store.transitions(t) if h.accepted] == [
+            "ASSIGNED", "RUNNING", "SUCCEEDED"]
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_frames_in_separate_batches_are_acked_and_a_short_output_is_noted(
+        tmp_path: Path) -> None:
+    async def main() -> None:
+        hub, store, task, epoch = await assigned_task(tmp_path)
+        t, a = task.task_id, task.attempt
+        sent = await serve(hub, [
+            [frame(epoch, started=node_pb2.TaskStarted(task_id=t, attempt=a, pid=7))],
+            [frame(epoch, output=node_pb2.TaskOutput(task_id=t, attempt=a, offset=0,
+                                                     data=b"ab"))],
+            [frame(epoch, finished=node_pb2.TaskFinished(task_id=t, attempt=a, exit_code=1,
+                                                         kind=node_pb2.FINISH_KIND_EXITED,
+                                                         output_end=5))],
+        ], want=2, gap_s=0.2)
+        assert [f.WhichOneof("kind") for f in sent] == ["ack", "finished_ack"]
+        assert sent[0].ack.offset == 2
+        done = await store.get_task(t)
+        assert done is not None and done.state is State.FAILED
+        assert "hub holds 2 of 5 output bytes" in done.reason  # read path: output short
+        await store.close()
+
+    asyncio.run(main())
