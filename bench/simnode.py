@@ -376,9 +376,13 @@ class SimNode:
         await self._pump(h)
 
     def _on_finished_ack(self, ack: node_pb2.FinishedAck) -> None:
-        key = (ack.task_id, ack.attempt)
-        if key in self.held:
-            self.held.pop(key)
+        h = self.held.pop((ack.task_id, ack.attempt), None)
+        if h is not None:
+            # The hub skips the last OutputAck when Finished follows the output: its
+            # FinishedAck (sent after the terminal state committed, with output_end
+            # checked) says the whole output is durable.
+            self.stats.bytes_acked += max(0, h.produced - h.acked)
+            h.acked = h.produced
         self.stats.tasks_done.setdefault(ack.task_id, time.monotonic())
 
     def _on_cancel(self, cancel: node_pb2.CancelTask) -> None:
