@@ -12,6 +12,7 @@ tests share the server, so keep the outage to seconds.
 import os
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -99,3 +100,45 @@ def server_down() -> Iterator[None]:
         yield
     finally:
         ctl_cluster("start")
+
+
+def committed(url: str) -> int:
+    """Transitions recorded so far (accepted or refused)."""
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=2) as conn:
+        row = conn.execute("SELECT count(*) FROM transitions").fetchone()
+    return int(row[0]) if row else 0
+
+
+class ServerReturn(threading.Thread):
+    """Polls a stopped server: when it first answers (t_up, and the transitions
+    committed so far), then when the first transition after that commits."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True, name="pg-return")
+        self.url = url
+        self.t_up = self.t_up_wall = self.t_resumed = 0.0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from psycopg import OperationalError
+
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    at_return = committed(self.url)
+                    break
+                except OperationalError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+            self.t_up, self.t_up_wall = time.monotonic(), time.time()
+            while committed(self.url) <= at_return:
+                if time.monotonic() > deadline + 30:
+                    raise TimeoutError("no transition committed after the server returned")
+                time.sleep(0.02)
+            self.t_resumed = time.monotonic()
+        except BaseException as e:  # surfaced by the test
+            self.error = e

@@ -33,7 +33,7 @@ from cortexctl.errors import CtlError
 from cortexd.history import check_store
 from cortexd.store import open_store
 from examples.localfleet import wait_until
-from tests.pg import pg_schema, server_down
+from tests.pg import ServerReturn, pg_schema, server_down
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
 
@@ -76,37 +76,6 @@ class Submitter(threading.Thread):
             self.error = e
 
 
-class Return(threading.Thread):
-    """Polls a stopped server: when it first answers (t_up, and the transitions
-    committed so far), then when the first transition after that commits."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(daemon=True, name="pg-return")
-        self.url = url
-        self.t_up = self.t_up_wall = self.t_resumed = 0.0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    at_return = _committed(self.url)
-                    break
-                except psycopg.OperationalError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-            self.t_up, self.t_up_wall = time.monotonic(), time.time()
-            while _committed(self.url) <= at_return:
-                if time.monotonic() > deadline + 30:
-                    raise TimeoutError("no transition committed after the server returned")
-                time.sleep(0.02)
-            self.t_resumed = time.monotonic()
-        except BaseException as e:  # surfaced by the test
-            self.error = e
-
-
 def _log_events(path: Path, event: str) -> list[dict[str, object]]:
     found = []
     for line in path.read_text(errors="replace").splitlines():
@@ -116,12 +85,6 @@ def _log_events(path: Path, event: str) -> list[dict[str, object]]:
             except ValueError:
                 continue
     return [e for e in found if e.get("event") == event]
-
-
-def _committed(url: str) -> int:
-    with psycopg.connect(url, connect_timeout=2) as conn:
-        row = conn.execute("SELECT count(*) FROM transitions").fetchone()
-    return int(row[0]) if row else 0
 
 
 def test_postgresql_restart_mid_run(fleet, tmp_path):
@@ -144,7 +107,7 @@ def test_postgresql_restart_mid_run(fleet, tmp_path):
                 time.sleep(DOWN_S)
                 # Watch for the server's return from here: pg_ctlcluster start returns a
                 # while after the server already accepts connections (and the hub uses it).
-                back = Return(url)
+                back = ServerReturn(url)
                 back.start()
             back.join(90)
             assert back.error is None, back.error
