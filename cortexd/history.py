@@ -160,7 +160,8 @@ async def check_store(store: Store) -> HistoryReport:
     return check(await store.transitions(), await store.tasks_in(frozenset(State)))
 
 
-async def _main(url: str) -> HistoryReport:
+async def check_url(url: str) -> HistoryReport:
+    """Open the store named by ``url``, check its history, close it."""
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         raise StoreError(f"store {url.removeprefix('sqlite:///')} does not exist")
     store = open_store(url)
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="print at most N violations (default 50)")
     args = p.parse_args(argv)
     try:
-        report = asyncio.run(_main(args.store))
+        report = asyncio.run(check_url(args.store))
     except StoreError as e:
         print(f"history: {e}", file=sys.stderr)
         return 2

@@ -185,19 +185,10 @@ def history(url: str) -> dict[str, Any]:
     import asyncio
     from dataclasses import asdict
 
-    from cortexd.history import check_store
-    from cortexd.store import open_store
+    from cortexd.history import check_url
 
-    async def run() -> dict[str, Any]:
-        store = open_store(url)
-        await store.open()
-        try:
-            report = await check_store(store)
-        finally:
-            await store.close()
-        return {**asdict(report), "exit": 0 if report.ok else 1}
-
-    return asyncio.run(run())
+    report = asyncio.run(check_url(url))
+    return {**asdict(report), "exit": 0 if report.ok else 1}
 
 
 def executed_per_task(reports: list[dict[str, Any]]) -> dict[str, int]:

@@ -30,8 +30,7 @@ import pytest
 from cortex.v1 import control_pb2 as pb
 from cortexctl.client import HubClient, HubSettings, client_tls
 from cortexctl.errors import CtlError
-from cortexd.history import check_store
-from cortexd.store import open_store
+from cortexd.history import check_url
 from examples.localfleet import wait_until
 from tests.pg import ServerReturn, pg_schema, server_down
 
@@ -152,15 +151,7 @@ def test_postgresql_restart_mid_run(fleet, tmp_path):
                if got[t] != ("SUCCEEDED", f"task {n}\r\n".encode())}
         assert not bad, bad
 
-        async def history():  # type: ignore[no-untyped-def]
-            store = open_store(url)
-            await store.open()
-            try:
-                return await check_store(store)
-            finally:
-                await store.close()
-
-        report = asyncio.run(history())
+        report = asyncio.run(check_url(url))
         assert report.ok, report.violations[:20]
         assert report.ended == len(ids) and not report.active
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cortexd.history import HistoryReport, check_store
+from cortexd.history import HistoryReport, check_url
 from cortexd.lifecycle import State
 from cortexd.store import StaleWrite, Store, TaskRow, open_store
 from tests.pg import pg_schema
@@ -81,12 +81,7 @@ def run_check(url: str, *, inject: list[tuple[object, ...]] = ()) -> HistoryRepo
         finally:
             await store.close()
         _inject(url, inject)
-        store = open_store(url)
-        await store.open()
-        try:
-            return await check_store(store)
-        finally:
-            await store.close()
+        return await check_url(url)
 
     return asyncio.run(main())
 
@@ -170,15 +165,7 @@ def test_a_write_id_accepted_twice_is_a_duplicate(url: str) -> None:
     wid = _write_id_of(url, tid(5), "RUNNING")
     _inject(url, [(tid(5), 1, "RUNNING", "SUCCEEDED", 8, "n2", wid)])
 
-    async def main() -> HistoryReport:
-        store = open_store(url)
-        await store.open()
-        try:
-            return await check_store(store)
-        finally:
-            await store.close()
-
-    report = asyncio.run(main())
+    report = asyncio.run(check_url(url))
     assert [v for v in report.violations if v.kind == "duplicate"
             and f"write {wid} accepted twice" in v.detail]
     assert {v.kind for v in report.violations} >= {"duplicate", "state"}
