@@ -166,7 +166,8 @@ class SimNode:
         """One attach, until ``stop``. Raises _SessionEnd("dropped") when a welcomed
         stream ends, _SessionEnd with ``retry_after_s`` on RetryLater, and grpc or
         connection errors when there was no Welcome."""
-        options = [("grpc.use_local_subchannel_pool", 1), ("grpc.keepalive_time_ms", 30_000)]
+        options = [("grpc.use_local_subchannel_pool", 1), ("grpc.keepalive_time_ms", 120_000),
+                   ("grpc.http2.bdp_probe", 0)]
         hub = self.hubs[self.hub_index]
         async with grpc.aio.insecure_channel(hub, options=options) as channel:
             attach: Any = channel.stream_stream(ATTACH, request_serializer=ENC,

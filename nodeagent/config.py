@@ -63,7 +63,7 @@ class AgentConfig:
     backoff_reset_after_s: float = 10.0
     drain_quiet_s: float = 0.1
     finish_ack_wait_s: float = 3.0
-    keepalive_time_ms: int = 30_000
+    keepalive_time_ms: int = 120_000  # the heartbeat is the liveness check; this finds dead TCP
     keepalive_timeout_ms: int = 10_000
 
     @property

@@ -31,6 +31,9 @@ from cortexd.shards.admission import AttachAdmission
 from cortexd.shards.session import SessionTable
 
 STATS_INTERVAL_S = 1.0
+#: Silent sessions are looked for every this many STATS ticks (the floor of the
+#: silence limit is 3 heartbeat intervals, 15 s by default: found within 5 s more).
+SILENCE_SWEEP_TICKS = 5
 
 
 class Shard:
@@ -122,6 +125,7 @@ class Shard:
                             service: NodeLinkService) -> None:
         admission = service.admission
         logged = (0, 0)
+        ticks = 0
         while True:
             await asyncio.sleep(STATS_INTERVAL_S)
             link.tx.beat_producer()
@@ -131,8 +135,10 @@ class Shard:
                 self.log.info("attach_admission", admitted=admission.admitted,
                               retry_later=admission.refused, pending=len(sessions.pending),
                               nodes=len(sessions.active))
-            for session in sessions.silent(time.monotonic()):
-                session.close(f"no frame from the node for {3 * session.heartbeat_s:.1f} s")
+            ticks += 1
+            if ticks % SILENCE_SWEEP_TICKS == 0:  # a scan of every session: not every second
+                for session in sessions.silent(time.monotonic()):
+                    session.close(f"no frame from the node for {3 * session.heartbeat_s:.1f} s")
             link.send_nowait(m.pack(m.STATS, len(sessions.active), service.frames_in,
                                     service.frames_out))
 
