@@ -265,11 +265,16 @@ def hold_and_storm(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         wait_until(lambda: b.attached_at_hub() >= b.nodes, args.bound_s,
                    "the hub to list the fleet attached", interval_s=0.5)
         pids = b.hub_pids()
+        # Steady state, not the attach's tail: the hub asks for a longer heartbeat
+        # interval as the fleet grows, and a node takes it from its next heartbeat ack,
+        # up to one floor interval (plus jitter) after it attached.
+        time.sleep(2 * args.heartbeat_ms / 1000)  # a settling period, not a synchronisation
         cpu0, t0 = cpu_ticks(pids), time.monotonic()
         time.sleep(args.seconds)  # the measurement window itself, not a synchronisation
         cpu1, t1 = cpu_ticks(pids), time.monotonic()
         rss = rss_mib(pids)
         hold = {"nodes": b.nodes, "heartbeat_interval_ms": args.heartbeat_ms,
+                "settle_s": round(2 * args.heartbeat_ms / 1000, 1),
                 "hub_rss_mib": round(rss, 1),
                 "hub_rss_kib_per_node": round(rss * 1024 / max(1, b.nodes), 1),
                 "hub_cpu_pct": round((cpu1 - cpu0) / TICKS_PER_S / (t1 - t0) * 100, 2),
