@@ -41,3 +41,42 @@ def redis_prefix() -> Iterator[tuple[str, str]]:
                 r.delete(*keys)
         finally:
             r.close()
+
+
+REDIS_START = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port",
+               "6379", "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
+               "--logfile", "/var/log/redis/ci.log"]
+
+
+@contextmanager
+def redis_down() -> Iterator[None]:
+    """Stop the Redis server (SHUTDOWN NOSAVE: it keeps nothing) for the body of the
+    ``with``, then start it again the way this machine starts it, whatever happens."""
+    import shutil
+    import subprocess
+    import time
+
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is required in CI to stop and restart Redis")
+        pytest.skip("redis-server is not installed here")
+    r = client()
+    try:
+        r.shutdown(nosave=True)
+    except redis.ConnectionError:
+        pass  # it is gone: what SHUTDOWN does
+    finally:
+        r.close()
+    try:
+        yield
+    finally:
+        subprocess.run(REDIS_START, check=True, capture_output=True, timeout=30)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client().ping()
+                break
+            except (redis.RedisError, pytest.skip.Exception):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)

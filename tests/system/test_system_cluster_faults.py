@@ -23,7 +23,7 @@ from examples.cluster import (
 from examples.localfleet import Ctl, LocalHub
 from tests.pg import ServerReturn, pg_schema, server_down
 from tests.rediskit import client as redis_client
-from tests.rediskit import redis_prefix
+from tests.rediskit import redis_down, redis_prefix
 
 pytestmark = pytest.mark.system
 
@@ -239,6 +239,42 @@ def test_postgresql_restart_under_a_cluster_keeps_node_streams_and_resumes(fleet
                   f"dropped: {after - dropped}; {figures['tasks']} tasks")
             assert after == dropped, "a node stream dropped during the outage"
             assert not gone, "a hub logged node_gone during the outage"
+        finally:
+            submitter.halt.set()
+            for f in fleets:
+                f.kill()
+
+
+def test_redis_stopped_and_restarted_costs_nothing(fleet):
+    """Redis is a hint and a transport: with it gone for a while (and back empty), each hub
+    keeps placing tasks on its own nodes, what was offered across is adopted from the
+    store, the directory is rebuilt, and nothing is lost or run twice."""
+    with pg_schema() as url, redis_prefix() as (coordination, prefix):
+        a, b, fleets = two_hubs_two_fleets(fleet, url, coordination, 50, task_s=0.05)
+        fa, fb = fleets
+        submitter = Submitter([a, b], rate=40)
+        try:
+            wait_for(lambda: fa.attached() + fb.attached() == 100, 60, "100 nodes attached")
+            submitter.start()
+            wait_for(lambda: len(submitter.accepted) >= 80, 60, "80 tasks submitted")
+            with redis_down():
+                n = len(submitter.accepted)
+                wait_for(lambda: len(submitter.accepted) >= n + 80, 60,
+                         "80 tasks submitted while Redis is down")
+            r = redis_client()
+            try:
+                rebuilt_s = wait_for(lambda: r.hlen(f"{prefix}:dir") == 100, 30,
+                                     "the directory rebuilt after Redis came back")
+            finally:
+                r.close()
+            n = len(submitter.accepted)
+            wait_for(lambda: len(submitter.accepted) >= n + 40, 60, "40 more tasks")
+            dropped = sum(f.status()["dropped"] for f in fleets)
+            figures = finish_and_check(url, fleets, submitter, "Redis restart")
+            print(f"Redis stopped and restarted empty: directory rebuilt {rebuilt_s:.2f} s "
+                  f"after it answered again; node streams dropped: {dropped}; "
+                  f"{figures['tasks']} tasks")
+            assert dropped == 0, "a node stream dropped because Redis went away"
         finally:
             submitter.halt.set()
             for f in fleets:
