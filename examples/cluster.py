@@ -66,6 +66,7 @@ class SimFleet:
         self.node_ids = [f"{name}-{i}" for i in range(count)]
         self.hubs, self.task_s, self.bound_s = hubs, task_s, bound_s
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra: list[str] = []  # more bench.fleet flags (--stream-bps, …)
 
     def enroll(self, tokens_file: Path) -> None:
         tokens_file.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +84,7 @@ class SimFleet:
              "--hub-key", str(self.hubs[0].hub_key_file), "--tokens", str(self.tokens),
              "--report", str(self.report_file), "--status", str(self.status_file),
              "--status-every-s", "0.2", "--task-s", str(self.task_s),
-             "--seconds", str(self.bound_s)],
+             "--seconds", str(self.bound_s), *self.extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
 
     def status(self) -> dict[str, Any]:

@@ -75,6 +75,7 @@ class NodeLinkService:
         self.attach_timeout_s = attach_timeout_s
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.frames_in = 0
+        self.held_for_room = 0  # heartbeat intervals a node's frame waited for ring room
         self.frames_out = 0
         self.log = logs.get()
 
@@ -178,6 +179,27 @@ class NodeLinkService:
             await context.write(out)
             self.frames_out += 1
 
+    async def _forward_when_room(self, session: NodeSession, record: bytes) -> None:
+        """The ring to control is full (control is behind: its store is down, say). This
+        node's frames wait — its stream is not read meanwhile, so HTTP/2 flow control
+        holds the node — but the node is not silent, the hub is: so while waiting, tell the
+        node every heartbeat interval that the hub lives (an unsolicited HeartbeatAck,
+        seq 0) and do not count the wait against the node's silence limit. Otherwise a
+        long enough stall would drop every node with output in flight."""
+        send = asyncio.ensure_future(self.link.send(record))
+        try:
+            while True:
+                done, _ = await asyncio.wait({send}, timeout=session.heartbeat_s)
+                if done:
+                    send.result()
+                    return
+                session.last_seen = time.monotonic()
+                self.held_for_room += 1
+                session.push(node_pb2.HubFrame(heartbeat_ack=node_pb2.HeartbeatAck(
+                    seq=0, interval_ms=self.heartbeat_interval_ms)).SerializeToString())
+        finally:
+            send.cancel()
+
     async def _read(self, stream: AsyncIterator[bytes], session: NodeSession) -> None:
         try:
             async for raw in stream:
@@ -192,7 +214,9 @@ class NodeLinkService:
                 elif kind == "hello":
                     raise ValueError("hello may only be the first frame")
                 else:
-                    await self.link.send(m.pack(m.FRAME, session.node_id, session.epoch, raw))
+                    record = m.pack(m.FRAME, session.node_id, session.epoch, raw)
+                    if not self.link.send_nowait(record):
+                        await self._forward_when_room(session, record)
             session.close("node closed its stream")
         except ValueError as e:
             session.close(str(e))

@@ -89,7 +89,8 @@ class Shard:
         link.close()
         self.log.info("shard_stopped", nodes=len(sessions.active), frames_in=service.frames_in,
                       frames_out=service.frames_out, attaches_admitted=admission.admitted,
-                      attaches_retry_later=admission.refused)
+                      attaches_retry_later=admission.refused,
+                      waits_for_ring_room=service.held_for_room)
         return exitcodes.OK
 
     async def _from_control(self, link: RingLink, sessions: SessionTable,
