@@ -231,7 +231,10 @@ class Hub:
     async def send_remote_events(self) -> None:
         while True:
             host, msg = await self._remote_events.get()
-            await self.coord.send(host, msg)
+            try:
+                await self.coord.send(host, msg)
+            except Exception:  # one bad event must not end the forwarding
+                self.log.exception("remote_event_failed", host=host, kind=msg[2])
 
     # -- start-up -----------------------------------------------------------------
 
@@ -506,8 +509,14 @@ class Hub:
         node = self.nodes.get(node_id)
         if node is None or node.attached or node.epoch != epoch:
             return
-        if self.coord.clustered and not await self._still_gone(node_id, epoch):
-            return
+        if self.coord.clustered:
+            if not self.coord.healthy:
+                # Redis cannot say whether the node lives on at another host: never
+                # guess "gone" (that would mark a live node's tasks LOST); ask again later.
+                self._start_grace(node_id, epoch)
+                return
+            if not await self._still_gone(node_id, epoch):
+                return
         for task in await self.store.tasks_in(ACTIVE, node_id):
             await self._finish(task, State.LOST,
                                reason=f"node missed its grace of {self.settings.node_grace_s} s")
@@ -901,7 +910,6 @@ class Hub:
         beats: dict[int, tuple[int, float]] = {}
         lease_ok: dict[int, bool] = {}
         while True:
-            await asyncio.sleep(period)
             try:
                 now = time.monotonic()
                 alive = set()
@@ -930,6 +938,7 @@ class Hub:
                     self.kick()
             except Exception:
                 self.log.exception("coordination_pass_failed")
+            await asyncio.sleep(period)
 
     async def _scan_loop(self) -> None:
         while True:
@@ -1003,8 +1012,13 @@ class Hub:
         well within one), such a node is marked detached and gets the grace
         period here; if it re-attaches anywhere, that host's epoch wins.
         """
+        if not self.coord.healthy:
+            self._suspects.clear()  # what Redis said before the outage is no evidence
+            return
         directory = await self.coord.directory(max_age_s=0)
         live = await self.coord.live_hosts()
+        if not self.coord.healthy:
+            return
         me = self.coord.host_id
         for row in await self.store.list_nodes():
             local = self.nodes.get(row.node_id)

@@ -57,6 +57,10 @@ class Coordinator(Protocol):
     host_id: str
     clustered: bool
 
+    @property
+    def healthy(self) -> bool:
+        """Whether coordination answered recently enough to act on what it says."""
+
     async def open(self, on_message: Handler) -> None: ...
 
     async def close(self) -> None: ...
@@ -90,6 +94,7 @@ class LocalCoordinator:
     """One host alone: nobody else to tell, nobody else to ask."""
 
     clustered = False
+    healthy = True
 
     def __init__(self, host_id: str) -> None:
         self.host_id = host_id

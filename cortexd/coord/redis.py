@@ -42,6 +42,7 @@ MAX_PENDING_UPDATES = 100_000
 UPDATES_PER_PIPELINE = 1_000
 INBOX_MAXLEN = 10_000
 READ_COUNT = 256
+READ_BLOCK_MS = 1000
 
 # KEYS: dir, dir:epoch; ARGV: node, epoch, value. Returns {applied, previous value}.
 _PUBLISH = """
@@ -115,11 +116,13 @@ class RedisCoordinator:
         self._withdraw = self.redis.register_script(_WITHDRAW)
         self._updates: deque[tuple[str, str, int, bytes]] = deque()
         self._updates_ready = asyncio.Event()
+        self._stopping = asyncio.Event()
         self.updates_dropped = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._dir_cache: tuple[float, dict[str, DirEntry]] = (0.0, {})
         self._hosts_cache: tuple[float, set[str]] = (0.0, set())
         self._down_since: float | None = None
+        self._last_ok = 0.0
         self._renewed_once = False
         self._shards: set[int] = set()
         self.started_ms = int(time.time() * 1000)
@@ -132,17 +135,27 @@ class RedisCoordinator:
     async def open(self, on_message: Handler) -> None:
         try:
             await self.redis.ping()
+            self._ok()
         except (RedisError, OSError) as e:
             # Redis is a hint: a hub starts without it and catches up when it returns.
             self._failed("open", e)
+        else:
+            await self.renew(set(), [])  # live to the other hosts before this one is ready
         self._tasks = [asyncio.create_task(self._write_updates()),
                        asyncio.create_task(self._consume(on_message))]
 
     async def close(self) -> None:
-        """Release this host's leases (a clean stop is a drain), then disconnect."""
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Release this host's leases (a clean stop is a drain), then disconnect.
+
+        The inbox reader is asked to stop and given one blocking read to notice:
+        cancelling redis-py in the middle of a blocking XREADGROUP can leave the task
+        cancelling forever, and a stop must not hang on it."""
+        self._stopping.set()
+        self._updates_ready.set()
+        _, pending = await asyncio.wait(self._tasks, timeout=READ_BLOCK_MS / 1000 + 1.0) \
+            if self._tasks else (set(), set())
+        for t in pending:
+            t.cancel()  # not awaited: see above
         with contextlib.suppress(RedisError, OSError):
             await self._flush_updates()
             keys = [self.keys.host_lease(self.host_id), self.keys.shards(self.host_id)]
@@ -155,7 +168,14 @@ class RedisCoordinator:
             self._down_since = time.monotonic()
             self.log.warning("coordination_unavailable", op=what, error=str(e) or type(e).__name__)
 
+    @property
+    def healthy(self) -> bool:
+        """Redis answered within the last lease TTL: its answers can be acted on."""
+        return (self._down_since is None
+                and time.monotonic() - self._last_ok < self.lease_ttl_ms / 1000)
+
     def _ok(self) -> None:
+        self._last_ok = time.monotonic()
         if self._down_since is not None:
             self.log.info("coordination_recovered",
                           down_s=round(time.monotonic() - self._down_since, 3))
@@ -178,9 +198,11 @@ class RedisCoordinator:
 
     async def _write_updates(self) -> None:
         delay = 0.05
-        while True:
+        while not self._stopping.is_set():
             await self._updates_ready.wait()
             self._updates_ready.clear()
+            if self._stopping.is_set():
+                return  # close() flushes what is left
             try:
                 await self._flush_updates()
                 self._ok()
@@ -346,11 +368,11 @@ class RedisCoordinator:
         inbox = self.keys.inbox(self.host_id)
         cursor = "0"
         delay = 0.1
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._ensure_group()
                 got = await self.redis.xreadgroup(INBOX_GROUP, self.host_id, {inbox: cursor},
-                                                  count=READ_COUNT, block=1000)
+                                                  count=READ_COUNT, block=READ_BLOCK_MS)
                 self._ok()
                 delay = 0.1
             except (RedisError, OSError) as e:

@@ -9,13 +9,14 @@ import pytest
 from examples.cluster import start_cluster
 from examples.localfleet import Ctl
 from tests.pg import pg_schema
+from tests.rediskit import client as redis_client
 from tests.rediskit import redis_prefix
 
 pytestmark = pytest.mark.system
 
 
 def test_task_submitted_at_a_runs_on_a_node_attached_to_b(fleet):
-    with pg_schema() as store, redis_prefix() as (coordination, _):
+    with pg_schema() as store, redis_prefix() as (coordination, prefix):
         a, b = start_cluster(fleet, store, coordination)
         fleet.node(b, "node-b1", labels={"where": "b"})
         ctl_a, ctl_b = Ctl(a), Ctl(b)
@@ -30,6 +31,15 @@ def test_task_submitted_at_a_runs_on_a_node_attached_to_b(fleet):
         (task,) = ctl_a.json("tasks")
         assert (task["state"], task["node_id"]) == ("SUCCEEDED", "node-b1")
 
+        # Watched at A while it runs on B, the task's events come as they happen
+        # (forwarded by B), not from A re-reading the store every 2 s: RUNNING is seen,
+        # and the output arrives before the terminal state.
+        tid = ctl_a.submit("sleep 1.5; echo live")
+        ctl_a.wait_state(tid, ["RUNNING"])
+        events = ctl_a.json("watch", tid)
+        kinds = [e["event"] if e["event"] != "state" else e["task"]["state"] for e in events]
+        assert "output" in kinds and kinds.index("output") < kinds.index("SUCCEEDED"), kinds
+
         # A lists the whole cluster: B's node and both hosts' shards.
         nodes = {n["node_id"]: n for n in ctl_a.json("nodes")}
         assert nodes["node-b1"]["attached"] and nodes["node-b1"]["hub_id"] == "hub-b"
@@ -41,3 +51,17 @@ def test_task_submitted_at_a_runs_on_a_node_attached_to_b(fleet):
         ctl_a.wait_state(tid, ["RUNNING"])
         ctl_a.ok("cancel", tid)
         assert ctl_a.wait_state(tid, ["CANCELLED"])["state"] == "CANCELLED"
+
+        # A clean stop is a drain: exit 0 promptly, and the host's leases are released.
+        r = redis_client()
+        try:
+            assert r.exists(f"{prefix}:lease:host:hub-b", f"{prefix}:lease:shard:hub-b:0") == 2
+            t0 = time.monotonic()
+            assert b.stop() == 0
+            stop_s = time.monotonic() - t0
+            assert r.exists(f"{prefix}:lease:host:hub-b", f"{prefix}:lease:shard:hub-b:0") == 0
+            assert r.exists(f"{prefix}:lease:host:hub-a") == 1
+        finally:
+            r.close()
+        assert a.stop() == 0
+        print(f"hub B stopped cleanly in {stop_s:.2f} s, its leases released")

@@ -172,3 +172,30 @@ def await_exists(url: str, key: str) -> int:
         return int(r.exists(key))
     finally:
         r.close()
+
+
+def test_healthy_only_while_redis_answers() -> None:
+    """The janitor and grace expiry act on the directory only while Redis answers: a
+    coordinator that cannot reach it is not healthy (and says "nothing known")."""
+    async def body(url: str, prefix: str) -> None:
+        async def ignore(msg: Message) -> None:
+            return None
+
+        dead = RedisCoordinator(f"redis://127.0.0.1:1/0?prefix={prefix}", "hub-a", 2000)
+        await dead.open(ignore)
+        try:
+            assert await dead.renew({0}, []) is False
+            assert not dead.healthy
+            assert await dead.directory(max_age_s=0) == {}
+            assert await dead.live_hosts() == {"hub-a"}
+        finally:
+            await dead.close()
+        live = RedisCoordinator(url, "hub-b", 2000)
+        await live.open(ignore)
+        try:
+            assert not live.healthy or await live.renew({0}, []) is False
+            await live.renew({0}, [])
+            assert live.healthy
+        finally:
+            await live.close()
+    run(body)
