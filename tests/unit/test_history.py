@@ -72,14 +72,19 @@ async def _good_history(store: Store) -> None:
     await move(5, 1, 8, State.RUNNING)
 
 
+async def _seed(url: str) -> None:
+    """Write the good history into the store at ``url``."""
+    store = open_store(url)
+    await store.open()
+    try:
+        await _good_history(store)
+    finally:
+        await store.close()
+
+
 def run_check(url: str, *, inject: list[tuple[object, ...]] = ()) -> HistoryReport:  # type: ignore[assignment]
     async def main() -> HistoryReport:
-        store = open_store(url)
-        await store.open()
-        try:
-            await _good_history(store)
-        finally:
-            await store.close()
+        await _seed(url)
         _inject(url, inject)
         return await check_url(url)
 
@@ -153,15 +158,7 @@ def test_each_kind_of_violation_is_caught(url: str, kind: str,
 
 
 def test_a_write_id_accepted_twice_is_a_duplicate(url: str) -> None:
-    async def make() -> None:
-        store = open_store(url)
-        await store.open()
-        try:
-            await _good_history(store)
-        finally:
-            await store.close()
-
-    asyncio.run(make())
+    asyncio.run(_seed(url))
     wid = _write_id_of(url, tid(5), "RUNNING")
     _inject(url, [(tid(5), 1, "RUNNING", "SUCCEEDED", 8, "n2", wid)])
 
