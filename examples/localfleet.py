@@ -31,8 +31,8 @@ from examples.proctable import (
     start_time,
 )
 
-__all__ = ["Ctl", "FleetError", "LocalHub", "LocalNode", "binary", "shm_segments",
-           "start_time", "tail", "wait_until"]
+__all__ = ["Ctl", "FleetError", "LocalHub", "LocalNode", "binary", "log_events",
+           "shm_segments", "start_time", "tail", "wait_until"]
 
 T = TypeVar("T")
 #: Environment variable put on every nodeagent (and so on its tasks) to find strays; not
@@ -55,6 +55,20 @@ def wait_until(predicate: Callable[[], T | None], timeout_s: float, what: str,
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout_s:g}s waiting for {what}")
         time.sleep(interval_s)
+
+
+def log_events(path: Path, name: str) -> list[dict[str, Any]]:
+    """The JSON log lines of ``path`` whose ``event`` is ``name``. Processes sharing one log
+    file may interleave a line now and then: such a line is skipped."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line) if line.startswith("{") else None
+        except ValueError:
+            event = None
+        if isinstance(event, dict) and event.get("event") == name:
+            out.append(event)
+    return out
 
 
 def binary(name: str) -> list[str]:

@@ -5,14 +5,13 @@ hub's count and the nodes' own count agree), none saw any other failure, and the
 never admitted faster than its budget.
 """
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from examples.localfleet import Ctl, wait_until
+from examples.localfleet import Ctl, log_events, wait_until
 
 pytestmark = pytest.mark.system
 
@@ -23,22 +22,12 @@ NODES = 24
 ADMIT_PER_S = 1
 
 
-def events(log: Path, name: str) -> list[dict[str, Any]]:
-    out = []
-    for line in log.read_text(errors="replace").splitlines():
-        try:  # processes sharing one log file may interleave a line now and then
-            event = json.loads(line) if line.startswith("{") else None
-        except ValueError:
-            event = None
-        if isinstance(event, dict) and event.get("event") == name:
-            out.append(event)
-    return out
 
 
 def hub_counts(log: Path) -> tuple[int, int]:
     """(admitted, retry_later) summed over the shards' latest ``attach_admission`` lines."""
     latest: dict[int, dict[str, Any]] = {}
-    for event in events(log, "attach_admission"):
+    for event in log_events(log, "attach_admission"):
         latest[event["shard"]] = event
     return (sum(e["admitted"] for e in latest.values()),
             sum(e["retry_later"] for e in latest.values()))
@@ -54,7 +43,7 @@ def test_attach_storm_is_admitted_at_the_budget_with_retry_later(fleet, tmp_path
     Ctl(hub).wait_nodes(ids, timeout_s=120)
 
     def retry_laters(node: Any) -> list[dict[str, Any]]:
-        return [r for r in events(node.log_path, "reconnect")
+        return [r for r in log_events(node.log_path, "reconnect")
                 if r["reason"].startswith("hub asked to retry later")]
 
     node_retry_laters = sum(len(retry_laters(n)) for n in nodes)
@@ -62,7 +51,7 @@ def test_attach_storm_is_admitted_at_the_budget_with_retry_later(fleet, tmp_path
     admitted, hub_retry_laters = wait_until(
         lambda: c if (c := hub_counts(hub.log_path))[1] >= node_retry_laters
         and c[0] >= NODES else None, 10, "the shards' admission counters")
-    starts = sorted(datetime.fromisoformat(events(n.log_path, "agent_start")[0]["timestamp"])
+    starts = sorted(datetime.fromisoformat(log_events(n.log_path, "agent_start")[0]["timestamp"])
                     .timestamp() for n in nodes)
     print(f"admission: {NODES} nodes started over {starts[-1] - starts[0]:.1f} s, "
           f"{admitted} admitted, {hub_retry_laters} RetryLater")
@@ -71,16 +60,16 @@ def test_attach_storm_is_admitted_at_the_budget_with_retry_later(fleet, tmp_path
     assert admitted == NODES
     for node in nodes:
         # 0 failed registrations: the only reason any node dialled again was RetryLater.
-        reconnects = events(node.log_path, "reconnect")
+        reconnects = log_events(node.log_path, "reconnect")
         assert reconnects == retry_laters(node), (node.node_id, reconnects)
-        assert not events(node.log_path, "auth_failed")
-        assert len(events(node.log_path, "attach")) == 1
+        assert not log_events(node.log_path, "auth_failed")
+        assert len(log_events(node.log_path, "attach")) == 1
         for r in retry_laters(node):
             assert r["delay_s"] >= 0.2  # the hub's answer, honoured
     # The hub never admitted faster than its budget: at most burst + rate * t in any window
     # (admission time = when the shard logged the attach, less the wait for control).
     stamps = sorted(datetime.fromisoformat(e["timestamp"]).timestamp() - e["welcome_ms"] / 1000
-                    for e in events(hub.log_path, "node_attached"))
+                    for e in log_events(hub.log_path, "node_attached"))
     assert len(stamps) == NODES
     burst = 2  # one per shard
     for i, start in enumerate(stamps):

@@ -7,32 +7,19 @@ a port nothing listens on. Whichever hub the node attaches to first is killed wi
 SIGKILL; the node must attach to the other one and run a task there.
 """
 
-import json
 import shutil
 import socket
 import time
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from examples.localfleet import Ctl, LocalNode, wait_until
+from examples.cluster import SHARED
+from examples.localfleet import Ctl, LocalNode, log_events, wait_until
 
 pytestmark = pytest.mark.system
 
-SHARED = ("hub.key", "hub.pub", "tokens", "admin.token")
 
 
-def events(log: Path, name: str) -> list[dict[str, Any]]:
-    out = []
-    for line in log.read_text(errors="replace").splitlines():
-        try:  # processes sharing one log file may interleave a line now and then
-            with_event = json.loads(line) if line.startswith("{") else None
-        except ValueError:
-            with_event = None
-        if isinstance(with_event, dict) and with_event.get("event") == name:
-            out.append(with_event)
-    return out
 
 
 @pytest.mark.timeout(120)
@@ -58,14 +45,14 @@ def test_node_fails_over_to_the_next_hub_after_kill_9(fleet):
         fleet.all_nodes.append(node)
         node.start()
 
-        attach = wait_until(lambda: events(node.log_path, "attach"), 30, "the first attach")
+        attach = wait_until(lambda: log_events(node.log_path, "attach"), 30, "the first attach")
         victim = hubs.pop(attach[0]["address"])
         (survivor,) = hubs.values()
         Ctl(victim).wait_nodes(["node-1"])
 
         victim.kill()  # SIGKILL cortexd and all its children
         killed_at = time.monotonic()
-        attaches = wait_until(lambda: a if len(a := events(node.log_path, "attach")) >= 2
+        attaches = wait_until(lambda: a if len(a := log_events(node.log_path, "attach")) >= 2
                               else None, 30, "the node to attach to the other hub")
         failover_s = time.monotonic() - killed_at
         assert attaches[1]["address"] == survivor.node_address, attaches
@@ -78,7 +65,7 @@ def test_node_fails_over_to_the_next_hub_after_kill_9(fleet):
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"after failover\r\n"
     # The node said where it went, and why it left.
-    reconnects = events(node.log_path, "reconnect")
+    reconnects = log_events(node.log_path, "reconnect")
     assert any(r["address"] == victim.node_address for r in reconnects), reconnects
     assert node.stop() == 0
 
@@ -106,7 +93,7 @@ def test_running_task_survives_failover_between_cluster_hubs(fleet):
         shutil.copy(a.state_dir / "tokens", b.state_dir / "tokens")  # enrolled on both
         fleet.all_nodes.append(node)
         node.start()
-        attach = wait_until(lambda: events(node.log_path, "attach"), 30, "the first attach")
+        attach = wait_until(lambda: log_events(node.log_path, "attach"), 30, "the first attach")
         victim = hubs.pop(attach[0]["address"])
         (survivor,) = hubs.values()
         ctl = Ctl(survivor)
@@ -116,9 +103,9 @@ def test_running_task_survives_failover_between_cluster_hubs(fleet):
         wait_until(lambda: ctl.task(task_id)["output_bytes"] > 0, 30, "the first output")
 
         victim.kill()
-        wait_until(lambda: len(events(node.log_path, "attach")) >= 2, 30,
+        wait_until(lambda: len(log_events(node.log_path, "attach")) >= 2, 30,
                    "the node to attach to the other hub")
-        second = events(node.log_path, "attach")[1]
+        second = log_events(node.log_path, "attach")[1]
         assert second["address"] == survivor.node_address
         assert second["tasks"] == 1 and second["verdicts"] == 1, second
 

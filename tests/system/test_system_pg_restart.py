@@ -18,11 +18,9 @@ It stops the shared server for ~5 s: other tests on it see an outage too.
 """
 
 import asyncio
-import json
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -31,7 +29,7 @@ from cortex.v1 import control_pb2 as pb
 from cortexctl.client import HubClient, HubSettings, client_tls
 from cortexctl.errors import CtlError
 from cortexd.history import check_url
-from examples.localfleet import wait_until
+from examples.localfleet import log_events, wait_until
 from tests.pg import ServerReturn, pg_schema, server_down
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
@@ -75,15 +73,6 @@ class Submitter(threading.Thread):
             self.error = e
 
 
-def _log_events(path: Path, event: str) -> list[dict[str, object]]:
-    found = []
-    for line in path.read_text(errors="replace").splitlines():
-        if event in line:
-            try:
-                found.append(json.loads(line))
-            except ValueError:
-                continue
-    return [e for e in found if e.get("event") == event]
 
 
 def test_postgresql_restart_mid_run(fleet, tmp_path):
@@ -126,9 +115,9 @@ def test_postgresql_restart_mid_run(fleet, tmp_path):
             wait_until(all_ended, 60, f"{len(ids)} tasks to end", 0.2)
             after = {n.node_id: (n.session_epoch, n.attached) for n in client.list_nodes()}
         log = hub.log_path
-        recovered = _log_events(log, "store_recovered")
-        unavailable = _log_events(log, "store_unavailable")
-        gone = _log_events(log, "node_gone")
+        recovered = log_events(log, "store_recovered")
+        unavailable = log_events(log, "store_unavailable")
+        gone = log_events(log, "node_gone")
         assert hub.stop() == 0
 
         # Node streams stayed up: same sessions, nobody left.
