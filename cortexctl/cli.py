@@ -15,14 +15,15 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cortex.v1 import control_pb2 as pb
-from cortexctl import commands, db, exitcodes, logcmds
+from cortexctl import bulk, commands, db, exitcodes, logcmds, runcmd
 from cortexctl.errors import CtlError
 
 EPILOG = """\
 exit status: 0 ok; 1 the hub refused the request; 2 usage or local configuration;
 3 hub unreachable or too slow; 4 credential refused. submit --follow and watch exit
 with the task's status instead: its exit code, 128+N if killed by signal N,
-124 TIMED_OUT, 129 LOST, 130 CANCELLED, 1 FAILED without a code, 125 cortexctl failed.
+124 TIMED_OUT, 129 LOST, 130 CANCELLED, 1 FAILED without a code, 125 cortexctl failed
+(run too; and 125 when --wait passed before the task ended: it goes on).
 --json prints JSON lines: one object per item (per event for --follow and watch).
 """
 
@@ -63,6 +64,26 @@ def add_follow_flags(p: argparse.ArgumentParser) -> None:
                    help="how long to keep reconnecting to a hub that went away (default 30)")
 
 
+def add_task_flags(p: argparse.ArgumentParser) -> None:
+    """What a task is made of (submit and run)."""
+    p.add_argument("--selector", action="append", metavar="K=V", help="label a node must have")
+    p.add_argument("--node", metavar="ID", help="run on this node only")
+    p.add_argument("--idempotency-key", metavar="K", help="same key = same task")
+    p.add_argument("--env", action="append", metavar="K=V", help="environment variable")
+    p.add_argument("--cwd", metavar="DIR", help="working directory on the node")
+    p.add_argument("--task-timeout", metavar="S", type=int, help="kill the task after S seconds")
+    p.add_argument("--idle-timeout", metavar="S", type=int,
+                   help="kill the task after S seconds without output")
+    p.add_argument("--memory-max", metavar="SIZE",
+                   help="memory limit of the task's cgroup: bytes, or with K/M/G (binary)")
+    p.add_argument("--pids-max", metavar="N", type=int,
+                   help="most processes the task may have at once (cgroup pids.max)")
+
+
+def _submit(args: argparse.Namespace) -> int:
+    return bulk.cmd_submit_from(args) if args.from_file else commands.cmd_submit(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cortexctl", description="Operate a Cortex hub: submit and follow tasks, "
@@ -78,25 +99,32 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(run=run)
         return p
 
-    p = command("submit", commands.cmd_submit, "submit a shell command; print its task id")
-    p.add_argument("--selector", action="append", metavar="K=V", help="label a node must have")
-    p.add_argument("--node", metavar="ID", help="run on this node only")
-    p.add_argument("--idempotency-key", metavar="K", help="same key = same task")
-    p.add_argument("--env", action="append", metavar="K=V", help="environment variable")
-    p.add_argument("--cwd", metavar="DIR", help="working directory on the node")
-    p.add_argument("--task-timeout", metavar="S", type=int, help="kill the task after S seconds")
-    p.add_argument("--idle-timeout", metavar="S", type=int,
-                   help="kill the task after S seconds without output")
-    p.add_argument("--memory-max", metavar="SIZE",
-                   help="memory limit of the task's cgroup: bytes, or with K/M/G (binary)")
-    p.add_argument("--pids-max", metavar="N", type=int,
-                   help="most processes the task may have at once (cgroup pids.max)")
+    p = command("submit", _submit, "submit a shell command; print its task id "
+                "(--from FILE: many tasks, one JSON object a line)")
+    add_task_flags(p)
     p.add_argument("--follow", action="store_true",
                    help="stream the output and exit with the task's status")
+    p.add_argument("--from", dest="from_file", metavar="FILE",
+                   help="submit the tasks of FILE (JSON lines of SubmitRequest fields; "
+                   "'-' = stdin) in SubmitMany calls")
+    p.add_argument("--batch", type=int, default=500, metavar="N",
+                   help="with --from: tasks per SubmitMany call (default 500, at most 1000)")
     p.add_argument("--json", action="store_true", help="JSON lines instead of text")
     add_follow_flags(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD...",
                    help="the command (options of submit go before it)")
+
+    p = command("run", runcmd.cmd_run, "submit a command, wait for its end in one call, "
+                "print its journal and exit with its status")
+    add_task_flags(p)
+    p.add_argument("--wait", type=float, metavar="S",
+                   help="stop waiting after S seconds (the task goes on; default: until "
+                   "it ends)")
+    p.add_argument("--cancel-on-drop", action="store_true",
+                   help="cancel the task if the call ends first (--wait, Ctrl-C)")
+    p.add_argument("--json", action="store_true", help="one JSON object: task and journal")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD...",
+                   help="the command (options of run go before it)")
 
     p = command("get", commands.cmd_get, "show one task")
     p.add_argument("task", metavar="TASK")

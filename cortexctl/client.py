@@ -8,10 +8,9 @@ no deadline and its errors surface while iterating (``follow`` handles them).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -19,14 +18,22 @@ from cortex import tls
 from cortex.errors import ConfigError
 from cortex.tokens import bearer
 from cortex.v1 import control_pb2 as pb
-from cortexctl.errors import UsageError, from_rpc
+from cortex.v1 import control_pb2_grpc
+from cortexctl.errors import CtlError, UsageError, from_rpc
 
-SERVICE = "/cortex.v1.Control/"
 #: Output chunks are at most 64 KiB (docs/protocol.md); leave room for a larger hub.
 MAX_RECEIVE_BYTES = 16 * 1024 * 1024
 
-Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+
+
+class RunDeadline(CtlError):
+    """A Run whose task was still going at the deadline; ``task_id`` names it ("" if the
+    hub never said)."""
+
+    def __init__(self, message: str, task_id: str) -> None:
+        super().__init__(message)
+        self.task_id = task_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,36 +80,10 @@ class HubClient:
         self.settings = settings
         self._channel = channel if channel is not None else open_channel(settings)
         self._metadata = bearer(settings.token)
-        ch = self._channel
-        self._submit: grpc.UnaryUnaryMultiCallable[pb.SubmitRequest, pb.SubmitResponse] = (
-            ch.unary_unary(SERVICE + "Submit", pb.SubmitRequest.SerializeToString,
-                           pb.SubmitResponse.FromString))
-        self._get: grpc.UnaryUnaryMultiCallable[pb.GetTaskRequest, pb.Task] = ch.unary_unary(
-            SERVICE + "GetTask", pb.GetTaskRequest.SerializeToString, pb.Task.FromString)
-        self._watch: grpc.UnaryStreamMultiCallable[pb.WatchRequest, pb.WatchEvent] = (
-            ch.unary_stream(SERVICE + "Watch", pb.WatchRequest.SerializeToString,
-                            pb.WatchEvent.FromString))
-        self._cancel: grpc.UnaryUnaryMultiCallable[pb.CancelRequest, pb.CancelResponse] = (
-            ch.unary_unary(SERVICE + "Cancel", pb.CancelRequest.SerializeToString,
-                           pb.CancelResponse.FromString))
-        self._input: grpc.UnaryUnaryMultiCallable[pb.SendInputRequest, pb.SendInputResponse] = (
-            ch.unary_unary(SERVICE + "SendInput", pb.SendInputRequest.SerializeToString,
-                           pb.SendInputResponse.FromString))
-        self._nodes: grpc.UnaryUnaryMultiCallable[pb.ListNodesRequest, pb.ListNodesResponse] = (
-            ch.unary_unary(SERVICE + "ListNodes", pb.ListNodesRequest.SerializeToString,
-                           pb.ListNodesResponse.FromString))
-        self._tasks: grpc.UnaryUnaryMultiCallable[pb.ListTasksRequest, pb.ListTasksResponse] = (
-            ch.unary_unary(SERVICE + "ListTasks", pb.ListTasksRequest.SerializeToString,
-                           pb.ListTasksResponse.FromString))
-        self._shards: grpc.UnaryUnaryMultiCallable[pb.ListShardsRequest, pb.ListShardsResponse] = (
-            ch.unary_unary(SERVICE + "ListShards", pb.ListShardsRequest.SerializeToString,
-                           pb.ListShardsResponse.FromString))
-        self._journal: grpc.UnaryUnaryMultiCallable[pb.GetJournalRequest, pb.Journal] = (
-            ch.unary_unary(SERVICE + "GetJournal", pb.GetJournalRequest.SerializeToString,
-                           pb.Journal.FromString))
-        self._logs: grpc.UnaryStreamMultiCallable[pb.ReadLogsRequest, pb.LogData] = (
-            ch.unary_stream(SERVICE + "ReadLogs", pb.ReadLogsRequest.SerializeToString,
-                            pb.LogData.FromString))
+        # The generated stub (untyped: grpc_tools writes no stubs for it); the
+        # methods below give each call its types.
+        self._stub: Any = control_pb2_grpc.ControlStub(  # type: ignore[no-untyped-call]
+            self._channel)
 
     def __enter__(self) -> HubClient:
         return self
@@ -113,45 +94,69 @@ class HubClient:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method: Callable[..., Resp], request: object, subject: str = "") -> Resp:
+    def _call(self, method: str, request: object, resp: type[Resp], subject: str = "") -> Resp:
         try:
-            return method(request, timeout=self.settings.timeout_s, metadata=self._metadata)
+            return cast(Resp, getattr(self._stub, method)(
+                request, timeout=self.settings.timeout_s, metadata=self._metadata))
         except grpc.RpcError as e:
             raise from_rpc(e, self.settings.address, subject) from e
 
+    def submit_many(self, requests: list[pb.SubmitRequest]) -> list[pb.SubmitResult]:
+        """One SubmitMany call; a result per request, in order."""
+        response = self._call("SubmitMany", pb.SubmitManyRequest(tasks=requests),
+                              pb.SubmitManyResponse)
+        return list(response.results)
+
+    def run(self, request: pb.SubmitRequest, wait_s: float | None,
+            cancel_on_drop: bool = False) -> pb.RunResponse:
+        """Submit and wait for the end; ``wait_s`` None waits as long as the task runs.
+        A task still running at the deadline is a CtlError (DEADLINE_EXCEEDED) and goes on."""
+        try:
+            return cast(pb.RunResponse, self._stub.Run(
+                pb.RunRequest(task=request, cancel_on_drop=cancel_on_drop), timeout=wait_s,
+                metadata=self._metadata))
+        except grpc.RpcError as e:
+            if isinstance(e, grpc.Call) and e.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+                task_id = dict(e.initial_metadata() or ()).get("cortex-task-id", "")
+                raise RunDeadline(e.details() or "the task outlived --wait", task_id) from e
+            raise from_rpc(e, self.settings.address) from e
+
     def submit(self, request: pb.SubmitRequest) -> pb.SubmitResponse:
-        return self._call(self._submit, request)
+        return self._call("Submit", request, pb.SubmitResponse)
 
     def get_task(self, task_id: str) -> pb.Task:
-        return self._call(self._get, pb.GetTaskRequest(task_id=task_id), f"task {task_id}")
+        return self._call("GetTask", pb.GetTaskRequest(task_id=task_id), pb.Task,
+                          f"task {task_id}")
 
     def cancel(self, task_id: str, reason: str = "") -> pb.Task:
         request = pb.CancelRequest(task_id=task_id, reason=reason)
-        return self._call(self._cancel, request, f"task {task_id}").task
+        return self._call("Cancel", request, pb.CancelResponse, f"task {task_id}").task
 
     def send_input(self, task_id: str, data: bytes) -> int:
         request = pb.SendInputRequest(task_id=task_id, data=data)
-        return self._call(self._input, request, f"task {task_id}").attempt
+        return self._call("SendInput", request, pb.SendInputResponse, f"task {task_id}").attempt
 
     def list_nodes(self) -> list[pb.Node]:
-        return list(self._call(self._nodes, pb.ListNodesRequest()).nodes)
+        return list(self._call("ListNodes", pb.ListNodesRequest(), pb.ListNodesResponse).nodes)
 
     def list_tasks(self, state: str = "TASK_STATE_UNSPECIFIED", node_id: str = "",
                    limit: int = 0) -> list[pb.Task]:
         request = pb.ListTasksRequest(state=state, node_id=node_id, limit=limit)
-        return list(self._call(self._tasks, request).tasks)
+        return list(self._call("ListTasks", request, pb.ListTasksResponse).tasks)
 
     def list_shards(self) -> list[pb.Shard]:
-        return list(self._call(self._shards, pb.ListShardsRequest()).shards)
+        return list(self._call("ListShards", pb.ListShardsRequest(), pb.ListShardsResponse).shards)
 
     def watch(self, task_id: str, from_offset: int = 0,
               no_output: bool = False) -> grpc.CallIterator[pb.WatchEvent]:
         """Open a Watch stream; errors are raised while iterating it (as grpc.RpcError)."""
         request = pb.WatchRequest(task_id=task_id, from_offset=from_offset, no_output=no_output)
-        return self._watch(request, metadata=self._metadata)
+        return cast("grpc.CallIterator[pb.WatchEvent]",
+                    self._stub.Watch(request, metadata=self._metadata))
 
     def journal(self, task_id: str) -> pb.Journal:
-        return self._call(self._journal, pb.GetJournalRequest(task_id=task_id), f"task {task_id}")
+        return self._call("GetJournal", pb.GetJournalRequest(task_id=task_id), pb.Journal,
+                          f"task {task_id}")
 
     def read_logs(self, task_id: str, attempt: int = 0, offset: int = 0,
                   length: int = 0) -> grpc.CallIterator[pb.LogData]:
@@ -159,4 +164,5 @@ class HubClient:
         No deadline: a long range takes as long as the node needs to read it."""
         request = pb.ReadLogsRequest(task_id=task_id, attempt=attempt, offset=offset,
                                      length=length)
-        return self._logs(request, metadata=self._metadata)
+        return cast("grpc.CallIterator[pb.LogData]",
+                    self._stub.ReadLogs(request, metadata=self._metadata))

@@ -76,6 +76,12 @@ def cmd_journal(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(journal_dict(journal)))
         return exitcodes.OK
+    write_journal(journal)
+    return exitcodes.OK
+
+
+def write_journal(journal: pb.Journal) -> None:
+    """The head, the omitted marker when something was left out, the tail; to stdout."""
     out = sys.stdout.buffer
     out.write(journal.head)
     if journal.omitted_bytes:
@@ -83,4 +89,3 @@ def cmd_journal(args: argparse.Namespace) -> int:
         out.write(sep + journal_marker(journal) + b"\n")
     out.write(journal.tail)
     out.flush()
-    return exitcodes.OK

@@ -10,8 +10,11 @@ import grpc
 from cortex.ids import ENV_NAME_RE, IDEMPOTENCY_KEY_RE, check_labels, is_node_id, new_task_id
 from cortex.v1 import control_pb2, control_pb2_grpc, node_pb2
 from cortexd.control.hub import REMOTE_WATCH_S, Hub, RequestError
+from cortexd.control.intake import MAX_SUBMIT_MANY, Intake, Outcome, Refused
 from cortexd.control.logreads import read_task_logs
+from cortexd.control.runs import cancel_dropped, wait_deadline, wait_end
 from cortexd.control.watchers import Watcher
+from cortexd.journal import JournalView
 from cortexd.lifecycle import State
 from cortexd.store import TaskRow
 
@@ -69,6 +72,16 @@ def _check_submit(req: control_pb2.SubmitRequest) -> str | None:
     return None
 
 
+def _row_of(request: control_pb2.SubmitRequest) -> TaskRow:
+    now = int(time.time() * 1000)
+    return TaskRow(task_id=new_task_id(), command=request.command, env=dict(request.env),
+                   cwd=request.cwd, timeout_s=request.timeout_s,
+                   idle_timeout_s=request.idle_timeout_s,
+                   memory_max_bytes=request.memory_max_bytes, pids_max=request.pids_max,
+                   selector=dict(request.selector), node_pin=request.node_id,
+                   idempotency_key=request.idempotency_key, created_ms=now, updated_ms=now)
+
+
 def _live_chunk(payload: Any, attempt: int, offset: int) -> bytes:
     """The part of a live output event that continues a watcher at ``offset``."""
     ev_attempt, ev_offset, data = payload
@@ -77,9 +90,31 @@ def _live_chunk(payload: Any, attempt: int, offset: int) -> bytes:
     return b""
 
 
+def _submit_result(request: control_pb2.SubmitRequest,
+                   outcome: Outcome) -> control_pb2.SubmitResult:
+    if isinstance(outcome, Refused):
+        return control_pb2.SubmitResult(error=control_pb2.SubmitError(
+            code=outcome.code, message=outcome.message))
+    task, dedup = outcome
+    if dedup and task.command != request.command:
+        return control_pb2.SubmitResult(error=control_pb2.SubmitError(
+            code="ALREADY_EXISTS", message=f"idempotency key {request.idempotency_key!r} "
+            f"names task {task.task_id} with a different command"))
+    return control_pb2.SubmitResult(submitted=control_pb2.SubmitResponse(
+        task=task_pb(task), deduplicated=dedup))
+
+
+def _journal_pb(task: TaskRow, view: JournalView) -> control_pb2.Journal:
+    return control_pb2.Journal(
+        task_id=task.task_id, attempt=task.attempt, head=view.head, tail=view.tail,
+        total_bytes=view.total_bytes, omitted_bytes=view.omitted_bytes,
+        omitted_from=view.omitted_from, omitted_to=view.omitted_to)
+
+
 class ControlService(control_pb2_grpc.ControlServicer):
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        self.intake = Intake(hub)
 
     async def _fail(self, context: Ctx, e: RequestError) -> None:
         await context.abort(getattr(grpc.StatusCode, e.code), str(e))
@@ -88,13 +123,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
                      context: Ctx) -> control_pb2.SubmitResponse:
         if (err := _check_submit(request)) is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err)
-        now = int(time.time() * 1000)
-        row = TaskRow(task_id=new_task_id(), command=request.command, env=dict(request.env),
-                      cwd=request.cwd, timeout_s=request.timeout_s,
-                      idle_timeout_s=request.idle_timeout_s,
-                      memory_max_bytes=request.memory_max_bytes, pids_max=request.pids_max,
-                      selector=dict(request.selector), node_pin=request.node_id,
-                      idempotency_key=request.idempotency_key, created_ms=now, updated_ms=now)
+        row = _row_of(request)
         try:
             task, dedup = await self.hub.submit(row)
         except RequestError as e:
@@ -105,6 +134,62 @@ class ControlService(control_pb2_grpc.ControlServicer):
                                 f"idempotency key {request.idempotency_key!r} names task "
                                 f"{task.task_id} with a different command")
         return control_pb2.SubmitResponse(task=task_pb(task), deduplicated=dedup)
+
+    async def SubmitMany(self, request: control_pb2.SubmitManyRequest,  # noqa: N802
+                         context: Ctx) -> control_pb2.SubmitManyResponse:
+        if len(request.tasks) > MAX_SUBMIT_MANY:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"at most {MAX_SUBMIT_MANY} tasks in one SubmitMany "
+                                f"(this one has {len(request.tasks)}); nothing was submitted")
+        items = [Refused("INVALID_ARGUMENT", err) if (err := _check_submit(r)) is not None
+                 else _row_of(r) for r in request.tasks]
+        outcomes = await self.intake.submit_many(items)
+        return control_pb2.SubmitManyResponse(results=[
+            _submit_result(req, outcome)
+            for req, outcome in zip(request.tasks, outcomes, strict=True)])
+
+    async def Run(self, request: control_pb2.RunRequest,  # noqa: N802
+                  context: Ctx) -> control_pb2.RunResponse:
+        if (err := _check_submit(request.task)) is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err)
+        deadline = wait_deadline(context.time_remaining())
+        row = _row_of(request.task)
+        # Registered before the submit: the task's end cannot be published unseen.
+        watcher = await self._add_watcher_for(row.task_id, context)
+        task: TaskRow | None = None
+        try:
+            try:
+                task, dedup = await self.hub.submit(row)
+            except RequestError as e:
+                await self._fail(context, e)
+                raise
+            if dedup:
+                if task.command != request.task.command:
+                    await context.abort(grpc.StatusCode.ALREADY_EXISTS,
+                                        f"idempotency key {request.task.idempotency_key!r} "
+                                        f"names task {task.task_id} with a different command")
+                self.hub.watchers.remove(watcher)
+                watcher = await self._add_watcher_for(task.task_id, context)
+                task = await self.hub.get(task.task_id)
+            await context.send_initial_metadata((("cortex-task-id", task.task_id),))
+            task = await wait_end(self.hub, watcher, task, deadline)
+            if not task.state.terminal:
+                then = "it goes on"
+                if request.cancel_on_drop:
+                    cancel_dropped(self.hub, task.task_id)
+                    then = "its cancel is requested (cancel_on_drop)"
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                    f"task {task.task_id} is still {task.state.value} at the "
+                                    f"deadline; {then} (cortexctl watch {task.task_id})")
+            view = await self.hub.journals.view(task.task_id, task.attempt, task.output_bytes)
+        except asyncio.CancelledError:
+            if request.cancel_on_drop and task is not None and not task.state.terminal:
+                cancel_dropped(self.hub, task.task_id)
+            raise
+        finally:
+            self.hub.watchers.remove(watcher)
+        return control_pb2.RunResponse(task=task_pb(task), deduplicated=dedup,
+                                       journal=_journal_pb(task, view))
 
     async def GetTask(self, request: control_pb2.GetTaskRequest,  # noqa: N802
                       context: Ctx) -> control_pb2.Task:
@@ -214,10 +299,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
             await self._fail(context, e)
             raise
         view = await self.hub.journals.view(task.task_id, task.attempt, task.output_bytes)
-        return control_pb2.Journal(
-            task_id=task.task_id, attempt=task.attempt, head=view.head, tail=view.tail,
-            total_bytes=view.total_bytes, omitted_bytes=view.omitted_bytes,
-            omitted_from=view.omitted_from, omitted_to=view.omitted_to)
+        return _journal_pb(task, view)
 
     async def _stored_output(self, task_id: str, attempt: int,
                              offset: int) -> AsyncIterator[control_pb2.WatchEvent]:
@@ -232,7 +314,10 @@ class ControlService(control_pb2_grpc.ControlServicer):
         except RequestError as e:
             await self._fail(context, e)
             raise
-        watcher = self.hub.watchers.add(task.task_id)
+        return await self._add_watcher_for(task.task_id, context)
+
+    async def _add_watcher_for(self, task_id: str, context: Ctx) -> Watcher:
+        watcher = self.hub.watchers.add(task_id)
         if watcher is None:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many watchers")
             raise AssertionError("unreachable")

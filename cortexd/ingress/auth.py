@@ -29,6 +29,8 @@ CONTROL_METHODS = {
     "/cortex.v1.Control/ListTasks": _CLIENT,
     "/cortex.v1.Control/ReadLogs": _CLIENT,
     "/cortex.v1.Control/GetJournal": _CLIENT,
+    "/cortex.v1.Control/SubmitMany": _CLIENT,
+    "/cortex.v1.Control/Run": _CLIENT,
     "/cortex.v1.Control/ListNodes": _ADMIN,
     "/cortex.v1.Control/ListShards": _ADMIN,
 }
