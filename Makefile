@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(wildcard proto/cortex/v1/*.proto)
 
-.PHONY: demo test lint proto clean bench-micro bench bench-quick
+.PHONY: demo test lint proto clean bench-micro bench bench-quick browserd-setup
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,14 +23,23 @@ cortex/v1/.generated: $(PROTOS) $(VENV)/.installed
 
 proto: cortex/v1/.generated
 
-demo: cortex/v1/.generated
+# browserd drives Debian's Chromium (Playwright cannot download its own browser here);
+# installed once, skipped when the binary is there.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
+browserd-setup: $(CHROMIUM)
+
+demo: cortex/v1/.generated $(CHROMIUM)
 	$(PY) -m examples.demo
 
 lint: cortex/v1/.generated
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-test: lint
+test: lint $(CHROMIUM)
 	$(PY) -m pytest tests
 
 # Micro-benchmarks (signing inline vs pool, rings vs socketpair); not part of `make test`.

@@ -77,7 +77,7 @@ def binary(name: str) -> list[str]:
     if path.exists():
         return [str(path)]
     module = {"cortexd": "cortexd.cli", "nodeagent": "nodeagent.cli",
-              "cortexctl": "cortexctl.cli"}[name]
+              "cortexctl": "cortexctl.cli", "browserd": "browserd.cli"}[name]
     return [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main())"]
 
 

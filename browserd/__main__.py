@@ -1,0 +1,5 @@
+import sys
+
+from browserd.cli import main
+
+sys.exit(main())
