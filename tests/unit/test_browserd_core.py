@@ -77,7 +77,7 @@ def test_handoff_take_verifies_and_unlinks(tmp_path: Path) -> None:
     assert shm.take(ref, tmp_path) == data
     assert not Path(ref["shm"]).exists()
     bad = shm.put(data, os.getpid(), tmp_path)
-    Path(bad["shm"]).write_bytes(data[:-1] + b"!")
+    Path(bad["shm"]).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # one bit differs
     with pytest.raises(errors.HandoffError, match="sha256"):
         shm.take(bad, tmp_path)
     with pytest.raises(errors.HandoffError, match="outside"):
