@@ -14,7 +14,7 @@ interleave only at store awaits, and the conditional writes keep that safe.
 import asyncio
 import time
 from collections import OrderedDict, deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -198,12 +198,16 @@ class Hub:
         # {task: (attempt, durable output end)} after this hub's appends: a finished
         # frame that agrees with it needs no read of the task (see _on_finished).
         self._ends: dict[str, tuple[int, int]] = {}
+        # Called with every task event (the monitors' feed, cortexd/control/monitorfeed.py).
+        self.on_publish: list[Callable[[str, tuple[str, Any]], None]] = []
         self.log = logs.get()
 
     # -- events for watchers, here and on other hosts ------------------------------
 
     def publish(self, task_id: str, event: tuple[str, Any]) -> None:
         self.watchers.publish(task_id, event)
+        for hook in self.on_publish:
+            hook(task_id, event)
         hosts = self.remote_watch.get(task_id)
         if not hosts:
             return

@@ -18,11 +18,13 @@ from cortex import logs
 from cortex.envelope import load_or_create_private_key
 from cortex.errors import ConfigError
 from cortex.tokens import TokenTable
-from cortex.v1 import control_pb2_grpc
+from cortex.v1 import control_pb2_grpc, monitor_pb2_grpc
 from cortexd import exitcodes
 from cortexd.childproc import RingPaths, install_stop_signals, read_report, report, watch_parent
 from cortexd.config import Settings
+from cortexd.control.agents import start_agents
 from cortexd.control.hub import Hub, ShardInfo
+from cortexd.control.monitorapi import MonitorsService
 from cortexd.control.service import ControlService
 from cortexd.coord import make_coordinator
 from cortexd.ingress.auth import CONTROL_METHODS, Authenticator, AuthInterceptor
@@ -79,8 +81,11 @@ class Control:
         except BindError as e:
             report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.PORT_IN_USE)
             return exitcodes.PORT_IN_USE
+        agents = await start_agents(hub, store)  # monitors (cortexd/control/agents.py)
         control_pb2_grpc.add_ControlServicer_to_server(  # type: ignore[no-untyped-call]
-            ControlService(hub), server)
+            ControlService(hub, agents), server)
+        monitor_pb2_grpc.add_MonitorsServicer_to_server(  # type: ignore[no-untyped-call]
+            MonitorsService(agents), server)
         await server.start()
         install_stop_signals(loop, lambda sig: self.stop.set())
         tasks = [asyncio.create_task(hub.serve_shard(i, link)) for i, link in hub.links.items()]

@@ -9,6 +9,7 @@ import grpc
 
 from cortex.ids import ENV_NAME_RE, IDEMPOTENCY_KEY_RE, check_labels, is_node_id, new_task_id
 from cortex.v1 import control_pb2, control_pb2_grpc, node_pb2
+from cortexd.control.agents import Agents
 from cortexd.control.hub import REMOTE_WATCH_S, Hub, RequestError
 from cortexd.control.intake import MAX_SUBMIT_MANY, Intake, Outcome, Refused
 from cortexd.control.logreads import read_task_logs
@@ -17,6 +18,7 @@ from cortexd.control.watchers import Watcher
 from cortexd.journal import JournalView
 from cortexd.lifecycle import State
 from cortexd.store import TaskRow
+from cortexd.store.monitoring import AgentTaskRow
 
 MAX_COMMAND_BYTES = 64 << 10
 MAX_INPUT_BYTES = 64 << 10
@@ -33,7 +35,7 @@ def prompt_pb(ev: node_pb2.PromptEvent) -> control_pb2.Prompt:
 
 
 def task_pb(t: TaskRow, progress: tuple[int, int] = (0, 0),
-            prompt: node_pb2.PromptEvent | None = None) -> control_pb2.Task:
+            prompt: node_pb2.PromptEvent | None = None, attention: str = "") -> control_pb2.Task:
     """The API's Task; ``progress`` is the node's last (spooled, held back) report,
     ``prompt`` the last prompt event of this attempt."""
     return control_pb2.Task(
@@ -43,7 +45,7 @@ def task_pb(t: TaskRow, progress: tuple[int, int] = (0, 0),
         node_id=t.node_id, command=t.command, has_exit_code=t.exit_code is not None,
         exit_code=t.exit_code or 0, reason=t.reason, output_bytes=t.output_bytes,
         created_ms=t.created_ms, updated_ms=t.updated_ms, idempotency_key=t.idempotency_key,
-        selector=t.selector, tenant=t.tenant)
+        selector=t.selector, tenant=t.tenant, attention=attention)
 
 
 MIN_MEMORY_MAX_BYTES = 1 << 20  # below this not even the task's shell starts
@@ -111,10 +113,23 @@ def _journal_pb(task: TaskRow, view: JournalView) -> control_pb2.Journal:
         omitted_from=view.omitted_from, omitted_to=view.omitted_to)
 
 
+def _notice(kind: str, payload: Any, attempt: int,
+            sent: tuple[int, int] | None) -> control_pb2.WatchEvent | None:
+    """A prompt event of the watched attempt not sent yet, or a change of attention (a
+    monitor escalated the task to a person, or a person answered)."""
+    if kind == "attention":
+        return control_pb2.WatchEvent(attention=str(payload))
+    assert isinstance(payload, node_pb2.PromptEvent)
+    if payload.attempt == attempt and (payload.offset, payload.at_ms) != sent:
+        return control_pb2.WatchEvent(prompt=prompt_pb(payload))
+    return None
+
+
 class ControlService(control_pb2_grpc.ControlServicer):
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, agents: Agents | None = None) -> None:
         self.hub = hub
         self.intake = Intake(hub)
+        self.agents = agents  # monitors (cortexd/control/agents.py)
 
     async def _fail(self, context: Ctx, e: RequestError) -> None:
         await context.abort(getattr(grpc.StatusCode, e.code), str(e))
@@ -125,7 +140,10 @@ class ControlService(control_pb2_grpc.ControlServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err)
         row = _row_of(request)
         try:
+            agent = await self.agents.prepare(request, row.tenant) if self.agents else None
             task, dedup = await self.hub.submit(row)
+            if agent is not None and self.agents is not None:
+                await self.agents.register(task, agent)
         except RequestError as e:
             await self._fail(context, e)
             raise
@@ -143,10 +161,28 @@ class ControlService(control_pb2_grpc.ControlServicer):
                                 f"(this one has {len(request.tasks)}); nothing was submitted")
         items = [Refused("INVALID_ARGUMENT", err) if (err := _check_submit(r)) is not None
                  else _row_of(r) for r in request.tasks]
+        agents = [await self._prepare(r, item) for r, item in zip(request.tasks, items,
+                                                                   strict=True)]
+        items = [a if isinstance(a, Refused) else item for a, item in zip(agents, items,
+                                                                          strict=True)]
         outcomes = await self.intake.submit_many(items)
+        for agent, outcome in zip(agents, outcomes, strict=True):
+            if agent is not None and not isinstance(agent, Refused) \
+                    and not isinstance(outcome, Refused) and self.agents is not None:
+                await self.agents.register(outcome[0], agent)
         return control_pb2.SubmitManyResponse(results=[
             _submit_result(req, outcome)
             for req, outcome in zip(request.tasks, outcomes, strict=True)])
+
+    async def _prepare(self, request: control_pb2.SubmitRequest,
+                       item: TaskRow | Refused) -> AgentTaskRow | Refused | None:
+        """The monitor part of one task of a SubmitMany (None: a plain task)."""
+        if self.agents is None or isinstance(item, Refused):
+            return None
+        try:
+            return await self.agents.prepare(request, item.tenant)
+        except RequestError as e:
+            return Refused(e.code, str(e))
 
     async def Run(self, request: control_pb2.RunRequest,  # noqa: N802
                   context: Ctx) -> control_pb2.RunResponse:
@@ -159,7 +195,11 @@ class ControlService(control_pb2_grpc.ControlServicer):
         task: TaskRow | None = None
         try:
             try:
+                agent = (await self.agents.prepare(request.task, row.tenant)
+                         if self.agents else None)
                 task, dedup = await self.hub.submit(row)
+                if agent is not None and self.agents is not None:
+                    await self.agents.register(task, agent)
             except RequestError as e:
                 await self._fail(context, e)
                 raise
@@ -195,8 +235,9 @@ class ControlService(control_pb2_grpc.ControlServicer):
                       context: Ctx) -> control_pb2.Task:
         try:
             task = await self.hub.get(request.task_id)
-            return task_pb(task, self.hub.task_progress(task.task_id, task.attempt),
-                           self.hub.last_prompt(task.task_id, task.attempt))
+            pb = task_pb(task, self.hub.task_progress(task.task_id, task.attempt),
+                         self.hub.last_prompt(task.task_id, task.attempt))
+            return await self.agents.decorate(pb) if self.agents else pb
         except RequestError as e:
             await self._fail(context, e)
             raise
@@ -217,6 +258,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
                                 f"input must be 1 to {MAX_INPUT_BYTES} bytes")
         try:
             attempt = await self.hub.send_input(request.task_id, request.data)
+            if self.agents is not None:
+                await self.agents.input_sent(request.task_id, request.data)
         except RequestError as e:
             await self._fail(context, e)
             raise
@@ -254,10 +297,15 @@ class ControlService(control_pb2_grpc.ControlServicer):
         state = (State(control_pb2.TaskState.Name(request.state))
                  if request.state != control_pb2.TASK_STATE_UNSPECIFIED else None)
         limit = min(request.limit or 100, 10_000)
-        rows = await self.hub.store.list_tasks(state, request.node_id, limit)
+        if request.attention and self.agents is not None:
+            rows = await self.agents.attention_tasks(limit)
+        else:
+            rows = await self.hub.store.list_tasks(state, request.node_id, limit)
+        attention = self.agents.attention if self.agents is not None else {}
         return control_pb2.ListTasksResponse(tasks=[
             task_pb(t, self.hub.task_progress(t.task_id, t.attempt),
-                    self.hub.last_prompt(t.task_id, t.attempt)) for t in rows])
+                    self.hub.last_prompt(t.task_id, t.attempt),
+                    attention=attention.get(t.task_id, "")) for t in rows])
 
     async def ListShards(self, request: control_pb2.ListShardsRequest,  # noqa: N802
                          context: Ctx) -> control_pb2.ListShardsResponse:
@@ -359,10 +407,9 @@ class ControlService(control_pb2_grpc.ControlServicer):
                         attempt, offset = payload.attempt, 0
                     task = payload
                     yield control_pb2.WatchEvent(state=task_pb(task))
-                elif kind == "prompt":
-                    assert isinstance(payload, node_pb2.PromptEvent)
-                    if payload.attempt == attempt and (payload.offset, payload.at_ms) != sent:
-                        yield control_pb2.WatchEvent(prompt=prompt_pb(payload))
+                elif kind in ("prompt", "attention"):
+                    if (notice := _notice(kind, payload, attempt, sent)) is not None:
+                        yield notice
                 elif kind == "output" and not request.no_output:
                     # An event past our offset means we missed some: the store read at
                     # the top of the loop catches up. One before it is a duplicate.

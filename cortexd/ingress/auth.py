@@ -33,6 +33,12 @@ CONTROL_METHODS = {
     "/cortex.v1.Control/Run": _CLIENT,
     "/cortex.v1.Control/ListNodes": _ADMIN,
     "/cortex.v1.Control/ListShards": _ADMIN,
+    # Monitors (monitor.proto): operators, then the monitor process (admin).
+    **{f"/cortex.v1.Monitors/{m}": _CLIENT for m in (
+        "PutPolicy", "GetPolicy", "ListPolicies", "ListDecisions", "GetTree", "ListSessions",
+        "GetSession", "Nudge")},
+    **{f"/cortex.v1.Monitors/{m}": _ADMIN for m in (
+        "Feed", "RecordDecision", "DecisionApplied", "SetMonitorState", "GetContext")},
 }
 
 

@@ -38,6 +38,7 @@ from cortexd.store import migrations
 from cortexd.store.base import NodeRow, StaleWrite, StoreError, TaskRow, TransitionRow
 from cortexd.store.groupcommit import GroupCommit
 from cortexd.store.migrations import SchemaError
+from cortexd.store.monitoring import MonitorTables
 from cortexd.store.outage import Outages
 from cortexd.store.rows import (
     NODE_COLS,
@@ -199,7 +200,7 @@ async def check(url: str) -> str:
     return f"store {where}: reachable, schema version {current} (current)"
 
 
-class PostgresStore(BatchedWrites):
+class PostgresStore(BatchedWrites, MonitorTables):
     def __init__(self, url: str, *, pool_size: int = 4, batch_max: int = 512,
                  flush_delay_ms: float = 0.0) -> None:
         self.url = url
@@ -276,6 +277,9 @@ class PostgresStore(BatchedWrites):
                 return await cur.fetchone()
         return await self.outages.call(
             "write" if sql.startswith(("UPDATE", "INSERT")) else "read", q)
+
+    async def _m_all(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return await self._all(sql.replace("?", "%s"), args)  # monitoring.py's SQL
 
     # -- epochs and nodes -------------------------------------------------------
 

@@ -31,6 +31,7 @@ from cortexd.store import migrations
 from cortexd.store.base import NodeRow, StaleWrite, StoreError, TaskRow, TransitionRow
 from cortexd.store.groupcommit import GroupCommit
 from cortexd.store.migrations import SchemaError
+from cortexd.store.monitoring import MonitorTables
 from cortexd.store.rows import (
     NODE_COLS,
     TASK_COLS,
@@ -115,7 +116,7 @@ _INSERT_TASK = (f"INSERT INTO tasks ({TASK_COLS}) VALUES ({','.join('?' * 20)}) 
 _SELECT_TASK = f"SELECT {TASK_COLS} FROM tasks WHERE task_id=?"
 
 
-class SQLiteStore(BatchedWrites):
+class SQLiteStore(BatchedWrites, MonitorTables):
     def __init__(self, path: str, *, batch_max: int = 512, flush_delay_ms: float = 0.0) -> None:
         self.path = Path(path)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
@@ -320,6 +321,9 @@ class SQLiteStore(BatchedWrites):
                                   write_id=r[8], node_id=r[9])
                     for r in self.db.execute(sql + " ORDER BY id", args)]
         return await self._run(q)
+
+    async def _m_all(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return await self._run(lambda: self.db.execute(sql, args).fetchall())
 
     # -- the group commit writer's flush ---------------------------------------------
 

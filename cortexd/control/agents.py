@@ -1,0 +1,225 @@
+"""The control process's side of monitors: submissions, attention, secrets, links.
+
+- A submission that names a monitor policy (stored, or inline TOML) or a goal, or
+  that is a monitor's follow-up (a parent task), gets an ``agent_tasks`` row. The
+  policy is resolved and validated *before* the task is created (an unknown or
+  invalid policy is refused at the edge) and its text is kept with the task, so a
+  later ``policies put`` does not change a running monitor. A goal starts an agent
+  session; a follow-up joins its parent's session.
+- **Attention**: a monitor's ESCALATE sets it; any input typed into the task (a
+  person's answer through ``cortexctl input``) clears it. Watchers and the feed
+  hear both.
+- **Secrets**: input typed while the task's last prompt is a password prompt is
+  remembered here (bounded, memory only) and replaced by ``[secret]`` in every
+  context a monitor reads (``GetContext``), so it never leaves the hub, and it is
+  never logged.
+"""
+
+from collections import OrderedDict
+
+from cortex.ids import is_task_id
+from cortex.v1 import control_pb2
+from cortexd.control.hub import Hub, RequestError, now_ms
+from cortexd.control.monitorfeed import MonitorFeed
+from cortexd.monitors.policy import PolicyError, parse_policy
+from cortexd.store import TaskRow
+from cortexd.store.monitoring import (
+    DONE,
+    AgentTaskRow,
+    MonitorTables,
+    SessionRow,
+)
+
+#: The owner of policies until tenants exist (the seam: every row has an owner).
+DEFAULT_OWNER = "default"
+MAX_GOAL_CHARS = 4000
+MAX_SECRET_TASKS = 4096
+MAX_SECRETS_PER_TASK = 8
+SECRET = b"[secret]"
+MAX_TREE = 1000
+
+
+def new_session_id() -> str:
+    import secrets
+
+    return "s-" + secrets.token_hex(8)
+
+
+class Agents:
+    def __init__(self, hub: Hub, store: MonitorTables, feed: MonitorFeed) -> None:
+        self.hub = hub
+        self.store = store
+        self.feed = feed
+        self.attention: dict[str, str] = {}
+        self._secrets: OrderedDict[str, list[bytes]] = OrderedDict()
+
+    async def load(self) -> None:
+        for row in await self.store.agent_tasks(watching=True):
+            self.feed.watch(row.task_id)
+        for row in await self.store.agent_tasks(attention=True):
+            self.attention[row.task_id] = row.attention
+
+    # -- submissions ---------------------------------------------------------------
+
+    async def prepare(self, req: control_pb2.SubmitRequest, owner: str) -> AgentTaskRow | None:
+        """The agent row a submission asks for (None: a plain task), or RequestError."""
+        name, body = req.monitor_policy, req.policy_toml
+        if not (name or body or req.goal or req.parent_task_id):
+            return None
+        if len(req.goal) > MAX_GOAL_CHARS:
+            raise RequestError("INVALID_ARGUMENT", f"goal is longer than {MAX_GOAL_CHARS}")
+        if body and name not in ("", "inline"):
+            raise RequestError("INVALID_ARGUMENT",
+                               "give a stored policy's name or an inline policy, not both")
+        if name and name != "inline":
+            stored = await self.store.get_policy(DEFAULT_OWNER, name)
+            if stored is None:
+                raise RequestError("NOT_FOUND", f"no monitor policy named {name!r} "
+                                   "(cortexctl policies ls)")
+            body = stored.body
+        elif body:
+            name = "inline"
+        elif name == "inline":
+            raise RequestError("INVALID_ARGUMENT", "monitor policy 'inline' needs policy_toml")
+        if body:
+            try:
+                parse_policy(name, body)
+            except PolicyError as e:
+                raise RequestError("INVALID_ARGUMENT", str(e)) from e
+        session = ""
+        if req.parent_task_id:
+            if not is_task_id(req.parent_task_id):
+                raise RequestError("INVALID_ARGUMENT", "parent_task_id is not a task id")
+            parent = await self.store.get_agent_task(req.parent_task_id)
+            if parent is None:
+                raise RequestError("NOT_FOUND", f"parent task {req.parent_task_id} is not "
+                                   "an agent task")
+            session = parent.session_id
+        t = now_ms()
+        return AgentTaskRow(task_id="", owner=owner, policy_name=name, policy_body=body,
+                            goal=req.goal, session_id=session,
+                            parent_task_id=req.parent_task_id, cause=req.cause[:200],
+                            created_ms=t, updated_ms=t)
+
+    async def register(self, task: TaskRow, prepared: AgentTaskRow) -> AgentTaskRow:
+        """Store the agent row of a created (or deduplicated) task; idempotent."""
+        prepared.task_id = task.task_id
+        fresh_session = ""
+        if prepared.goal and not prepared.session_id:
+            prepared.session_id = fresh_session = new_session_id()
+        row = await self.store.add_agent_task(prepared)
+        if fresh_session and row.session_id == fresh_session:
+            await self.store.add_session(SessionRow(fresh_session, row.owner, row.goal,
+                                                    row.task_id, row.created_ms))
+        if row.policy_name and row.monitor_state != DONE and task.task_id not in \
+                self.feed.watched:
+            self.feed.watch(task.task_id)
+            self.feed.send("monitored", task.task_id, (row, task))
+        return row
+
+    # -- attention, input, secrets ----------------------------------------------------
+
+    async def set_state(self, task_id: str, *, done: bool = False, verdict: str = "",
+                        attention: str | None = None) -> None:
+        row = await self.store.update_agent_task(
+            task_id, now_ms(), monitor_state=DONE if done else None,
+            verdict=verdict if done else None, attention=attention)
+        if row is None:
+            raise RequestError("NOT_FOUND", f"task {task_id} is not monitored")
+        if done:
+            self.feed.unwatch(task_id)
+        if attention is not None:
+            self._attention(task_id, attention)
+
+    def _attention(self, task_id: str, reason: str) -> None:
+        if reason:
+            self.attention[task_id] = reason
+        else:
+            self.attention.pop(task_id, None)
+        self.hub.publish(task_id, ("attention", reason))
+
+    async def input_sent(self, task_id: str, data: bytes) -> None:
+        """Input went to the task: a secret if typed at a password prompt; a person's
+        answer ends the task's need for one."""
+        prompt = self.hub.prompts.get(task_id)
+        if prompt is not None and prompt.kind == "password":
+            secret = data.strip(b"\r\n")
+            if secret:
+                kept = self._secrets.setdefault(task_id, [])
+                kept.append(secret)
+                del kept[:-MAX_SECRETS_PER_TASK]
+                self._secrets.move_to_end(task_id)
+                while len(self._secrets) > MAX_SECRET_TASKS:
+                    self._secrets.popitem(last=False)
+        if task_id in self.attention:
+            await self.store.update_agent_task(task_id, now_ms(), attention="")
+            self._attention(task_id, "")
+
+    def redact(self, task_id: str, data: bytes) -> bytes:
+        for secret in self._secrets.get(task_id, ()):
+            data = data.replace(secret, SECRET)
+        return data
+
+    # -- views ------------------------------------------------------------------------
+
+    async def attention_tasks(self, limit: int) -> list[TaskRow]:
+        rows = await self.store.agent_tasks(attention=True, limit=limit)
+        return [await self.hub.get(r.task_id) for r in rows]
+
+    async def decorate(self, pb: control_pb2.Task) -> control_pb2.Task:
+        row = await self.store.get_agent_task(pb.task_id)
+        if row is None:
+            return pb
+        children = await self.store.agent_tasks(parent=pb.task_id, limit=MAX_TREE)
+        pb.monitor_policy, pb.attention, pb.goal = row.policy_name, row.attention, row.goal
+        pb.parent_task_id, pb.session_id = row.parent_task_id, row.session_id
+        pb.monitor_state = row.monitor_state if row.policy_name else ""
+        pb.children.extend(c.task_id for c in children)
+        return pb
+
+    async def tree(self, task_id: str) -> list[tuple[TaskRow, int, str]]:
+        """The chain ``task_id`` belongs to, from its root, depth first."""
+        root = await self.store.get_agent_task(task_id)
+        if root is None:
+            return [(await self.hub.get(task_id), 0, "")]
+        seen = {root.task_id}
+        while root.parent_task_id and len(seen) < MAX_TREE:
+            parent = await self.store.get_agent_task(root.parent_task_id)
+            if parent is None or parent.task_id in seen:
+                break
+            seen.add(parent.task_id)
+            root = parent
+        out: list[tuple[TaskRow, int, str]] = []
+        stack: list[tuple[AgentTaskRow, int]] = [(root, 0)]
+        while stack and len(out) < MAX_TREE:
+            row, depth = stack.pop()
+            out.append((await self.hub.get(row.task_id), depth, row.cause))
+            kids = await self.store.agent_tasks(parent=row.task_id, limit=MAX_TREE)
+            stack.extend((k, depth + 1) for k in reversed(kids))
+        return out
+
+    async def session_state(self, session_id: str) -> tuple[str, list[TaskRow], int]:
+        rows = await self.store.agent_tasks(session_id=session_id, limit=MAX_TREE)
+        tasks = [await self.hub.get(r.task_id) for r in rows]
+        decisions = len(await self.store.decisions(session_id=session_id))
+        if any(r.attention for r in rows):
+            state = "attention"
+        elif any(not t.state.terminal for t in tasks) or any(
+                r.policy_name and r.monitor_state != DONE for r in rows):
+            state = "active"
+        else:
+            state = "done"
+        return state, tasks, decisions
+
+    def context(self, task_id: str, head: bytes, tail: bytes) -> tuple[bytes, bytes]:
+        return self.redact(task_id, head), self.redact(task_id, tail)
+
+
+async def start_agents(hub: Hub, store: object) -> Agents:
+    """The control process's monitors part, fed by the Hub's publish hook."""
+    assert isinstance(store, MonitorTables), "every store backend has the monitors' tables"
+    feed = MonitorFeed()
+    agents = Agents(hub, store, feed)
+    await agents.load()
+    hub.on_publish.append(feed.on_publish)
+    return agents

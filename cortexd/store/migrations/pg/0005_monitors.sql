@@ -1,0 +1,28 @@
+-- Monitors (issue 10, DESIGN.md §6): policies by name, the agent layer's view of a task
+-- (its monitor, goal, session, parent), every decision, agent sessions. Every table has
+-- an owner (the tenant) column.
+CREATE TABLE policies (
+    owner TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL, updated_ms BIGINT NOT NULL,
+    PRIMARY KEY (owner, name));
+CREATE TABLE agent_tasks (
+    task_id TEXT PRIMARY KEY, owner TEXT NOT NULL, policy_name TEXT NOT NULL,
+    policy_body TEXT NOT NULL, goal TEXT NOT NULL, session_id TEXT NOT NULL,
+    parent_task_id TEXT NOT NULL, cause TEXT NOT NULL, monitor_state TEXT NOT NULL,
+    attention TEXT NOT NULL, verdict TEXT NOT NULL, created_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL);
+CREATE INDEX agent_tasks_open ON agent_tasks (monitor_state);
+CREATE INDEX agent_tasks_parent ON agent_tasks (parent_task_id);
+CREATE INDEX agent_tasks_session ON agent_tasks (session_id);
+CREATE TABLE decisions (
+    id BIGSERIAL PRIMARY KEY, owner TEXT NOT NULL, task_id TEXT NOT NULL,
+    attempt BIGINT NOT NULL, wake TEXT NOT NULL, trigger_key TEXT NOT NULL,
+    rule_id TEXT NOT NULL, model TEXT NOT NULL, action TEXT NOT NULL, args TEXT NOT NULL,
+    latency_ms DOUBLE PRECISION NOT NULL, prompt_tokens BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL, context_digest TEXT NOT NULL,
+    context_bytes BIGINT NOT NULL, note TEXT NOT NULL, session_id TEXT NOT NULL,
+    applied BOOLEAN NOT NULL, result TEXT NOT NULL, at_ms BIGINT NOT NULL,
+    UNIQUE (task_id, attempt, trigger_key));
+CREATE INDEX decisions_session ON decisions (session_id);
+CREATE TABLE agent_sessions (
+    session_id TEXT PRIMARY KEY, owner TEXT NOT NULL, goal TEXT NOT NULL,
+    root_task_id TEXT NOT NULL, created_ms BIGINT NOT NULL);
