@@ -45,6 +45,8 @@ FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--max-frame-bytes", {"type": int}),
     ("--signer", {"choices": ["inline", "pool"]}),
     ("--shutdown-grace-s", {"type": float}),
+    ("--metrics-listen", {"help": "HOST:PORT (or PORT, on loopback) for /metrics, /healthz "
+                                  "and /readyz; off when not set"}),
     ("--log-format", {"choices": ["json", "console"]}),
     ("--log-level", {"choices": ["debug", "info", "warning", "error"]}),
 ]

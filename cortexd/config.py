@@ -62,6 +62,8 @@ class Settings:
     shutdown_grace_s: float = 10.0
     child_timeout_s: float = 10.0
     max_restarts_per_minute: int = 5
+    # HTTP for /metrics, /healthz, /readyz (cortexd/web): "" = off; "PORT" = loopback.
+    metrics_listen: str = ""
     log_format: str = "json"  # json | console
     log_level: str = "info"
 
@@ -78,6 +80,12 @@ class Settings:
         return ServerTLS(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
 
     @property
+    def metrics_address(self) -> str:
+        """``metrics_listen`` as HOST:PORT (a bare port is on loopback); "" = off."""
+        listen = self.metrics_listen.strip()
+        return f"127.0.0.1:{listen}" if listen.isdigit() else listen
+
+    @property
     def key_file(self) -> Path:
         return self.state_dir / "hub.key"
 
@@ -90,6 +98,8 @@ class Settings:
             split_host_port(getattr(self, name))
             check_plaintext(getattr(self, name), self.tls.enabled, self.insecure_loopback,
                             name.replace("_", " "))
+        if self.metrics_address:
+            split_host_port(self.metrics_address)
         if self.tls_cert_file and not self.tls_key_file:
             raise ConfigError("tls_cert_file is set but tls_key_file is not")
         if not 1 <= self.shards <= 256:

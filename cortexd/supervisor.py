@@ -28,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from cortex import logs
@@ -38,6 +39,7 @@ from cortexd.config import Settings
 from cortexd.entry import control_main, shard_main
 from cortexd.ipc.link import make_fifo
 from cortexd.ipc.ring import Ring
+from cortexd.metrics import procdir
 from cortexd.runtime import (
     BootError,
     port_lock_path,
@@ -83,6 +85,7 @@ class Supervisor:
         self.control_address = settings.control_listen
         self.stopping = False
         self.ready_file_written = False
+        self.metrics_dir: Path | None = None
 
     # -- boot -------------------------------------------------------------------
 
@@ -112,13 +115,17 @@ class Supervisor:
         chost, cport = s.control_listen.rsplit(":", 1)
         control_port = probe_port(s.control_listen, "control port")
         self.control_address = f"{chost}:{control_port}"
-        self.s = s = type(s).from_dict({**s.to_dict(), "node_listen": self.node_address,
-                                        "control_listen": self.control_address})
+        concrete = {"node_listen": self.node_address, "control_listen": self.control_address}
+        if s.metrics_address:
+            mhost = s.metrics_address.rsplit(":", 1)[0]
+            concrete["metrics_listen"] = f"{mhost}:{probe_port(s.metrics_address, 'metrics port')}"
+            self.metrics_dir = procdir.prepare()
+        self.s = s = type(s).from_dict({**s.to_dict(), **concrete})
         try:
             prepare_keys(s.state_dir, s.key_file, s.tokens_file)
         except ConfigError as e:
             raise BootError(str(e), exitcodes.CONFIG_ERROR) from e
-        if removed := remove_stale_segments():
+        if removed := remove_stale_segments() + procdir.remove_stale():
             self.log.info("stale_segments_removed", segments=removed)
         prefix = ring_prefix()
         for index in range(s.shards):
@@ -129,6 +136,10 @@ class Supervisor:
             make_fifo(paths.down_wake)
             self.rings.append(paths)
         self.shards = [Child(f"shard-{i}", i) for i in range(s.shards)]
+        from cortexd.metrics import hub as metrics  # after procdir.prepare (see there)
+
+        for child in (self.control, *self.shards):  # exported at 0 from the start
+            metrics.CHILD_RESTARTS.labels(s.host_id, child.name)
         self._start_all()
         self.log.info("cortexd_ready", **self._write_ready())
         sd_notify("READY=1")
@@ -138,7 +149,7 @@ class Supervisor:
         info = {"pid": os.getpid(), "node_address": self.node_address,
                 "control_address": self.control_address, "control_pid": self._pid(self.control),
                 "shards": [{"shard": c.shard, "pid": self._pid(c)} for c in self.shards],
-                "state_dir": str(self.s.state_dir)}
+                "state_dir": str(self.s.state_dir), "metrics_address": self.s.metrics_address}
         write_ready_file(self.s.state_dir / "cortexd.json", info)
         self.ready_file_written = True
         return info
@@ -242,6 +253,8 @@ class Supervisor:
             # The shards' sessions lived in the dead control's memory: restart all.
             for child in self.shards:
                 self._terminate(child, 5.0)
+            for child in (self.control, *self.shards):
+                self._count_restart(child)
             try:
                 self._start_all()
                 self._write_ready()
@@ -279,7 +292,14 @@ class Supervisor:
                 self._shard_down(child, now)
         return None
 
+    def _count_restart(self, child: Child) -> None:
+        procdir.mark_dead(self._pid(child))
+        from cortexd.metrics import hub as metrics  # after procdir.prepare (see there)
+
+        metrics.CHILD_RESTARTS.labels(self.s.host_id, child.name).inc()
+
     def _shard_down(self, child: Child, now: float) -> None:
+        self._count_restart(child)
         if child.conn is not None:
             child.conn.close()
             child.conn = None
@@ -307,6 +327,9 @@ class Supervisor:
     def _stop_ladder(self, force: bool) -> int:
         self.stopping = True
         sd_notify("STOPPING=1")
+        if self.control.conn is not None:  # /readyz says so while the ladder runs
+            with contextlib.suppress(OSError):
+                report(self.control.conn, "stopping")
         grace = 0.0 if force else self.s.shutdown_grace_s
         deadline = time.monotonic() + grace
         # 1. shards stop accepting and end their node streams (nodes keep their tasks).
@@ -356,6 +379,8 @@ class Supervisor:
         if self.ready_file_written:
             with contextlib.suppress(FileNotFoundError):
                 (self.s.state_dir / "cortexd.json").unlink()
+        if self.metrics_dir is not None:
+            procdir.remove(self.metrics_dir)
         for fd in self.locks:
             os.close(fd)
         stop_resource_tracker()

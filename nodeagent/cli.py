@@ -48,6 +48,16 @@ def run(argv: Sequence[str] | None = None) -> int:
     logs.configure("nodeagent", json=config.log_format == "json", level=config.log_level,
                    node=config.node_id)
     agent = NodeAgent(config, token, hub_key, logs.get("nodeagent"))
+    if config.metrics_listen:
+        from nodeagent.metrics import serve
+
+        try:
+            port = serve(config.metrics_listen, agent)
+        except OSError as e:
+            return _fail(exitcodes.CONFIG, f"--metrics-listen {config.metrics_listen}: "
+                         f"{e.strerror}")
+        logs.get("nodeagent").info("metrics_listening", address=config.metrics_listen,
+                                   port=port)
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(agent.run())

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from cortex.errors import ConfigError
 from cortex.ids import check_labels, is_node_id
-from cortex.tls import ClientTLS, check_plaintext
+from cortex.tls import ClientTLS, check_plaintext, split_host_port
 from nodeagent.hubs import parse_hub_list
 
 KIB = 1024
@@ -42,6 +42,7 @@ class AgentConfig:
     backoff_cap_s: float = 10.0
     log_format: str = "json"
     log_level: str = "info"
+    metrics_listen: str = ""  # HOST:PORT (or PORT, loopback) for /metrics; "" = off
     isolation: str = "auto"  # auto | cgroup (required) | process-group (nodeagent/cgroup.py)
     task_runner: str = "worker"  # worker (a process per task, nodeagent/worker.py) | inline
     # The live stream's per-task rate limit, and the faster drain after the task ended
@@ -125,6 +126,8 @@ def _parser() -> _Parser:
                    default=env("CORTEX_TASK_RUNNER", "worker"),
                    help="run each task in its own worker process (worker), or in the "
                         "agent's event loop (inline)")
+    p.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
+                   help="serve Prometheus metrics here (a bare PORT is on loopback)")
     p.add_argument("--log-format", choices=("json", "console"), default="json")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     p.add_argument("--check-config", action="store_true",
@@ -157,6 +160,14 @@ def _hubs(value: str | None) -> tuple[str, ...]:
     if not value:
         raise ConfigError("--hub HOST:PORT is required (or set CORTEX_HUB)")
     return parse_hub_list(value)
+
+
+def _metrics_address(value: str) -> str:
+    value = value.strip()
+    address = f"127.0.0.1:{value}" if value.isdigit() else value
+    if address:
+        split_host_port(address)
+    return address
 
 
 def _positive(value: float, flag: str) -> None:
@@ -222,6 +233,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Name
         spool_retention_bytes=ns.spool_retention_bytes,
         log_format=ns.log_format,
         log_level=ns.log_level,
+        metrics_listen=_metrics_address(ns.metrics_listen),
         isolation=ns.isolation,
         task_runner=ns.task_runner,
     )

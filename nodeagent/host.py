@@ -334,6 +334,7 @@ class TaskHost:
             self._log.error("spool_write_failed", task=key[0], attempt=key[1], error=str(e))
             return
         self.table.output_appended(key, end)
+        self.counts["output_bytes"] += len(data)
         self.wake.set()
         self.prompts.feed(key, data, end)
 

@@ -23,16 +23,32 @@ from cortexd import exitcodes
 from cortexd.childproc import RingPaths, install_stop_signals, read_report, report, watch_parent
 from cortexd.config import Settings
 from cortexd.control.agents import start_agents
+from cortexd.control.figures import ControlFigures
 from cortexd.control.hub import Hub, ShardInfo
 from cortexd.control.monitorapi import MonitorsService
 from cortexd.control.service import ControlService
 from cortexd.coord import make_coordinator
 from cortexd.ingress.auth import CONTROL_METHODS, Authenticator, AuthInterceptor
+from cortexd.ingress.grpchealth import SERVING, PortHealth
 from cortexd.ingress.server import BindError, build_server
 from cortexd.ipc.link import RingLink
 from cortexd.ipc.ring import Ring
+from cortexd.metrics.storewrites import StoreWriteMetrics
 from cortexd.serializers import make_encoder
-from cortexd.store import StoreError, open_store
+from cortexd.store import Store, StoreError, open_store
+from cortexd.store.rows import BatchedWrites
+from cortexd.web.server import build_app
+from cortexd.web.server import start as start_web
+
+CONTROL_SERVICE = "cortex.v1.Control"
+
+
+def watch_store_writes(store: Store, host: str) -> None:
+    """Put the metrics observer on the store's writes and its group commit."""
+    if isinstance(store, BatchedWrites):
+        observer = StoreWriteMetrics(host)
+        store.observer = observer
+        store.writer.on_commit = observer.committed
 
 
 class Control:
@@ -44,6 +60,7 @@ class Control:
         self.parent_pid = parent_pid
         self.stop = asyncio.Event()
         self.log = logs.get()
+        self.figures: ControlFigures
 
     async def run(self) -> int:
         s = self.settings
@@ -61,8 +78,10 @@ class Control:
         except StoreError as e:
             report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.CONFIG_ERROR)
             return exitcodes.CONFIG_ERROR
+        watch_store_writes(store, s.host_id)
         encoder = make_encoder(s.signer, key, s.envelope_ttl_ms, s.signer_pool_workers)
         hub = Hub(s, store, encoder, hub_id=s.host_id)
+        self.figures = ControlFigures(hub)
         hub.coord = make_coordinator(s.coordination, s.host_id, s.lease_ttl_ms,
                                      s.control_listen)
         await hub.recover()
@@ -86,7 +105,17 @@ class Control:
             ControlService(hub, agents), server)
         monitor_pb2_grpc.add_MonitorsServicer_to_server(  # type: ignore[no-untyped-call]
             MonitorsService(agents), server)
+        health = PortHealth(server, [CONTROL_SERVICE])
         await server.start()
+        await health.set(SERVING)
+        web_runner = None
+        if s.metrics_address:
+            try:
+                web_runner, _ = await start_web(s.metrics_address, build_app(self.figures))
+            except OSError as e:
+                report(self.conn, "boot_error", message=f"metrics_listen {s.metrics_address}: "
+                       f"{e.strerror}", exit_code=exitcodes.PORT_IN_USE)
+                return exitcodes.PORT_IN_USE
         install_stop_signals(loop, lambda sig: self.stop.set())
         tasks = [asyncio.create_task(hub.serve_shard(i, link)) for i, link in hub.links.items()]
         tasks.append(asyncio.create_task(hub.run_scheduler()))
@@ -101,8 +130,12 @@ class Control:
         report(self.conn, "ready", pid=os.getpid(), control_port=port)
         self.log.info("control_ready", address=s.control_listen, port=port)
         await self.stop.wait()
+        self.figures.stopping = True
+        await health.stopping()
         loop.remove_reader(self.conn.fileno())
         await server.stop(grace=min(3.0, s.shutdown_grace_s))
+        if web_runner is not None:
+            await web_runner.cleanup()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -120,6 +153,9 @@ class Control:
             msg = read_report(self.conn)
         except (EOFError, OSError, ValueError):
             self.stop.set()  # the supervisor is gone
+            return
+        if msg["event"] == "stopping":  # the supervisor began its stop ladder
+            self.figures.stopping = True
             return
         info = hub.shards.setdefault(int(msg.get("shard", 0)), ShardInfo())
         if msg["event"] == "shard_up":

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 
 from cortex.tokens import METADATA_KEY, Principal, TokenTable
+from cortexd.ingress.grpchealth import PUBLIC_METHODS
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
@@ -88,6 +89,8 @@ class AuthInterceptor(_Interceptor):
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(details)
         if handler is None:
+            return handler
+        if details.method in PUBLIC_METHODS:  # health probes and reflection: no credential
             return handler
         roles = self._allow.get(details.method)
         if roles is None:

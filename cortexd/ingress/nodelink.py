@@ -30,9 +30,19 @@ from cortex.v1 import node_pb2
 from cortexd.ingress.auth import Authenticator
 from cortexd.ipc import messages as m
 from cortexd.ipc.link import RingLink
-from cortexd.shards.admission import REASON_SLOW, AttachAdmission, Refusal
+from cortexd.metrics.hub import ShardFigures
+from cortexd.shards.admission import (
+    REASON_PENDING,
+    REASON_RATE,
+    REASON_SLOW,
+    AttachAdmission,
+    Refusal,
+)
 from cortexd.shards.session import CLOSE, NodeSession, RefusedAttach, SessionTable
 
+#: Bounded label values of cortex_node_attach_rejections_total for RetryLater answers.
+RETRY_REASONS = {REASON_RATE: "retry_rate", REASON_PENDING: "retry_pending",
+                 REASON_SLOW: "retry_slow"}
 MAX_REPORTED_TASKS = 10_000
 MAX_CAPACITY = 10_000
 Context = grpc.aio.ServicerContext[bytes, bytes]
@@ -66,8 +76,10 @@ def _check_hello(hello: node_pb2.Hello, identity: str) -> str | None:
 class NodeLinkService:
     def __init__(self, shard: int, link: RingLink, sessions: SessionTable, auth: Authenticator,
                  attach_timeout_s: float, heartbeat_interval_ms: int,
-                 admission: AttachAdmission | None = None) -> None:
+                 admission: AttachAdmission | None = None,
+                 figures: ShardFigures | None = None) -> None:
         self.shard = shard
+        self.figures = figures or ShardFigures("", shard)
         self.admission = admission or AttachAdmission(0.0, 1.0, 0)  # default: unlimited
         self.link = link
         self.sessions = sessions
@@ -91,6 +103,7 @@ class NodeLinkService:
     async def attach(self, requests: AsyncIterator[bytes], context: Context) -> None:
         principal = self.auth.identify(context.invocation_metadata())
         if principal is None or principal.role != "node":
+            self.figures.rejected("credential")
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "not a node credential")
             return
         stream = requests.__aiter__()
@@ -98,17 +111,21 @@ class NodeLinkService:
             first = await asyncio.wait_for(anext(stream), self.attach_timeout_s)
             frame = _parse(first)
         except (TimeoutError, StopAsyncIteration):
+            self.figures.rejected("no_hello")
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no hello frame in time")
             return
         except ValueError as e:
+            self.figures.rejected("bad_hello")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             return
         if frame.WhichOneof("kind") != "hello":
+            self.figures.rejected("bad_hello")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first frame must be hello")
             return
         if (err := _check_hello(frame.hello, principal.name)) is not None:
             code = (grpc.StatusCode.PERMISSION_DENIED if "credential" in err
                     else grpc.StatusCode.INVALID_ARGUMENT)
+            self.figures.rejected("identity" if "credential" in err else "bad_hello")
             await context.abort(code, err)
             return
         admitted_at = time.monotonic()
@@ -135,10 +152,12 @@ class NodeLinkService:
             return
         except RefusedAttach as e:
             self.sessions.end(session)
+            self.figures.rejected("refused")
             await context.abort(getattr(grpc.StatusCode, e.code, grpc.StatusCode.UNAVAILABLE),
                                 str(e))
             return
         self.admission.welcomed(time.monotonic())
+        self.figures.attaches.inc()
         # welcome_ms: from admission to control's Welcome (how far behind control is).
         self.log.info("node_attached", node=session.node_id, epoch=epoch, shard=self.shard,
                       welcome_ms=round((time.monotonic() - admitted_at) * 1000, 1))
@@ -162,6 +181,7 @@ class NodeLinkService:
         self.log.debug("attach_retry_later", node=node_id, shard=self.shard,
                        retry_after_ms=refusal.retry_after_ms, reason=refusal.reason,
                        refused=self.admission.refused)
+        self.figures.rejected(RETRY_REASONS.get(refusal.reason, "retry_later"))
         frame = node_pb2.HubFrame(retry_later=node_pb2.RetryLater(
             retry_after_ms=refusal.retry_after_ms, reason=refusal.reason))
         with contextlib.suppress(Exception):  # the node may have gone already

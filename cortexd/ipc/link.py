@@ -47,6 +47,7 @@ class RingLink:
         self._space = asyncio.Event()
         self.records_in = 0
         self.records_out = 0
+        self.full_waits = 0  # sends that found the ring full and waited (back-pressure)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -70,6 +71,9 @@ class RingLink:
 
     async def send(self, record: bytes) -> None:
         """Send, waiting for space while the ring is full (back-pressure)."""
+        if self.send_nowait(record):
+            return
+        self.full_waits += 1
         while not self.send_nowait(record):
             self._space.clear()
             self.tx.set_producer_waiting(True)

@@ -22,14 +22,18 @@ from cortexd import exitcodes
 from cortexd.childproc import RingPaths, install_stop_signals, report, watch_parent
 from cortexd.config import Settings
 from cortexd.ingress.auth import NODE_METHODS, Authenticator, AuthInterceptor
+from cortexd.ingress.grpchealth import SERVING, PortHealth
 from cortexd.ingress.nodelink import NodeLinkService
 from cortexd.ingress.server import BindError, build_server
 from cortexd.ipc import messages as m
 from cortexd.ipc.link import RingLink
 from cortexd.ipc.ring import Ring
+from cortexd.metrics import hub as metrics
+from cortexd.metrics.hub import ShardFigures
 from cortexd.shards.admission import AttachAdmission
 from cortexd.shards.session import SessionTable
 
+NODE_SERVICE = "cortex.v1.NodeLink"
 STATS_INTERVAL_S = 1.0
 #: Silent sessions are looked for every this many STATS ticks (the floor of the
 #: silence limit is 3 heartbeat intervals, 15 s by default: found within 5 s more).
@@ -46,6 +50,8 @@ class Shard:
         self.parent_pid = parent_pid
         self.stop = asyncio.Event()
         self.log = logs.get()
+        self._waits = 0
+        self._frames = (0, 0)
 
     async def run(self) -> int:
         s = self.settings
@@ -58,8 +64,9 @@ class Shard:
         sessions = SessionTable()
         admission = AttachAdmission.for_shard(s.admit_per_s, s.max_pending_attaches, s.shards,
                                               time.monotonic(), node_grace_s=s.node_grace_s)
+        figures = ShardFigures(s.host_id, self.index)
         service = NodeLinkService(self.index, link, sessions, auth, s.attach_timeout_s,
-                                  s.heartbeat_interval_ms, admission)
+                                  s.heartbeat_interval_ms, admission, figures)
         try:
             server, _ = build_server(s.node_listen, s.tls, max_frame_bytes=s.max_frame_bytes,
                                      reuse_port=True,
@@ -68,7 +75,9 @@ class Shard:
             report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.PORT_IN_USE)
             return exitcodes.PORT_IN_USE
         server.add_generic_rpc_handlers([service.handler()])
+        health = PortHealth(server, [NODE_SERVICE])
         await server.start()
+        await health.set(SERVING)
         install_stop_signals(asyncio.get_running_loop(), lambda sig: self.stop.set())
         report(self.conn, "ready", pid=os.getpid())
         self.log.info("shard_ready", address=s.node_listen)
@@ -80,6 +89,7 @@ class Shard:
         await self.stop.wait()
         # Stop ladder, shard part: end every node stream (nodes keep their tasks and
         # reconnect to the next hub), stop accepting, then close the rings.
+        await health.stopping()
         for session in list(sessions.active.values()):
             session.close("hub is shutting down")
         await server.stop(grace=min(2.0, s.shutdown_grace_s))
@@ -142,6 +152,23 @@ class Shard:
                     session.close(f"no frame from the node for {3 * session.heartbeat_s:.1f} s")
             link.send_nowait(m.pack(m.STATS, len(sessions.active), service.frames_in,
                                     service.frames_out))
+            self._figures(service, link, len(sessions.active))
+
+    def _figures(self, service: NodeLinkService, link: RingLink, attached: int) -> None:
+        """Once a second: this shard's gauges, and its counters' growth since the last."""
+        f, host, shard = service.figures, self.settings.host_id, str(self.index)
+        f.attached.set(attached)
+        for direction, ring in (("up", link.tx), ("down", link.rx)):
+            metrics.RING_USED.labels(host, shard, direction).set(ring.used_bytes)
+            metrics.RING_CAPACITY.labels(host, shard, direction).set(ring.capacity)
+        # full_waits: a send that waited; held_for_room: heartbeat intervals a node's
+        # frame waited on top of that (both are back-pressure towards control).
+        waits = link.full_waits + service.held_for_room
+        metrics.RING_FULL_WAITS.labels(host, shard, "up").inc(waits - self._waits)
+        self._waits = waits
+        f.frames_in.inc(service.frames_in - self._frames[0])
+        f.frames_out.inc(service.frames_out - self._frames[1])
+        self._frames = (service.frames_in, service.frames_out)
 
 
 def main(index: int, settings_dict: dict[str, Any], paths: RingPaths, conn: Connection,

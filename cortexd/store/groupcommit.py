@@ -23,6 +23,7 @@ stops intake and flushes what is queued.
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -51,6 +52,8 @@ class GroupCommit(Generic[Op, Res]):
         self._closed = False
         self.batches = 0
         self.writes = 0
+        #: Metrics hook: (writes in the batch, seconds from flush to results).
+        self.on_commit: Callable[[int, float], None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
@@ -93,6 +96,7 @@ class GroupCommit(Generic[Op, Res]):
     async def _commit(self, batch: list[tuple[Op, "asyncio.Future[Res]"]]) -> None:
         ops = [op for op, _ in batch]
         results: list[Res | Exception]
+        started = time.perf_counter()
         try:
             results = list(await self._flush(ops))
         except Exception:  # the whole batch failed: retry each write alone (once)
@@ -104,6 +108,9 @@ class GroupCommit(Generic[Op, Res]):
                     results.append(one)
         self.batches += 1
         self.writes += len(ops)
+        if self.on_commit is not None:
+            with contextlib.suppress(Exception):  # a metrics hook never fails a write
+                self.on_commit(len(ops), time.perf_counter() - started)
         for (_, fut), res in zip(batch, results, strict=True):
             if fut.done():  # the caller was cancelled; the write stands
                 continue

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cortexd.lifecycle import State, sources
 from cortexd.store.base import NodeRow, StaleWrite, TaskRow
@@ -128,6 +128,14 @@ class Transition:
 
 
 WriteOp = Append | Transition
+
+
+class WriteObserver(Protocol):
+    def transitioned(self, row: TaskRow) -> None: ...
+
+    def appended(self, before: int, after: int) -> None: ...
+
+    def committed(self, rows: int, seconds: float) -> None: ...
 WriteResult = tuple[int, int] | TaskRow
 
 
@@ -142,6 +150,8 @@ class BatchedWrites:
     #: Test hook: called with a batch right after it committed; raising from it makes
     #: the commit's outcome look unknown to the writer (as a connection lost at COMMIT).
     after_commit: Callable[[Sequence["WriteOp"]], None] | None = None
+    #: Metrics hook (``cortexd/metrics/storewrites.py``), told of each committed write.
+    observer: "WriteObserver | None" = None
 
     async def transition(
         self,
@@ -161,6 +171,8 @@ class BatchedWrites:
             task_id, attempt, node_epoch, to, new_attempt, node_id, new_node_epoch, exit_code,
             reason, now_ms))
         assert isinstance(result, TaskRow)
+        if self.observer is not None:
+            self.observer.transitioned(result)
         return result
 
     async def append_output(self, task_id: str, attempt: int, node_epoch: int, offset: int,
@@ -174,4 +186,6 @@ class BatchedWrites:
         result = await self.writer.submit(
             Append(task_id, attempt, node_epoch, offset, data, int(time.time() * 1000)))
         assert isinstance(result, tuple)
+        if self.observer is not None:
+            self.observer.appended(*result)
         return result
