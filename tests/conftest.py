@@ -27,3 +27,7 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"report_{report.when}", report)
     return report
+
+
+# The real LLM (SmolLM2 behind llama-cpp-python's server), one per session, for any tier.
+from tests.llmserver import llm_server  # noqa: E402,F401
