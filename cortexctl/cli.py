@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cortex.v1 import control_pb2 as pb
-from cortexctl import bulk, commands, db, exitcodes, logcmds, runcmd
+from cortexctl import artcmds, bulk, commands, db, exitcodes, logcmds, runcmd
 from cortexctl.errors import CtlError
 
 EPILOG = """\
@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --from: tasks per SubmitMany call (default 500, at most 1000)")
     p.add_argument("--json", action="store_true", help="JSON lines instead of text")
     add_follow_flags(p)
+    artcmds.add_submit_flags(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD...",
                    help="the command (options of submit go before it)")
 
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON lines, one per shard")
 
     db.add_parser(sub)
+    artcmds.add_parser(sub, add_global_flags)
     return parser
 
 

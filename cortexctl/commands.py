@@ -158,7 +158,10 @@ def follow(client: HubClient, tid: str, args: argparse.Namespace, from_offset: i
 # -- commands -----------------------------------------------------------------
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from cortexctl.artcmds import task_files
+
     request = submit_request(args)
+    task_files(args, request)  # uploads the --input files first
     with connect(args) as client:
         try:
             response = client.submit(request)

@@ -96,6 +96,10 @@ def task_dict(task: pb.Task) -> dict[str, Any]:
         "spooled_bytes": task.spooled_bytes,
         "held_back_bytes": task.held_back_bytes,
         "last_prompt": prompt_dict(task.last_prompt) if task.HasField("last_prompt") else None,
+        "inputs": [{"path": i.path, "sha256": i.digest.sha256, "size_bytes": i.digest.size_bytes}
+                   for i in task.inputs],
+        "outputs": [{"path": o.path, "sha256": o.digest.sha256,
+                     "size_bytes": o.digest.size_bytes, "error": o.error} for o in task.outputs],
     }
 
 
@@ -126,6 +130,10 @@ def task_detail(task: pb.Task) -> str:
         ("held back", f"{task.held_back_bytes} bytes (of {task.spooled_bytes} spooled)"
          if task.held_back_bytes else "-"),
     ]
+    fields += [(f"input {i.path}", f"{i.digest.sha256} ({size(i.digest.size_bytes)})")
+               for i in task.inputs]
+    fields += [(f"output {o.path}", o.error or f"{o.digest.sha256} ({size(o.digest.size_bytes)})")
+               for o in task.outputs]
     width = max(len(k) for k, _ in fields)
     return "\n".join(f"{k + ':':<{width + 1}} {v}" for k, v in fields)
 

@@ -64,6 +64,15 @@ class Settings:
     max_restarts_per_minute: int = 5
     # HTTP for /metrics, /healthz, /readyz (cortexd/web): "" = off; "PORT" = loopback.
     metrics_listen: str = ""
+    # Artifacts (issue 12, docs/architecture.md "Artifacts").
+    artifact_dir: Path | None = None  # embedded backend; None = STATE_DIR/artifacts
+    artifact_max_bytes: int = 64 << 30  # one artifact, at most
+    artifact_partial_max_bytes: int = 32 << 30  # all unfinished uploads on this hub
+    artifact_uploads_per_client: int = 4  # concurrent Write streams per credential
+    artifact_idle_timeout_s: float = 60.0  # a transfer with no data for this long ends
+    artifact_task_ref_retention_s: float = 7 * 86400.0  # a task's inputs/outputs kept
+    artifact_unreferenced_grace_s: float = 3600.0  # an unnamed artifact kept after use
+    artifact_partial_ttl_s: float = 86400.0  # an upload nobody continues is dropped
     log_format: str = "json"  # json | console
     log_level: str = "info"
 
@@ -126,6 +135,13 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         self._validate_admission()
+        self._validate_artifacts()
+
+    def _validate_artifacts(self) -> None:
+        for name in ("artifact_max_bytes", "artifact_partial_max_bytes",
+                     "artifact_uploads_per_client", "artifact_idle_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
 
     def _validate_admission(self) -> None:
         if not 0 <= self.admit_per_s <= 1_000_000:

@@ -21,7 +21,7 @@ from typing import Any
 from cortex import logs
 from cortex.errors import CortexError
 from cortex.ids import is_task_id
-from cortex.v1 import node_pb2
+from cortex.v1 import artifacts_pb2, node_pb2
 from cortexd.config import Settings
 from cortexd.control.journals import JournalCache
 from cortexd.control.logreads import LogReads
@@ -153,7 +153,10 @@ def spec_of(task: TaskRow) -> bytes:
     return node_pb2.TaskSpec(command=task.command, env=task.env, cwd=task.cwd,
                              timeout_s=task.timeout_s, idle_timeout_s=task.idle_timeout_s,
                              memory_max_bytes=task.memory_max_bytes,
-                             pids_max=task.pids_max).SerializeToString()
+                             pids_max=task.pids_max, outputs=task.outputs, inputs=[
+                                 artifacts_pb2.ArtifactInput(digest=artifacts_pb2.Digest(
+                                     sha256=sha, size_bytes=size), path=path)
+                                 for sha, size, path in task.inputs]).SerializeToString()
 
 
 class Hub:

@@ -18,8 +18,10 @@ from cortex import logs
 from cortex.envelope import load_or_create_private_key
 from cortex.errors import ConfigError
 from cortex.tokens import TokenTable
-from cortex.v1 import control_pb2_grpc, monitor_pb2_grpc
+from cortex.v1 import artifacts_pb2_grpc, control_pb2_grpc, monitor_pb2_grpc
 from cortexd import exitcodes
+from cortexd.artifacts import open_artifacts
+from cortexd.artifacts.rules import MAX_CHUNK_BYTES
 from cortexd.childproc import RingPaths, install_stop_signals, read_report, report, watch_parent
 from cortexd.config import Settings
 from cortexd.control.agents import start_agents
@@ -93,18 +95,26 @@ class Control:
         table = TokenTable(s.tokens_file)
         table.load()
         auth = Authenticator(table)
+        artifacts = await open_artifacts(s, store, auth)
         try:
+            # An artifact chunk is up to 1 MiB plus its header (artifacts.proto).
             server, port = build_server(s.control_listen, s.tls,
-                                        max_frame_bytes=s.max_frame_bytes, reuse_port=False,
+                                        max_frame_bytes=max(s.max_frame_bytes,
+                                                            MAX_CHUNK_BYTES + (64 << 10)),
+                                        reuse_port=False,
                                         interceptors=[AuthInterceptor(auth, CONTROL_METHODS)])
         except BindError as e:
             report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.PORT_IN_USE)
             return exitcodes.PORT_IN_USE
         agents = await start_agents(hub, store)  # monitors (cortexd/control/agents.py)
+        control = ControlService(hub, agents)
+        control.artifacts = artifacts
         control_pb2_grpc.add_ControlServicer_to_server(  # type: ignore[no-untyped-call]
-            ControlService(hub, agents), server)
+            control, server)
         monitor_pb2_grpc.add_MonitorsServicer_to_server(  # type: ignore[no-untyped-call]
             MonitorsService(agents), server)
+        artifacts_pb2_grpc.add_ArtifactsServicer_to_server(  # type: ignore[no-untyped-call]
+            artifacts, server)
         health = PortHealth(server, [CONTROL_SERVICE])
         await server.start()
         await health.set(SERVING)
@@ -121,6 +131,7 @@ class Control:
         tasks.append(asyncio.create_task(hub.run_scheduler()))
         tasks.append(asyncio.create_task(hub.run_housekeeping()))
         tasks.append(asyncio.create_task(watch_parent(self.parent_pid, self.stop.set)))
+        tasks.append(asyncio.create_task(artifacts.collector.run_forever()))
         if hub.coord.clustered:
             await hub.coord.open(hub.on_message)
             tasks.append(asyncio.create_task(hub.run_coordination()))
@@ -143,6 +154,7 @@ class Control:
         await hub.coord.close()  # releases this host's leases
         for link in hub.links.values():
             link.close()
+        await artifacts.store.close()
         await store.close()
         self.log.info("control_stopped", nodes=sum(n.attached for n in hub.nodes.values()),
                       queued=len(hub.queue))

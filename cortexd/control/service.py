@@ -8,7 +8,8 @@ from typing import Any
 import grpc
 
 from cortex.ids import ENV_NAME_RE, IDEMPOTENCY_KEY_RE, check_labels, is_node_id, new_task_id
-from cortex.v1 import control_pb2, control_pb2_grpc, node_pb2
+from cortex.v1 import artifacts_pb2, control_pb2, control_pb2_grpc, node_pb2
+from cortexd.artifacts import ArtifactError, ArtifactsService, rules
 from cortexd.control.agents import Agents
 from cortexd.control.hub import REMOTE_WATCH_S, Hub, RequestError
 from cortexd.control.intake import MAX_SUBMIT_MANY, Intake, Outcome, Refused
@@ -45,7 +46,10 @@ def task_pb(t: TaskRow, progress: tuple[int, int] = (0, 0),
         node_id=t.node_id, command=t.command, has_exit_code=t.exit_code is not None,
         exit_code=t.exit_code or 0, reason=t.reason, output_bytes=t.output_bytes,
         created_ms=t.created_ms, updated_ms=t.updated_ms, idempotency_key=t.idempotency_key,
-        selector=t.selector, tenant=t.tenant, attention=attention)
+        selector=t.selector, tenant=t.tenant, attention=attention, output_paths=t.outputs,
+        inputs=[artifacts_pb2.ArtifactInput(
+            digest=artifacts_pb2.Digest(sha256=sha, size_bytes=size), path=path)
+            for sha, size, path in t.inputs])
 
 
 MIN_MEMORY_MAX_BYTES = 1 << 20  # below this not even the task's shell starts
@@ -126,10 +130,34 @@ def _notice(kind: str, payload: Any, attempt: int,
 
 
 class ControlService(control_pb2_grpc.ControlServicer):
+    artifacts: ArtifactsService | None = None  # set by the control process
+
     def __init__(self, hub: Hub, agents: Agents | None = None) -> None:
         self.hub = hub
         self.intake = Intake(hub)
         self.agents = agents  # monitors (cortexd/control/agents.py)
+
+    async def _task_files(self, request: control_pb2.SubmitRequest, row: TaskRow,
+                          context: Ctx) -> None:
+        """Validate and reference a submission's artifacts (issue 12) onto ``row``."""
+        if not request.inputs and not request.outputs:
+            return
+        try:
+            if self.artifacts is None:
+                raise ArtifactError("FAILED_PRECONDITION", "this hub serves no artifacts")
+            ins, outs = rules.check_task_files(
+                ((i.digest.sha256, i.digest.size_bytes, i.path) for i in request.inputs),
+                request.outputs, self.artifacts.max_bytes)
+            await self.artifacts.pin_inputs(row.task_id, row.tenant, ins)
+        except ArtifactError as e:
+            await context.abort(getattr(grpc.StatusCode, e.code), str(e))
+            raise
+        row.inputs, row.outputs = tuple(ins), tuple(outs)
+
+    async def _with_outputs(self, task: control_pb2.Task) -> control_pb2.Task:
+        if self.artifacts is not None and task.output_paths:
+            task.outputs.extend(await self.artifacts.task_outputs(task.task_id, task.tenant))
+        return task
 
     async def _fail(self, context: Ctx, e: RequestError) -> None:
         await context.abort(getattr(grpc.StatusCode, e.code), str(e))
@@ -139,6 +167,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         if (err := _check_submit(request)) is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err)
         row = _row_of(request)
+        await self._task_files(request, row, context)
         try:
             agent = await self.agents.prepare(request, row.tenant) if self.agents else None
             task, dedup = await self.hub.submit(row)
@@ -160,6 +189,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
                                 f"at most {MAX_SUBMIT_MANY} tasks in one SubmitMany "
                                 f"(this one has {len(request.tasks)}); nothing was submitted")
         items = [Refused("INVALID_ARGUMENT", err) if (err := _check_submit(r)) is not None
+                 else Refused("INVALID_ARGUMENT", "inputs and outputs need Submit or Run, "
+                              "not SubmitMany") if r.inputs or r.outputs
                  else _row_of(r) for r in request.tasks]
         agents = [await self._prepare(r, item) for r, item in zip(request.tasks, items,
                                                                    strict=True)]
@@ -190,6 +221,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err)
         deadline = wait_deadline(context.time_remaining())
         row = _row_of(request.task)
+        await self._task_files(request.task, row, context)
         # Registered before the submit: the task's end cannot be published unseen.
         watcher = await self._add_watcher_for(row.task_id, context)
         task: TaskRow | None = None
@@ -235,8 +267,9 @@ class ControlService(control_pb2_grpc.ControlServicer):
                       context: Ctx) -> control_pb2.Task:
         try:
             task = await self.hub.get(request.task_id)
-            pb = task_pb(task, self.hub.task_progress(task.task_id, task.attempt),
-                         self.hub.last_prompt(task.task_id, task.attempt))
+            pb = await self._with_outputs(task_pb(
+                task, self.hub.task_progress(task.task_id, task.attempt),
+                self.hub.last_prompt(task.task_id, task.attempt)))
             return await self.agents.decorate(pb) if self.agents else pb
         except RequestError as e:
             await self._fail(context, e)

@@ -41,6 +41,19 @@ CONTROL_METHODS = {
     **{f"/cortex.v1.Monitors/{m}": _ADMIN for m in (
         "Feed", "RecordDecision", "DecisionApplied", "SetMonitorState", "GetContext")},
 }
+# Nodes call Artifacts on the Control port for their tasks' inputs and outputs
+# (cortexd/artifacts/access.py checks the task); clients for their own artifacts.
+_ANY = frozenset({"node", "client", "admin"})
+CONTROL_METHODS |= {
+    "/cortex.v1.Artifacts/Write": _ANY,
+    "/cortex.v1.Artifacts/Read": _ANY,
+    "/cortex.v1.Artifacts/QueryWriteStatus": _ANY,
+    "/cortex.v1.Artifacts/Stat": _CLIENT,
+    "/cortex.v1.Artifacts/List": _CLIENT,
+    "/cortex.v1.Artifacts/Remove": _CLIENT,
+    "/cortex.v1.Artifacts/Collect": _ADMIN,
+    "/cortex.v1.Artifacts/AttachOutputs": frozenset({"node"}),
+}
 
 
 class Authenticator:

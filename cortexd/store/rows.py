@@ -47,14 +47,22 @@ def task_from_row(row: tuple[Any, ...] | list[Any]) -> TaskRow:
 LIMIT_FIELDS = ("idle_timeout_s", "memory_max_bytes", "pids_max")
 
 
-def _limits(text: str | None) -> dict[str, int]:
+def _limits(text: str | None) -> dict[str, Any]:
     stored = json.loads(text or "{}")
-    return {k: int(stored.get(k, 0)) for k in LIMIT_FIELDS}
+    extra: dict[str, Any] = {k: int(stored.get(k, 0)) for k in LIMIT_FIELDS}
+    extra["inputs"] = tuple((str(a), int(b), str(c)) for a, b, c in stored.get("inputs", ()))
+    extra["outputs"] = tuple(str(p) for p in stored.get("outputs", ()))
+    return extra
 
 
 def limits_json(task: TaskRow) -> str:
-    return json.dumps({k: getattr(task, k) for k in LIMIT_FIELDS if getattr(task, k)},
-                      sort_keys=True)
+    """The ``limits`` column: the optional parts of the spec (limits, artifacts)."""
+    extra: dict[str, Any] = {k: getattr(task, k) for k in LIMIT_FIELDS if getattr(task, k)}
+    if task.inputs:
+        extra["inputs"] = [list(i) for i in task.inputs]
+    if task.outputs:
+        extra["outputs"] = list(task.outputs)
+    return json.dumps(extra, sort_keys=True)
 
 
 def task_from_dict(d: dict[str, Any]) -> TaskRow:
