@@ -90,7 +90,8 @@ async def run_fleet(args: argparse.Namespace) -> dict[str, Any]:
     stats = FleetStats()
     work = Workload(task_s=args.task_s, output=b"x" * args.output_bytes,
                     stream_bps=args.stream_bps, stream_s=args.stream_s,
-                    prompt_every_s=args.prompt_every_s, window_bytes=args.window_bytes)
+                    prompt_every_s=args.prompt_every_s, window_bytes=args.window_bytes,
+                    fold=not args.no_fold)
     hubs = [h.strip() for h in args.hub.split(",") if h.strip()]
     nodes = []
     for line in Path(args.tokens).read_text().splitlines():
@@ -132,6 +133,8 @@ def main() -> None:
                    help="while streaming, a PromptEvent this often")
     p.add_argument("--window-bytes", type=int, default=1 << 20,
                    help="unacknowledged output per task (nodeagent: output_window_bytes)")
+    p.add_argument("--no-fold", action="store_true",
+                   help="Started, Output and Finished apart even when the hub folds them")
     p.add_argument("--seconds", type=float, default=600.0, help="bound on the run")
     args = p.parse_args()
     report = uvloop.run(run_fleet(args))

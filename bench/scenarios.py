@@ -39,6 +39,7 @@ from typing import Any
 import grpc
 import uvloop
 
+from bench import cpukinds
 from bench.harness import (
     RESULTS,
     TICKS_PER_S,
@@ -64,13 +65,15 @@ TERMINAL = {control_pb2.SUCCEEDED, control_pb2.FAILED, control_pb2.CANCELLED,
 
 async def submit_closed(address: str, token: str, count: int, concurrency: int,
                         deadline_s: float, tag: str,
-                        finished: Callable[[], int] | None = None) -> dict[str, float]:
+                        finished: Callable[[], int] | None = None,
+                        many: int = 0) -> dict[str, float]:
     """``count`` tasks, at most ``concurrency`` unfinished; {task_id: monotonic submit time}.
 
     ``finished()`` counts this batch's tasks that ended (the fleets' FinishedAcks, from
     their status files, which lag by up to one status interval); without it only the
     Submit calls in flight are bounded (Submit returns once the task is queued, so the
-    queue then grows as fast as the hub accepts)."""
+    queue then grows as fast as the hub accepts). ``many`` > 0: the room is filled with
+    SubmitMany calls of up to ``many`` tasks instead of one Submit per task."""
     submitted: dict[str, float] = {}
     end = time.monotonic() + deadline_s
     in_flight: set[asyncio.Task[None]] = set()
@@ -83,12 +86,27 @@ async def submit_closed(address: str, token: str, count: int, concurrency: int,
                                      metadata=bearer(token), timeout=60)
             submitted[resp.task.task_id] = t0
 
+        async def batch(i: int, n: int) -> None:
+            t0 = time.monotonic()
+            resp = await stub.SubmitMany(control_pb2.SubmitManyRequest(tasks=[
+                control_pb2.SubmitRequest(command=f"true # {tag}{i + k}") for k in range(n)]),
+                metadata=bearer(token), timeout=60)
+            for r in resp.results:
+                submitted[r.submitted.task.task_id] = t0
+
         i = 0
         while i < count and time.monotonic() < end:
             ended = finished() if finished is not None else i - len(in_flight)
             room = concurrency - (i - ended)
             if room <= 0 or (finished is None and len(in_flight) >= concurrency):
                 await asyncio.sleep(0.002)  # the pacing of a closed loop, bounded by `end`
+                continue
+            if many:
+                n = min(room, count - i, many)
+                call = asyncio.create_task(batch(i, n))
+                in_flight.add(call)
+                call.add_done_callback(in_flight.discard)
+                i += n
                 continue
             for _ in range(min(room, count - i)):
                 call = asyncio.create_task(one(i))
@@ -174,28 +192,37 @@ def fleet_done(reports: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def run_max_phase(b: Bench, args: argparse.Namespace, expected: int
-                  ) -> tuple[dict[str, float], float, int]:
-    """The maximum-rate phase: (submitted, approximate tasks/s, hub CPU ticks)."""
+                  ) -> tuple[dict[str, float], float, int, dict[str, Any]]:
+    """The maximum-rate phase: (submitted, approximate tasks/s, hub CPU ticks, µs of CPU
+    per task by process kind)."""
     pids = b.hub_pids()
+    kinds = cpukinds.hub_kinds(b)
     with contextlib.ExitStack() as stack:
         if args.profile_dir:
             b.profile = stack.enter_context(HubProfile(Path(args.profile_dir), pids))
         cpu0, t0 = cpu_ticks(pids), time.monotonic()
+        by_kind0 = cpukinds.snapshot(kinds)
         submitted = uvloop.run(submit_closed(b.hub.control_address, b.token, args.tasks,
                                              args.concurrency, args.bound_s, "m",
-                                             finished=lambda: b.done() - expected))
+                                             finished=lambda: b.done() - expected,
+                                             many=args.submit_many))
         b.wait_done(expected + len(submitted), args.bound_s)
         cpu1, t1 = cpu_ticks(pids), time.monotonic()
-    return submitted, len(submitted) / (t1 - t0), cpu1 - cpu0
+        by_kind = cpukinds.per_task_us(by_kind0, cpukinds.snapshot(kinds), len(submitted))
+    return submitted, len(submitted) / (t1 - t0), cpu1 - cpu0, by_kind
+
+
+def fleet_extra(args: argparse.Namespace) -> list[str]:
+    return ["--output-bytes", str(args.output_bytes), *(["--no-fold"] if args.no_fold else [])]
 
 
 def steady(args: argparse.Namespace) -> dict[str, Any]:
     with running_hub(args.shards) as b:
         b.start_fleets(args.nodes, args.fleets, args.bound_s,
-                       extra=["--output-bytes", str(args.output_bytes)])
+                       extra=fleet_extra(args))
         attach_s = b.wait_attached(args.bound_s)
         load0 = loadavg()
-        submitted, approx_tps, ticks = run_max_phase(b, args, 0)
+        submitted, approx_tps, ticks, by_kind = run_max_phase(b, args, 0)
         expected = len(submitted)
         fixed: dict[str, float] = {}
         rate = round(approx_tps / 2, 1)
@@ -217,7 +244,8 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
                   **phase_figures(submitted, done), "attach_s": round(attach_s, 2),
                   "hub_cpu_us_per_task": round(ticks / TICKS_PER_S * 1e6
                                                / max(1, len(submitted)), 1),
-                  "loadavg_before": load0}
+                  "hub_cpu_us_per_task_by_process": by_kind, "fold": not args.no_fold,
+                  "submit_many": args.submit_many, "loadavg_before": load0}
         if b.profile is not None:
             result["profile"] = b.profile.summary()
         if fixed:
@@ -234,16 +262,17 @@ def shards(args: argparse.Namespace) -> dict[str, Any]:
     for n in (1, 2):
         with running_hub(n) as b:
             b.start_fleets(args.nodes, args.fleets, args.bound_s,
-                           extra=["--output-bytes", str(args.output_bytes)])
+                           extra=fleet_extra(args))
             b.wait_attached(args.bound_s)
             spread = b.shard_nodes()
-            submitted, _, ticks = run_max_phase(b, args, 0)
+            submitted, _, ticks, by_kind = run_max_phase(b, args, 0)
             done = fleet_done(b.stop_fleets())
             even = b.nodes / n
             out["nodes"] = b.nodes
             out[f"shards_{n}"] = {
                 **phase_figures(submitted, done), "nodes_per_shard": spread,
                 "spread_max_dev_pct": round(max(abs(s - even) for s in spread) / even * 100, 1),
+                "hub_cpu_us_per_task_by_process": by_kind,
                 "hub_cpu_us_per_task": round(ticks / TICKS_PER_S * 1e6 / max(1, len(submitted)),
                                              1)}
     one, two = out["shards_1"], out["shards_2"]
@@ -393,6 +422,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--single", type=int, default=200,
                    help="steady: tasks one at a time, for single-task latency (0: skip)")
     p.add_argument("--output-bytes", type=int, default=3)
+    p.add_argument("--no-fold", action="store_true",
+                   help="simulated nodes send Started, Output, Finished apart (as before "
+                   "issue 9)")
+    p.add_argument("--submit-many", type=int, default=0, metavar="N",
+                   help="max-rate phase: SubmitMany calls of up to N tasks (0: Submit)")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--heartbeat-ms", type=int, default=5000)
     p.add_argument("--bound-s", type=float, default=300.0, help="hard bound on a run")

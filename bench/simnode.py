@@ -6,6 +6,9 @@ verdicts, heartbeats at the hub's interval, verifies every envelope with the sam
 ``EnvelopeVerifier`` as nodeagent, and answers each task with Started, output and
 Finished, honouring the hub's cumulative output acks (at most ``window_bytes``
 unacknowledged per task) and its FinishedAck. The hub cannot tell it from a real node.
+When the Welcome says ``fold_frames`` (issue 9), as nodeagent: an instant task sends no
+Started, and its last output (up to ``FOLD_BYTES``) travels inside Finished — one frame
+per task instead of three.
 
 Invariants (the ones the fault tests check against the node's own records):
 
@@ -80,6 +83,11 @@ class Workload:
     prompt_every_s: float = 0.0  # > 0: a PromptEvent this often while streaming
     window_bytes: int = 1 << 20
     max_frame_bytes: int = 60 << 10
+    fold: bool = True  # fold frames when the hub says it takes them (nodeagent's default)
+
+
+#: The most output that travels inside TaskFinished (nodeagent.config.fold_output_bytes).
+FOLD_BYTES = 16 << 10
 
 
 @dataclass
@@ -120,6 +128,7 @@ class SimNode:
         self.stats = stats
         self.work = work
         self.epoch = 0
+        self.fold = False  # the hub's Welcome.fold_frames, and our Workload.fold
         self.interval_s = 5.0  # the heartbeat interval the hub asked for (Welcome, acks)
         self.call: Any = None
         self.lock = asyncio.Lock()
@@ -203,6 +212,7 @@ class SimNode:
 
     def _welcome(self, call: Any, welcome: node_pb2.Welcome) -> None:
         self.epoch = welcome.session_epoch
+        self.fold = welcome.fold_frames and self.work.fold
         keep = {(v.task_id, v.attempt): v.resume_offset for v in welcome.verdicts
                 if v.verdict == node_pb2.VERDICT_KEEP}
         for key, h in list(self.held.items()):
@@ -292,10 +302,12 @@ class SimNode:
         self.executed.append(key)
         h = HeldTask(env.task_id, env.attempt)
         self.held[key] = h
-        async with self.lock:
-            await self._write(node_pb2.NodeFrame(started=node_pb2.TaskStarted(
-                task_id=env.task_id, attempt=env.attempt, pid=1)))
-        if self.work.stream_bps or self.work.task_s:
+        instant = not (self.work.stream_bps or self.work.task_s)
+        if not (instant and self.fold):  # a folded Finished says it started
+            async with self.lock:
+                await self._write(node_pb2.NodeFrame(started=node_pb2.TaskStarted(
+                    task_id=env.task_id, attempt=env.attempt, pid=1)))
+        if not instant:
             h.runner = asyncio.create_task(self._execute(h))
         else:  # an instant task: no coroutine per task
             self._produce(h, self.work.output)
@@ -348,6 +360,10 @@ class SimNode:
                     is not h:
                 return
             limit = min(h.produced, h.acked + self.work.window_bytes)
+            if (self.fold and h.finished and not h.finish_sent and limit == h.produced
+                    and h.produced - h.sent <= FOLD_BYTES):
+                await self._finish_folded(h)
+                return
             while h.sent < limit:
                 offset = h.sent
                 n = min(self.work.max_frame_bytes, limit - offset)
@@ -365,6 +381,17 @@ class SimNode:
                     finished=node_pb2.TaskFinished(
                         task_id=h.task_id, attempt=h.attempt, kind=h.kind, exit_code=0,
                         output_end=h.produced)))
+
+    async def _finish_folded(self, h: HeldTask) -> None:
+        """Finished carrying the rest of the output (the caller holds the lock)."""
+        n = h.produced - h.sent
+        data = self.work.output[:n] if n <= len(self.work.output) else b"x" * n
+        if await self._write(node_pb2.NodeFrame(finished=node_pb2.TaskFinished(
+                task_id=h.task_id, attempt=h.attempt, kind=h.kind, exit_code=0,
+                output_end=h.produced, output=data))):
+            h.sent = h.produced
+            h.finish_sent = True
+            self.stats.bytes_sent += n
 
     async def _on_ack(self, ack: node_pb2.OutputAck) -> None:
         h = self.held.get((ack.task_id, ack.attempt))

@@ -64,6 +64,11 @@ class AgentConfig:
     backoff_reset_after_s: float = 10.0
     drain_quiet_s: float = 0.1
     finish_ack_wait_s: float = 3.0
+    # Folding (issue 9; only with a hub whose Welcome says fold_frames): a new task's
+    # Started and output wait this long; a task that ends within it sends one
+    # TaskFinished carrying up to fold_output_bytes of output. 0 = never fold.
+    fold_window_ms: float = 20.0
+    fold_output_bytes: int = 16 * KIB
     keepalive_time_ms: int = 120_000  # the heartbeat is the liveness check; this finds dead TCP
     keepalive_timeout_ms: int = 10_000
 

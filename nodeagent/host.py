@@ -13,6 +13,11 @@ one event loop, so no locks. Invariants:
   limits (``nodeagent/retention.py``), pruned oldest first.
 - Control frames (started, rejected, heartbeat, draining) go before output frames, and a
   task's ``TaskStarted`` is queued before any of its output can be offered.
+- Folding (issue 9, when the Welcome says ``fold_frames``): for ``fold_window_ms`` after
+  its start a task's ``TaskStarted`` and output wait. A task that ends within the window
+  never sends ``TaskStarted`` (its ``TaskFinished`` says it ran) and its output, up to
+  ``fold_output_bytes``, travels inside the ``TaskFinished``: one frame instead of
+  three. At the window's end a running task's ``TaskStarted`` is queued, then its output.
 """
 
 import asyncio
@@ -77,6 +82,9 @@ class TaskHost:
         self.changed = asyncio.Event()  # set whenever a task finishes or leaves the table
         self.cgroups: CgroupTree | None = None  # opened by the agent at start
         self.session_epoch = 0
+        self.fold = False  # the hub's Welcome.fold_frames, and fold_window_ms > 0
+        self._held_started: dict[TaskKey, node_pb2.NodeFrame | None] = {}
+        self._hold_timers: dict[TaskKey, asyncio.TimerHandle] = {}
         self.draining = False
         self.counts = collections.Counter[str]()
 
@@ -109,6 +117,7 @@ class TaskHost:
         """A new session: adopt its epoch and apply its verdicts."""
         self._control.clear()  # frames for the old session mean nothing to the new one
         self.session_epoch = welcome.session_epoch
+        self.fold = welcome.fold_frames and self.config.fold_window_ms > 0
         self.table.new_session()
         self.pacer.new_session()
         outcome = self.table.apply_verdicts(welcome.verdicts)
@@ -135,12 +144,19 @@ class TaskHost:
     def next_frame(self) -> node_pb2.NodeFrame | None:
         if self._control:
             return self._control.popleft()
-        while (step := self.table.next_send(self.pacer.budget)) is not None:
+        fold = self.config.fold_output_bytes if self.fold else 0
+        while (step := self.table.next_send(self.pacer.budget, fold)) is not None:
             if isinstance(step, SendFinished):
                 e = step.entry
+                data = b""
+                if 0 <= step.offset < e.output_end:
+                    data = self._spools[e.key].read(step.offset, e.output_end - step.offset)
+                    self.pacer.sent(e.key, len(data))
+                    self.counts["folded_output"] += 1
                 return node_pb2.NodeFrame(finished=node_pb2.TaskFinished(
                     task_id=e.task_id, attempt=e.attempt, kind=node_pb2.FinishKind.Name(e.kind),
-                    exit_code=e.exit_code, output_end=e.output_end, reason=e.reason))
+                    exit_code=e.exit_code, output_end=e.output_end, reason=e.reason,
+                    output=data))
             assert isinstance(step, SendOutput)
             data = self._spools[step.key].read(step.offset, step.length)
             self.pacer.sent(step.key, len(data))
@@ -156,7 +172,8 @@ class TaskHost:
         if now - self._pruned_at >= PRUNE_INTERVAL_S:  # the age limit, also when idle
             self._pruned_at = now
             self.prune_spools()
-        return self.pacer.progress(e for e in self.table if e.key not in self._starting)
+        return self.pacer.progress(e for e in self.table
+                                   if e.key not in self._starting and not e.holding)
 
     # ---- hub frames ---------------------------------------------------------
 
@@ -218,7 +235,12 @@ class TaskHost:
         else:
             proc = TaskProcess(spec, on_output, cancel_grace_s=self.config.cancel_grace_s,
                                drain_quiet_s=self.config.drain_quiet_s, cgroup=cgroup)
-        self.table.admit(*key)
+        entry = self.table.admit(*key)
+        if self.fold:
+            entry.holding = True
+            self._held_started[key] = None  # the frame, once the process runs
+            self._hold_timers[key] = asyncio.get_running_loop().call_later(
+                self.config.fold_window_ms / 1000, self._release_hold, key)
         self._spools[key] = spool
         self._starting.add(key)  # no progress frame before TaskStarted
         try:
@@ -256,8 +278,34 @@ class TaskHost:
         self.counts["started"] += 1
         self._log.info("task_started", task=env.task_id, attempt=env.attempt, pid=pid,
                        tenant=env.tenant)
-        self.queue(node_pb2.NodeFrame(started=node_pb2.TaskStarted(
-            task_id=env.task_id, attempt=env.attempt, pid=pid)))
+        frame = node_pb2.NodeFrame(started=node_pb2.TaskStarted(
+            task_id=env.task_id, attempt=env.attempt, pid=pid))
+        if key in self._held_started:
+            self._held_started[key] = frame  # sent when the fold window ends, if it runs on
+        else:
+            self.queue(frame)
+
+    def _release_hold(self, key: TaskKey) -> None:
+        """The fold window ended with the task still running: Started, then its output."""
+        self._hold_timers.pop(key, None)
+        frame = self._held_started.pop(key, None)
+        if frame is not None:
+            with contextlib.suppress(NodeAgentError):
+                self.queue(frame)
+        entry = self.table.get(key)
+        if entry is not None:
+            entry.holding = False
+        self.wake.set()
+
+    def _end_hold(self, key: TaskKey) -> None:
+        """The task ended (or left) within its fold window: no Started is sent."""
+        if (timer := self._hold_timers.pop(key, None)) is not None:
+            timer.cancel()
+        if self._held_started.pop(key, None) is not None:
+            self.counts["folded_started"] += 1
+        entry = self.table.get(key)
+        if entry is not None:
+            entry.holding = False
 
     def on_ack(self, ack: node_pb2.OutputAck) -> None:
         key = (ack.task_id, ack.attempt)
@@ -342,6 +390,7 @@ class TaskHost:
         self._procs.pop(key, None)
         self._starting.discard(key)
         self.prompts.stop(key)
+        self._end_hold(key)
         spool = self._spools.get(key)
         if spool is None:
             return
@@ -364,6 +413,7 @@ class TaskHost:
         proc = self._procs.pop(key, None)
         self._starting.discard(key)
         self.prompts.stop(key)
+        self._end_hold(key)
         if proc is not None:
             proc.kill_now(node_pb2.FINISH_KIND_CANCELLED, kill_reason or "forgotten")
             self._dying.add(proc)

@@ -13,6 +13,10 @@ went out. Invariants:
   then streaming restarts at the hub's ``resume_offset``, whatever the node believed.
 - Tasks take turns (round robin), so one chatty task cannot starve the others; a task
   the rate limit holds back (``next_send``'s ``budget``) loses its turn, not the others'.
+- Folding (issue 9, when the hub takes it): a new task's output is not offered while it
+  is ``holding`` (the host's short window after its start); a finished task whose
+  unsent output is at most ``fold_bytes`` — within its window and its rate budget —
+  gets it inside its ``TaskFinished`` instead of in output frames.
 """
 
 from collections import deque
@@ -37,6 +41,7 @@ class TaskEntry:
     reason: str = ""
     streaming: bool = False  # the current session may stream this task
     finish_sent: bool = False  # TaskFinished went out in the current session
+    holding: bool = False  # a new task's output waits: it may end and fold (issue 9)
 
     @property
     def key(self) -> TaskKey:
@@ -57,7 +62,11 @@ class SendOutput:
 
 @dataclass(frozen=True, slots=True)
 class SendFinished:
+    """``TaskFinished``; with ``offset`` < the entry's ``output_end`` it carries the
+    output from ``offset`` to the end (folded, issue 9)."""
+
     entry: TaskEntry
+    offset: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +171,7 @@ class TaskTable:
         return True
 
     def next_send(self, budget: Callable[[TaskEntry, int], int] | None = None,
-                  ) -> SendOutput | SendFinished | None:
+                  fold_bytes: int = 0) -> SendOutput | SendFinished | None:
         """What to send next (advancing ``sent``), or None when nothing may go now.
 
         ``budget(entry, pending)`` says how many of ``pending`` sendable bytes the rate
@@ -172,9 +181,11 @@ class TaskTable:
             key = self._turns[0]
             self._turns.rotate(-1)
             e = self._entries[key]
-            if not e.streaming:
+            if not e.streaming or (e.holding and not e.finished):
                 continue
             limit = min(e.output_end, e.acked + self._window)
+            if (folded := self._fold(e, limit, budget, fold_bytes)) is not None:
+                return folded
             if e.sent < limit:
                 allowed = limit - e.sent if budget is None else budget(e, limit - e.sent)
                 if allowed <= 0:
@@ -186,3 +197,15 @@ class TaskTable:
                 e.finish_sent = True
                 return SendFinished(e)
         return None
+
+    @staticmethod
+    def _fold(e: TaskEntry, limit: int, budget: Callable[[TaskEntry, int], int] | None,
+              fold_bytes: int) -> SendFinished | None:
+        pending = e.output_end - e.sent
+        if not (e.finished and not e.finish_sent and 0 < pending <= fold_bytes
+                and limit == e.output_end):
+            return None
+        if budget is not None and budget(e, pending) < pending:
+            return None
+        offset, e.sent, e.finish_sent = e.sent, e.output_end, True
+        return SendFinished(e, offset)

@@ -395,7 +395,8 @@ class Hub:
         self._suspects.pop(node_id, None)
         self.coord.node_up(self.dir_entry(node), node_id)
         welcome = node_pb2.Welcome(session_epoch=epoch, hub_id=self.hub_id, shard=shard,
-                                   heartbeat_interval_ms=self.heartbeat_interval_ms())
+                                   heartbeat_interval_ms=self.heartbeat_interval_ms(),
+                                   fold_frames=True)
         resend: list[TaskRow] = []
         cancels: list[TaskRow] = []
         reported: set[str] = set()
@@ -645,6 +646,10 @@ class Hub:
     async def _on_finished(self, node: NodeState, epoch: int, fin: node_pb2.TaskFinished) -> None:
         if not is_task_id(fin.task_id):
             return
+        if fin.output and len(fin.output) <= fin.output_end:  # issue 9: folded output
+            await self._on_output(node, epoch, node_pb2.TaskOutput(
+                task_id=fin.task_id, attempt=fin.attempt, data=fin.output,
+                offset=fin.output_end - len(fin.output)), ack=False)
         state = finished_state(fin.kind, fin.exit_code, False)
         reason = fin.reason
         if (self._ends.pop(fin.task_id, None) == (fin.attempt, fin.output_end)

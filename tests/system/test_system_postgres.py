@@ -37,8 +37,10 @@ def test_echo_on_a_postgresql_store(fleet):
                                 "WHERE accepted ORDER BY id").fetchall()
             (data,) = conn.execute("SELECT string_agg(data, ''::bytea ORDER BY off) "
                                    "FROM output").fetchone()
-        assert rows == [("QUEUED", "ASSIGNED"), ("ASSIGNED", "RUNNING"),
-                        ("RUNNING", "SUCCEEDED")]
+        # A task that ends within the node's fold window sends no Started (issue 9).
+        assert rows in ([("QUEUED", "ASSIGNED"), ("ASSIGNED", "RUNNING"),
+                         ("RUNNING", "SUCCEEDED")],
+                        [("QUEUED", "ASSIGNED"), ("ASSIGNED", "SUCCEEDED")]), rows
         assert bytes(data) == result.stdout
 
 

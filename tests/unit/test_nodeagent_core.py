@@ -295,3 +295,23 @@ def test_orphan_reaper_never_takes_a_protected_status() -> None:
     assert procgroup.proc_stat(orphan) is None  # reaped
     pid, status = os.waitpid(task_main, 0)  # the runner still gets its child's status
     assert (pid, os.waitstatus_to_exitcode(status)) == (task_main, 7)
+
+
+def test_folding_holds_a_new_task_and_puts_its_output_inside_finished() -> None:
+    from nodeagent.tasktable import SendFinished, SendOutput, TaskTable
+    table = TaskTable(window_bytes=1 << 20, max_frame_bytes=64 << 10)
+    entry = table.admit("t-00000000000000000001", 1)
+    entry.holding = True
+    table.output_appended(entry.key, 100)
+    assert table.next_send(fold_bytes=1024) is None  # held: it may still end and fold
+    table.finished(entry.key, exit_code=0, kind=1, reason="")
+    step = table.next_send(fold_bytes=1024)
+    assert step == SendFinished(entry, 0) and entry.sent == 100 and entry.finish_sent
+    assert table.next_send(fold_bytes=1024) is None
+
+    big = table.admit("t-00000000000000000002", 1)
+    table.output_appended(big.key, 5000)
+    table.finished(big.key, exit_code=0, kind=1, reason="")
+    first = table.next_send(fold_bytes=1024)  # more than folds: output frames first
+    assert isinstance(first, SendOutput) and first.length == 5000
+    assert table.next_send(fold_bytes=1024) == SendFinished(big)  # then a plain Finished
