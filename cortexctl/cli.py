@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cortex.v1 import control_pb2 as pb
-from cortexctl import artcmds, bulk, commands, db, exitcodes, logcmds, runcmd
+from cortexctl import artcmds, bulk, commands, db, exitcodes, logcmds, monitorcmds, runcmd
 from cortexctl.errors import CtlError
 
 EPILOG = """\
@@ -78,6 +78,12 @@ def add_task_flags(p: argparse.ArgumentParser) -> None:
                    help="memory limit of the task's cgroup: bytes, or with K/M/G (binary)")
     p.add_argument("--pids-max", metavar="N", type=int,
                    help="most processes the task may have at once (cgroup pids.max)")
+    p.add_argument("--monitor", metavar="POLICY",
+                   help="watch the task with this stored monitor policy (policies ls)")
+    p.add_argument("--policy-file", metavar="FILE",
+                   help="watch the task with this inline monitor policy (TOML)")
+    p.add_argument("--goal", metavar="TEXT",
+                   help="the agent session's goal (starts a session; the LLM is told it)")
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -157,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", type=task_state, help="only tasks in this state")
     p.add_argument("--node", metavar="ID", help="only tasks of this node")
     p.add_argument("--limit", type=int, default=0, help="at most N tasks (hub default 100)")
+    p.add_argument("--attention", action="store_true",
+                   help="only tasks a monitor escalated to a person (answer: cortexctl input)")
     p.add_argument("--json", action="store_true", help="JSON lines, one per task")
 
     p = command("logs", logcmds.cmd_logs,
@@ -180,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     db.add_parser(sub)
     artcmds.add_parser(sub, add_global_flags)
+    monitorcmds.add_parsers(command, sub)
     return parser
 
 

@@ -140,8 +140,9 @@ class HubClient:
         return list(self._call("ListNodes", pb.ListNodesRequest(), pb.ListNodesResponse).nodes)
 
     def list_tasks(self, state: str = "TASK_STATE_UNSPECIFIED", node_id: str = "",
-                   limit: int = 0) -> list[pb.Task]:
-        request = pb.ListTasksRequest(state=state, node_id=node_id, limit=limit)
+                   limit: int = 0, attention: bool = False) -> list[pb.Task]:
+        request = pb.ListTasksRequest(state=state, node_id=node_id, limit=limit,
+                                      attention=attention)
         return list(self._call("ListTasks", request, pb.ListTasksResponse).tasks)
 
     def list_shards(self) -> list[pb.Shard]:

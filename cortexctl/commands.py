@@ -74,6 +74,23 @@ def pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     return result
 
 
+def monitor_fields(args: argparse.Namespace) -> dict[str, str]:
+    """--monitor POLICY / --policy-file FILE / --goal TEXT as SubmitRequest fields."""
+    monitor, policy_file = getattr(args, "monitor", None), getattr(args, "policy_file", None)
+    if monitor and policy_file:
+        raise UsageError("--monitor and --policy-file: give one")
+    out = {"goal": getattr(args, "goal", None) or ""}
+    if monitor:
+        out["monitor_policy"] = monitor
+    if policy_file:
+        try:
+            out["policy_toml"] = Path(policy_file).read_text()
+        except OSError as e:
+            raise UsageError(f"cannot read --policy-file {policy_file}: {e.strerror}") from e
+        out["monitor_policy"] = "inline"
+    return out
+
+
 def submit_request(args: argparse.Namespace) -> pb.SubmitRequest:
     words = list(args.command)
     if words and words[0] == "--":
@@ -100,12 +117,15 @@ def submit_request(args: argparse.Namespace) -> pb.SubmitRequest:
     if args.pids_max is not None and args.pids_max < 0:
         raise UsageError("--pids-max must not be negative")
     memory_max = parse_size(args.memory_max, "--memory-max") if args.memory_max else 0
-    return pb.SubmitRequest(
+    request = pb.SubmitRequest(
         command=command, selector=selector, node_id=args.node or "",
         idempotency_key=args.idempotency_key or "", env=env, cwd=args.cwd or "",
         timeout_s=args.task_timeout or 0, idle_timeout_s=args.idle_timeout or 0,
         memory_max_bytes=memory_max, pids_max=args.pids_max or 0,
     )
+    for name, value in monitor_fields(args).items():
+        setattr(request, name, value)
+    return request
 
 
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -240,11 +260,14 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         raise UsageError(f"--node {args.node!r} is not a valid node id")
     with connect(args) as client:
         tasks = client.list_tasks(args.state or "TASK_STATE_UNSPECIFIED", args.node or "",
-                                  args.limit)
+                                  args.limit, attention=args.attention)
     if args.json:
         text = render.json_lines([render.task_dict(t) for t in tasks])
     else:
         text = render.tasks_table(tasks)
+        if args.attention and tasks:
+            text += "\n\n" + "\n".join(f"{t.task_id}  needs a person: {t.attention}"
+                                      for t in tasks)
     if text:
         print(text)
     return exitcodes.OK

@@ -126,6 +126,10 @@ class Follower:
                     self._on_output(event.output)
                 elif event.HasField("prompt"):
                     self.sink.prompt(event.prompt)
+                elif event.HasField("attention"):  # a monitor escalated to a person
+                    notice(f"task {self.task_id} needs a person: {event.attention} "
+                           f"(answer: cortexctl input {self.task_id} TEXT)" if event.attention
+                           else f"task {self.task_id}: answered")
         finally:
             call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves it untyped
         return self.task is not None and self.task.state in render.TERMINAL_STATES

@@ -100,6 +100,9 @@ def task_dict(task: pb.Task) -> dict[str, Any]:
                    for i in task.inputs],
         "outputs": [{"path": o.path, "sha256": o.digest.sha256,
                      "size_bytes": o.digest.size_bytes, "error": o.error} for o in task.outputs],
+        "monitor_policy": task.monitor_policy, "monitor_state": task.monitor_state,
+        "attention": task.attention, "parent_task_id": task.parent_task_id,
+        "children": list(task.children), "session_id": task.session_id, "goal": task.goal,
     }
 
 
@@ -129,6 +132,11 @@ def task_detail(task: pb.Task) -> str:
         ("tenant", task.tenant or "-"),
         ("held back", f"{task.held_back_bytes} bytes (of {task.spooled_bytes} spooled)"
          if task.held_back_bytes else "-"),
+        ("monitor", f"{task.monitor_policy} ({task.monitor_state})" if task.monitor_policy
+         else "-"),
+        ("attention", task.attention or "-"), ("goal", task.goal or "-"),
+        ("session", task.session_id or "-"), ("parent", task.parent_task_id or "-"),
+        ("children", " ".join(task.children) or "-"),
     ]
     fields += [(f"input {i.path}", f"{i.digest.sha256} ({size(i.digest.size_bytes)})")
                for i in task.inputs]

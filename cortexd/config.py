@@ -73,6 +73,19 @@ class Settings:
     artifact_task_ref_retention_s: float = 7 * 86400.0  # a task's inputs/outputs kept
     artifact_unreferenced_grace_s: float = 3600.0  # an unnamed artifact kept after use
     artifact_partial_ttl_s: float = 86400.0  # an upload nobody continues is dropped
+    # Monitors (docs/architecture.md, "Monitors"): processes, and the LLM ("" = rules only).
+    monitor_processes: int = 1  # 0 = no monitors
+    llm_url: str = ""  # an OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1
+    llm_model: str = ""
+    llm_api_key_file: Path | None = None
+    llm_max_concurrent: int = 4
+    llm_timeout_s: float = 30.0
+    llm_calls_per_task_per_min: int = 6
+    llm_max_invalid_answers: int = 2
+    llm_response_format: str = "json_schema"  # json_schema | json_object
+    # Fault injection for tests only: hold each decision this long between recording it
+    # and applying it (the window a kill -9 must hit).
+    monitor_hold_before_apply_ms: int = 0
     log_format: str = "json"  # json | console
     log_level: str = "info"
 
@@ -136,6 +149,25 @@ class Settings:
                 raise ConfigError(f"{name} must be positive")
         self._validate_admission()
         self._validate_artifacts()
+        self._validate_monitors()
+
+    def _validate_monitors(self) -> None:
+        if not 0 <= self.monitor_processes <= 16:
+            raise ConfigError("monitor_processes must be between 0 and 16")
+        if self.llm_url and not self.llm_url.startswith(("http://", "https://")):
+            raise ConfigError(f"llm_url {self.llm_url!r}: expected http(s)://HOST[:PORT]/…")
+        if self.llm_url and not self.llm_model:
+            raise ConfigError("llm_url is set but llm_model is not")
+        if self.llm_api_key_file is not None and not self.llm_api_key_file.is_file():
+            raise ConfigError(f"llm_api_key_file {self.llm_api_key_file} is not a file")
+        if not 1 <= self.llm_max_concurrent <= 256 or not 0.1 <= self.llm_timeout_s <= 600:
+            raise ConfigError("llm_max_concurrent must be 1..256 and llm_timeout_s 0.1..600")
+        if not 1 <= self.llm_calls_per_task_per_min <= 600 \
+                or not 0 <= self.llm_max_invalid_answers <= 10:
+            raise ConfigError("llm_calls_per_task_per_min must be 1..600 and "
+                              "llm_max_invalid_answers 0..10")
+        if self.llm_response_format not in ("json_schema", "json_object"):
+            raise ConfigError("llm_response_format must be 'json_schema' or 'json_object'")
 
     def _validate_artifacts(self) -> None:
         for name in ("artifact_max_bytes", "artifact_partial_max_bytes",

@@ -19,3 +19,9 @@ def shard_main(*args: Any) -> None:
     from cortexd.shards.process import main
 
     main(*args)
+
+
+def monitor_main(*args: Any) -> None:
+    from cortexd.monitors.process import main
+
+    main(*args)

@@ -36,10 +36,12 @@ from cortex.errors import ConfigError
 from cortexd import exitcodes
 from cortexd.childproc import RingPaths, read_report, report
 from cortexd.config import Settings
-from cortexd.entry import control_main, shard_main
+from cortexd.entry import control_main, monitor_main, shard_main
 from cortexd.ipc.link import make_fifo
 from cortexd.ipc.ring import Ring
 from cortexd.metrics import procdir
+from cortexd.monitors.credentials import ensure_monitor_token
+from cortexd.monitors.heartbeat import Heartbeat, beat_path
 from cortexd.runtime import (
     BootError,
     port_lock_path,
@@ -68,6 +70,7 @@ class Child:
     respawn_at: float | None = None
     last_beat: int = -1
     last_beat_change: float = 0.0
+    monitor: int | None = None  # a monitor process: its index
 
 
 class Supervisor:
@@ -80,6 +83,8 @@ class Supervisor:
         self.ring_objs: list[Ring] = []
         self.control = Child("control", None)
         self.shards: list[Child] = []
+        self.monitors: list[Child] = []  # monitor processes (cortexd/monitors/process.py)
+        self.monitor_beats: list[Heartbeat] = []
         self.locks: list[int] = []
         self.node_address = settings.node_listen
         self.control_address = settings.control_listen
@@ -136,9 +141,14 @@ class Supervisor:
             make_fifo(paths.down_wake)
             self.rings.append(paths)
         self.shards = [Child(f"shard-{i}", i) for i in range(s.shards)]
+        if s.monitor_processes:
+            ensure_monitor_token(s.state_dir, s.tokens_file)
+        for i in range(s.monitor_processes):
+            self.monitor_beats.append(Heartbeat(beat_path(prefix, i), create=True))
+            self.monitors.append(Child(f"monitor-{i}", None, monitor=i))
         from cortexd.metrics import hub as metrics  # after procdir.prepare (see there)
 
-        for child in (self.control, *self.shards):  # exported at 0 from the start
+        for child in (self.control, *self.shards, *self.monitors):  # exported at 0 at first
             metrics.CHILD_RESTARTS.labels(s.host_id, child.name)
         self._start_all()
         self.log.info("cortexd_ready", **self._write_ready())
@@ -149,6 +159,7 @@ class Supervisor:
         info = {"pid": os.getpid(), "node_address": self.node_address,
                 "control_address": self.control_address, "control_pid": self._pid(self.control),
                 "shards": [{"shard": c.shard, "pid": self._pid(c)} for c in self.shards],
+                "monitors": [{"monitor": c.monitor, "pid": self._pid(c)} for c in self.monitors],
                 "state_dir": str(self.s.state_dir), "metrics_address": self.s.metrics_address}
         write_ready_file(self.s.state_dir / "cortexd.json", info)
         self.ready_file_written = True
@@ -161,6 +172,11 @@ class Supervisor:
             self._spawn(child)
         for child in self.shards:
             self._await_ready(child)
+        # Monitors outlive a control restart (they reconnect to its feed).
+        for child in self.monitors:
+            if child.proc is None or not child.proc.is_alive():
+                self._spawn(child)
+                self._await_ready(child)
 
     @staticmethod
     def _pid(child: Child) -> int:
@@ -170,8 +186,12 @@ class Supervisor:
         parent_conn, child_conn = self.ctx.Pipe(duplex=True)
         settings = self.s.to_dict()
         args: tuple[Any, ...]
-        if child.shard is None:
-            target: Any = control_main
+        if child.monitor is not None:
+            target: Any = monitor_main
+            args = (settings, child.monitor, len(self.monitors),
+                    str(self.monitor_beats[child.monitor].path), child_conn, os.getpid())
+        elif child.shard is None:
+            target = control_main
             args = (settings, self.rings, child_conn, os.getpid())
         else:
             target = shard_main
@@ -224,7 +244,7 @@ class Supervisor:
         try:
             while True:
                 sentinels: list[Any] = [rfd]
-                for child in (self.control, *self.shards):
+                for child in (self.control, *self.shards, *self.monitors):
                     if child.proc is not None and child.respawn_at is None:
                         sentinels.append(child.proc.sentinel)
                 wait(sentinels, timeout=TICK_S)
@@ -290,6 +310,40 @@ class Supervisor:
                 child.proc.kill()
                 child.proc.join(5)
                 self._shard_down(child, now)
+        return self._check_monitors(now)
+
+    def _check_monitors(self, now: float) -> int | None:
+        """Monitor processes: respawned with backoff when they die or stop beating."""
+        for child in self.monitors:
+            assert child.monitor is not None
+            if child.respawn_at is not None:
+                if now >= child.respawn_at:
+                    self._spawn(child)
+                    try:
+                        self._await_ready(child)
+                        self._write_ready()
+                    except BootError as e:
+                        self.log.error("respawn_failed", child=child.name, message=str(e))
+                        child.respawn_at = now + self._backoff(child)
+                continue
+            assert child.proc is not None
+            beat = self.monitor_beats[child.monitor].value
+            if beat != child.last_beat:
+                child.last_beat, child.last_beat_change = beat, now
+            elif child.proc.is_alive() and now - child.last_beat_change > self.s.child_timeout_s:
+                self.log.error("monitor_unresponsive", child=child.name, pid=child.proc.pid)
+                child.proc.kill()
+                child.proc.join(5)
+            if not child.proc.is_alive():
+                self.log.warning("monitor_died", child=child.name, exitcode=child.proc.exitcode)
+                if self._crashing(child, now):
+                    return exitcodes.CRASH_LOOP
+                self._count_restart(child)
+                if child.conn is not None:
+                    child.conn.close()
+                    child.conn = None
+                child.restarts += 1
+                child.respawn_at = now + self._backoff(child)
         return None
 
     def _count_restart(self, child: Child) -> None:
@@ -332,6 +386,11 @@ class Supervisor:
                 report(self.control.conn, "stopping")
         grace = 0.0 if force else self.s.shutdown_grace_s
         deadline = time.monotonic() + grace
+        # 0. monitors stop deciding (what they recorded and did not apply yet is applied
+        #    when they start again).
+        for child in self.monitors:
+            self._signal_child(child, signal.SIGTERM)
+        self._join(self.monitors, deadline)
         # 1. shards stop accepting and end their node streams (nodes keep their tasks).
         for child in self.shards:
             self._signal_child(child, signal.SIGTERM)
@@ -364,7 +423,7 @@ class Supervisor:
 
     def _halt(self) -> None:
         """Last step of every exit: nothing of ours is left behind."""
-        for child in (*self.shards, self.control):
+        for child in (*self.monitors, *self.shards, self.control):
             if child.proc is not None and child.proc.is_alive():
                 child.proc.kill()
                 child.proc.join(5)
@@ -372,6 +431,10 @@ class Supervisor:
                 child.conn.close()
         for ring in self.ring_objs:
             ring.close()
+        for hb in self.monitor_beats:
+            hb.close()
+            with contextlib.suppress(FileNotFoundError):
+                hb.path.unlink()
         for paths in self.rings:
             for path in paths.all():
                 with contextlib.suppress(FileNotFoundError):
