@@ -43,7 +43,7 @@ FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--heartbeat-interval-ms", {"type": int}),
     ("--node-grace-s", {"type": float}),
     ("--max-frame-bytes", {"type": int}),
-    ("--signer", {"choices": ["inline", "pool"]}),
+    ("--signer", {"choices": ["adaptive", "inline", "pool"]}),
     ("--shutdown-grace-s", {"type": float}),
     ("--metrics-listen", {"help": "HOST:PORT (or PORT, on loopback) for /metrics, /healthz "
                                   "and /readyz; off when not set"}),

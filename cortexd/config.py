@@ -49,7 +49,7 @@ class Settings:
     max_frame_bytes: int = 1 << 20
     ring_capacity_bytes: int = 8 << 20
     envelope_ttl_ms: int = 60_000
-    signer: str = "inline"  # inline | pool
+    signer: str = "adaptive"  # adaptive (inline below 16 per pass, else pool) | inline | pool
     signer_pool_workers: int = 2
     max_attempts: int = 3
     max_queued_tasks: int = 100_000
@@ -126,8 +126,9 @@ class Settings:
             raise ConfigError("tls_cert_file is set but tls_key_file is not")
         if not 1 <= self.shards <= 256:
             raise ConfigError(f"shards must be between 1 and 256, not {self.shards}")
-        if self.signer not in ("inline", "pool"):
-            raise ConfigError(f"signer must be 'inline' or 'pool', not {self.signer!r}")
+        if self.signer not in ("adaptive", "inline", "pool"):
+            raise ConfigError("signer must be 'adaptive', 'inline' or 'pool', not "
+                              f"{self.signer!r}")
         if self.log_format not in ("json", "console"):
             raise ConfigError(f"log_format must be 'json' or 'console', not {self.log_format!r}")
         if not self.store_url.startswith(("sqlite:///", "postgresql://", "postgres://")):

@@ -4,7 +4,7 @@
 35 µs here). ``PoolEncoder`` signs batches in a ``spawn`` process pool; a pool
 only pays with batches of 64 or more (one message per future is 3–4x slower
 than inline — see issue 5's measurements), so it takes whole batches. The
-default is inline until ``bench/`` shows otherwise on the target machine.
+default is the adaptive encoder (``adaptive.py``), which picks one of them per batch.
 """
 
 import asyncio
@@ -83,9 +83,3 @@ class PoolEncoder:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def make_encoder(kind: str, key: Ed25519PrivateKey, ttl_ms: int, workers: int) -> Encoder:
-    if kind == "pool":
-        return PoolEncoder(key, ttl_ms, workers)
-    return InlineEncoder(key, ttl_ms)
