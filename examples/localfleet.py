@@ -259,6 +259,7 @@ class LocalNode:
         return [*binary("nodeagent"), "--hub", self.hub.node_address, "--node-id", self.node_id,
                 "--token-file", str(self.token_file), "--hub-key", str(self.hub.hub_key_file),
                 "--state-dir", str(self.dir / "state"), "--capacity", str(self.capacity),
+                "--control", self.hub.control_address,  # artifacts
                 "--insecure-loopback", *labels, *self.extra_args]
 
     def start(self) -> "LocalNode":

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cortex.envelope import EnvelopeVerifier
 from cortex.v1 import node_pb2
+from nodeagent.artifacts import ArtifactLink
 from nodeagent.backoff import Backoff
 from nodeagent.cgroup import PROCESS_GROUP, open_isolation
 from nodeagent.config import AgentConfig
@@ -76,6 +77,8 @@ class NodeAgent:
         self.ranlog.load()
         self.host.adopt(recover(self.host.tasks_dir, self._log))
         self.host.cgroups = open_isolation(self.config.isolation, self._log)
+        if self.config.control_address:  # tasks' artifacts (nodeagent/taskfiles.py)
+            self.host.files.link = ArtifactLink(self.config, self._token, self._log)
         reaper_task = None
         if self._manage_process:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -102,6 +105,7 @@ class NodeAgent:
             if self._manage_process:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
+            await self.host.files.close()
             self.host.close()
             self.ranlog.close()
             if self._lock_fd >= 0:

@@ -43,6 +43,7 @@ class AgentConfig:
     log_format: str = "json"
     log_level: str = "info"
     metrics_listen: str = ""  # HOST:PORT (or PORT, loopback) for /metrics; "" = off
+    control_address: str = ""  # the hub's Control port, for artifacts; "" = none
     isolation: str = "auto"  # auto | cgroup (required) | process-group (nodeagent/cgroup.py)
     task_runner: str = "worker"  # worker (a process per task, nodeagent/worker.py) | inline
     # The live stream's per-task rate limit, and the faster drain after the task ended
@@ -102,6 +103,9 @@ def _parser() -> _Parser:
                    help="PEM Ed25519 public key the hub signs task envelopes with (the "
                         "hubs of one cluster share one key)")
     p.add_argument("--state-dir", default=env("CORTEX_STATE_DIR"))
+    p.add_argument("--control", default=env("CORTEX_CONTROL", ""), metavar="HOST:PORT",
+                   help="the hub's Control port, where tasks' input and output artifacts "
+                        "move (without it, a task with artifacts is refused)")
     p.add_argument("--label", action="append", default=[], metavar="K=V")
     p.add_argument("--capacity", type=int, default=8)
     p.add_argument("--insecure-loopback", action="store_true")
@@ -175,6 +179,12 @@ def _metrics_address(value: str) -> str:
     return address
 
 
+def _check_control(address: str, tls_enabled: bool, insecure_loopback: bool) -> None:
+    if address:
+        split_host_port(address)
+        check_plaintext(address, tls_enabled, insecure_loopback, "control")
+
+
 def _positive(value: float, flag: str) -> None:
     if not value > 0:
         raise ConfigError(f"{flag} must be > 0, got {value}")
@@ -216,6 +226,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Name
     )
     for address in hubs:  # plaintext is allowed per address, on loopback only
         check_plaintext(address, tls.enabled, ns.insecure_loopback, "hub")
+    _check_control(ns.control, tls.enabled, ns.insecure_loopback)
     config = AgentConfig(
         hub_address=",".join(hubs),
         node_id=ns.node_id,
@@ -241,5 +252,6 @@ def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Name
         metrics_listen=_metrics_address(ns.metrics_listen),
         isolation=ns.isolation,
         task_runner=ns.task_runner,
+        control_address=ns.control,
     )
     return config, ns

@@ -44,6 +44,7 @@ from nodeagent.retention import RetainedSpool, RetainedSpools
 from nodeagent.runner import RunSpec, TaskExit, TaskProcess
 from nodeagent.spool import SpoolMeta, TaskSpool
 from nodeagent.spoolreads import answer as answer_log_request
+from nodeagent.taskfiles import TaskFiles
 from nodeagent.tasktable import SendFinished, SendOutput, TaskEntry, TaskKey, TaskTable
 from nodeagent.workertask import WorkerTask
 
@@ -86,6 +87,7 @@ class TaskHost:
         self._held_started: dict[TaskKey, node_pb2.NodeFrame | None] = {}
         self._hold_timers: dict[TaskKey, asyncio.TimerHandle] = {}
         self.draining = False
+        self.files = TaskFiles(config.state_dir, log)  # artifacts (taskfiles.py)
         self.counts = collections.Counter[str]()
 
     # ---- start-up -----------------------------------------------------------
@@ -179,7 +181,7 @@ class TaskHost:
 
     def on_envelope(self, signed: node_pb2.SignedEnvelope) -> None:
         verdict = admit(self._verifier, signed, session_epoch=self.session_epoch,
-                        ran=self._ranlog, running=self.table.running,
+                        ran=self._ranlog, running=self.table.running + self.files.staging,
                         capacity=self.config.capacity, draining=self.draining)
         if isinstance(verdict, Rejection):
             self._reject(verdict)
@@ -188,6 +190,12 @@ class TaskHost:
             self._reject(Rejection(verdict.task_id, verdict.attempt, "malformed",
                                    f"cwd {verdict.spec.cwd!r} is not a directory on this node"))
             return
+        if self.files.wanted(verdict):  # inputs first, then _start_admitted
+            self.files.stage(verdict, self._start_admitted, self._reject, lambda: self.draining)
+            return
+        self._start_admitted(verdict)
+
+    def _start_admitted(self, verdict: node_pb2.TaskEnvelope) -> None:
         try:
             self._start(verdict)
         except (NodeAgentError, SpoolError) as e:
@@ -388,6 +396,8 @@ class TaskHost:
 
     def _on_exit(self, key: TaskKey, result: TaskExit) -> None:
         self._procs.pop(key, None)
+        if self.files.on_exit(key, lambda: self._on_exit(key, result)):
+            return  # outputs are collected first (taskfiles.py)
         self._starting.discard(key)
         self.prompts.stop(key)
         self._end_hold(key)

@@ -278,3 +278,59 @@ def test_hub_killed_mid_upload_then_the_upload_resumes(fleet) -> None:  # type: 
     assert resp.complete and resp.committed_size == len(data)
     assert raw.read(digest.sha256) == data
     raw.channel.close()
+
+
+@pytest.mark.timeout(120)
+def test_task_inputs_are_placed_and_outputs_collected(fleet, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    hub = fleet.hub(shards=1)
+    ctl = Ctl(hub)
+    node = fleet.nodes(hub, 1)[0]
+    src = tmp_path / "words.txt"
+    src.write_bytes(b"hello artifacts\n" * 100_000)  # 1.6 MB: two chunks
+    script = ("tr a-z A-Z < in/words.txt > up.txt; mkdir -p d; cp up.txt d/copy; "
+              "wc -c < in/words.txt")
+    tids = [ctl.submit(script, "--node", node.node_id, "--input", f"{src}:in/words.txt",
+                       "--output", "up.txt", "--output", "d/copy", "--output", "absent")
+            for _ in range(2)]
+    for tid in tids:
+        out, status = ctl.watch(tid)
+        assert status == 0 and out.strip() == b"1600000", out
+        task = ctl.task(tid)
+        outputs = {o["path"]: o for o in task["outputs"]}
+        assert set(outputs) == {"up.txt", "d/copy"}, task  # the missing one has no digest
+        want = hashlib.sha256(src.read_bytes().upper()).hexdigest()
+        assert outputs["up.txt"]["sha256"] == want == outputs["d/copy"]["sha256"]
+        assert task["inputs"][0]["path"] == "in/words.txt"
+    got = tmp_path / "up.txt"
+    ctl.ok("artifacts", "get", want, "-o", str(got))
+    assert got.read_bytes() == src.read_bytes().upper()
+    # Fetched once for both tasks (cached by digest on the node), uploaded once (dedup).
+    assert len(log_events(node.log_path, "artifact_fetched")) == 1
+    assert len(log_events(node.log_path, "artifact_uploaded")) == 1
+    absent = log_events(node.log_path, "task_outputs")
+    assert absent and absent[0]["errors"] == ["absent: missing"]
+
+
+@pytest.mark.timeout(120)
+def test_a_node_reads_only_its_own_tasks_inputs(fleet, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    hub = fleet.hub(shards=1)
+    ctl = Ctl(hub)
+    node = fleet.nodes(hub, 1)[0]
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(os.urandom(1000))
+    put = json.loads(ctl.ok("artifacts", "put", str(secret), "--json"))
+    tid = ctl.submit("sleep 30", "--node", node.node_id)
+    ctl.wait_state(tid, ["RUNNING"])
+    channel = grpc.insecure_channel(hub.control_address)
+    stub = artifacts_pb2_grpc.ArtifactsStub(channel)  # type: ignore[no-untyped-call]
+    md = bearer(node.token_file.read_text().strip())
+    for task_id in ("", tid):  # no task; a task of its own that does not name the blob
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.Read(apb.ReadRequest(sha256=put["sha256"], task_id=task_id),
+                           metadata=md, timeout=10))
+        assert code(e) == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as e:
+        stub.List(apb.ListArtifactsRequest(), metadata=md, timeout=10)
+    assert code(e) == grpc.StatusCode.PERMISSION_DENIED  # the allowlist: clients only
+    channel.close()
+    ctl.ok("cancel", tid)
