@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=500, metavar="N",
                    help="with --from: tasks per SubmitMany call (default 500, at most 1000)")
     p.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    p.add_argument("--tool", metavar="NAME",
+                   help="the node tool that runs CMD as its input (default: the shell; "
+                   "`cortexctl nodes` shows each node's cortex.tool/NAME labels)")
     add_follow_flags(p)
     artcmds.add_submit_flags(p)
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD...",

@@ -13,6 +13,7 @@ from pathlib import Path
 from cortex import ids
 from cortex.errors import ConfigError
 from cortex.tokens import read_token_file
+from cortex.tools import TOOL_NAME_RE, is_tool_name
 from cortex.v1 import control_pb2 as pb
 from cortexctl import exitcodes, render
 from cortexctl.client import HubClient, HubSettings, client_tls
@@ -117,7 +118,11 @@ def submit_request(args: argparse.Namespace) -> pb.SubmitRequest:
     if args.pids_max is not None and args.pids_max < 0:
         raise UsageError("--pids-max must not be negative")
     memory_max = parse_size(args.memory_max, "--memory-max") if args.memory_max else 0
+    tool = getattr(args, "tool", None) or ""
+    if tool and not is_tool_name(tool):
+        raise UsageError(f"--tool {tool!r} is not a tool name ({TOOL_NAME_RE.pattern})")
     request = pb.SubmitRequest(
+        tool=tool,
         command=command, selector=selector, node_id=args.node or "",
         idempotency_key=args.idempotency_key or "", env=env, cwd=args.cwd or "",
         timeout_s=args.task_timeout or 0, idle_timeout_s=args.idle_timeout or 0,

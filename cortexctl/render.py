@@ -92,6 +92,7 @@ def task_dict(task: pb.Task) -> dict[str, Any]:
         "updated_ms": task.updated_ms,
         "idempotency_key": task.idempotency_key,
         "selector": dict(task.selector),
+        "tool": task.tool or "shell",
         "tenant": task.tenant,
         "spooled_bytes": task.spooled_bytes,
         "held_back_bytes": task.held_back_bytes,
@@ -124,7 +125,7 @@ def task_detail(task: pb.Task) -> str:
     fields = [
         ("task", task.task_id), ("state", state_name(task.state)),
         ("attempt", str(task.attempt)), ("node", task.node_id or "-"),
-        ("command", task.command),
+        ("command", task.command), ("tool", task.tool or "shell"),
         ("exit code", "-" if exit_code(task) is None else str(task.exit_code)),
         ("reason", task.reason or "-"), ("output", f"{task.output_bytes} bytes"),
         ("created", f"{age(task.created_ms)} ago"), ("updated", f"{age(task.updated_ms)} ago"),

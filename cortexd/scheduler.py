@@ -1,13 +1,16 @@
 """Choosing a node for a task, pure: labels must match, capacity must be free.
 
 Among the nodes that fit, the least loaded (running / capacity) wins; ties go to
-the node that was picked least recently, so that equal nodes share the work.
+the node that was picked least recently, so that equal nodes share the work. A task
+whose tool is not the shell needs a node with that tool's label (``cortex/tools.py``).
 """
 
 import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
+
+from cortex.tools import requires
 
 
 @dataclass(slots=True)
@@ -21,19 +24,26 @@ class Candidate:
     last_picked: int = 0
 
 
-def fits(node: Candidate, selector: dict[str, str], pin: str) -> bool:
+def fits(node: Candidate, selector: dict[str, str], pin: str, tool: str = "") -> bool:
     if not node.attached or node.draining or node.running >= node.capacity:
         return False
     if pin and node.node_id != pin:
         return False
-    return all(node.labels.get(k) == v for k, v in selector.items())
+    return _matches(node.labels, selector, requires(tool))
 
 
-def pick(nodes: Iterable[Candidate], selector: dict[str, str], pin: str = "") -> Candidate | None:
+def _matches(labels: dict[str, str], selector: dict[str, str], needs: str | None) -> bool:
+    if needs is not None and needs not in labels:
+        return False
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def pick(nodes: Iterable[Candidate], selector: dict[str, str], pin: str = "",
+         tool: str = "") -> Candidate | None:
     best: Candidate | None = None
     best_key: tuple[float, int] = (2.0, 0)
     for node in nodes:
-        if not fits(node, selector, pin):
+        if not fits(node, selector, pin, tool):
             continue
         key = (node.running / node.capacity, node.last_picked)
         if best is None or key < best_key:
@@ -58,10 +68,10 @@ N = TypeVar("N", bound=Placeable)
 class Placer(Generic[N]):
     """One scheduling pass's choices, the same as :func:`pick` but O(log n) per task.
 
-    Tasks without a selector or pin (the common case) take the top of a heap keyed
-    like ``pick`` — (load, last picked, position) — instead of a scan of every node,
-    so a pass over k tasks and n nodes costs O(n + k log n), not O(n k). Tasks with
-    a selector or pin scan as ``pick`` does. ``running(node)`` counts a node's tasks,
+    Tasks without a selector, pin or tool other than the shell (the common case) take
+    the top of a heap keyed like ``pick`` — (load, last picked, position) — instead of
+    a scan of every node, so a pass over k tasks and n nodes costs O(n + k log n), not
+    O(n k). The others scan as ``pick`` does. ``running(node)`` counts a node's tasks,
     so the nodes need not be copied into Candidates for each pass. The caller records
     a placement on the node (one more running, ``last_picked``) and then calls
     :meth:`placed`, which pushes the node's new key; keys only grow within a pass, so
@@ -78,9 +88,10 @@ class Placer(Generic[N]):
         heapq.heapify(self._heap)
         self._next = len(self.nodes)
 
-    def pick(self, selector: dict[str, str], pin: str = "") -> N | None:
-        if selector or pin:
-            return self._scan(selector, pin)
+    def pick(self, selector: dict[str, str], pin: str = "", tool: str = "") -> N | None:
+        needs = requires(tool)
+        if selector or pin or needs is not None:
+            return self._scan(selector, pin, needs)
         heap = self._heap
         while heap:
             load, last, _, node = heap[0]
@@ -91,14 +102,14 @@ class Placer(Generic[N]):
             heapq.heappop(heap)
         return None
 
-    def _scan(self, selector: dict[str, str], pin: str) -> N | None:
+    def _scan(self, selector: dict[str, str], pin: str, needs: str | None) -> N | None:
         best: N | None = None
         best_key: tuple[float, int] = (2.0, 0)
         for node in self.nodes:
             running = self._running(node)
             if running >= node.capacity or (pin and node.node_id != pin):
                 continue
-            if not all(node.labels.get(k) == v for k, v in selector.items()):
+            if not _matches(node.labels, selector, needs):
                 continue
             key = (running / node.capacity, node.last_picked)
             if best is None or key < best_key:

@@ -18,6 +18,10 @@ one event loop, so no locks. Invariants:
   never sends ``TaskStarted`` (its ``TaskFinished`` says it ran) and its output, up to
   ``fold_output_bytes``, travels inside the ``TaskFinished``: one frame instead of
   three. At the window's end a running task's ``TaskStarted`` is queued, then its output.
+- Every task is run by its tool (:mod:`nodeagent.tools`): the host builds the tool's
+  :class:`~nodeagent.tools.base.TaskRunner` with a per-attempt :class:`_AttemptEvents` and
+  holds only that contract. A tool that raises, or whose ``done`` fails, ends its task
+  (exit 70, the error as reason); it never reaches the agent's loop.
 """
 
 import asyncio
@@ -37,27 +41,64 @@ from nodeagent.admission import Rejection, admit
 from nodeagent.cgroup import PROCESS_GROUP, CgroupTree, Limits, TaskCgroup
 from nodeagent.config import AgentConfig
 from nodeagent.detect.live import TaskPrompts
-from nodeagent.errors import NodeAgentError, SpawnError, SpoolError
+from nodeagent.errors import NodeAgentError, SpoolError
 from nodeagent.pacing import StreamPacer
 from nodeagent.ranlog import RanLog
 from nodeagent.retention import RetainedSpool, RetainedSpools
-from nodeagent.runner import RunSpec, TaskExit, TaskProcess
+from nodeagent.runner import RunSpec, TaskExit
 from nodeagent.spool import SpoolMeta, TaskSpool
 from nodeagent.spoolreads import answer as answer_log_request
 from nodeagent.taskfiles import TaskFiles
 from nodeagent.tasktable import SendFinished, SendOutput, TaskEntry, TaskKey, TaskTable
-from nodeagent.workertask import WorkerTask
+from nodeagent.tools.base import EX_DATAERR, EX_SOFTWARE, TaskRunner, ToolError, ToolTask
+from nodeagent.tools.registry import ToolInputError, ToolSet, load_tools
 
 META_SAVE_INTERVAL_S = 1.0
-TaskRunner = TaskProcess | WorkerTask  # config.task_runner: inline | worker
+SPAWN_FAILED_EXIT = 127
 PRUNE_INTERVAL_S = 60.0
 MAX_CONTROL_FRAMES = 10_000
 
 
+class _AttemptEvents:
+    """The host's side of one attempt's runner contract (``nodeagent.tools.base``)."""
+
+    def __init__(self, host: "TaskHost", env: node_pb2.TaskEnvelope,
+                 cgroup: TaskCgroup | None) -> None:
+        self._host = host
+        self._env = env
+        self._cgroup = cgroup
+        self._key = (env.task_id, env.attempt)
+        self.reported = False  # started or start_failed said (once)
+
+    def started(self, pid: int) -> None:
+        if not self.reported:
+            self.reported = True
+            self._host._started(self._env, pid)
+
+    def start_failed(self, message: str) -> None:
+        if not self.reported:
+            self.reported = True
+            self._host._start_failed(self._env, self._cgroup, message)
+
+    def output(self, data: bytes) -> None:
+        self._host._on_output(self._key, data)
+
+
+def _exit_of(done: "asyncio.Future[TaskExit]", tool: str) -> TaskExit:
+    if done.cancelled():
+        return TaskExit(EX_SOFTWARE, node_pb2.FINISH_KIND_EXITED, f"tool {tool} was cancelled")
+    err = done.exception()
+    if err is not None:
+        return TaskExit(EX_SOFTWARE, node_pb2.FINISH_KIND_EXITED,
+                        f"tool {tool} crashed: {type(err).__name__}: {err}")
+    return done.result()
+
+
 class TaskHost:
     def __init__(self, config: AgentConfig, verifier: EnvelopeVerifier, ranlog: RanLog,
-                 log: Any) -> None:
+                 log: Any, tools: ToolSet | None = None) -> None:
         self.config = config
+        self.tools = tools if tools is not None else load_tools(log=log)
         self._verifier = verifier
         self._ranlog = ranlog
         self._log = log
@@ -110,10 +151,12 @@ class TaskHost:
 
     def hello(self, boot_id: int) -> node_pb2.NodeFrame:
         c = self.config
+        tools, problems = self.tools.hello()
         return node_pb2.NodeFrame(hello=node_pb2.Hello(
             node_id=c.node_id, labels=dict(c.labels), capacity=c.capacity,
             agent_version=cortex.__version__, boot_id=boot_id, tasks=self.table.reports(),
-            isolation=self.cgroups.mode if self.cgroups else PROCESS_GROUP))
+            isolation=self.cgroups.mode if self.cgroups else PROCESS_GROUP,
+            tools=tools, tool_problems=problems))
 
     def welcome(self, welcome: node_pb2.Welcome) -> None:
         """A new session: adopt its epoch and apply its verdicts."""
@@ -186,6 +229,12 @@ class TaskHost:
         if isinstance(verdict, Rejection):
             self._reject(verdict)
             return
+        if self.tools.get(verdict.spec.tool) is None:
+            # Placed on a stale view of this node's tools: "capacity" lets the hub place
+            # it elsewhere (and fail it after its attempts).
+            self._reject(Rejection(verdict.task_id, verdict.attempt, "capacity",
+                                   f"node has no tool {verdict.spec.tool!r}"))
+            return
         if verdict.spec.cwd and not os.path.isdir(verdict.spec.cwd):
             self._reject(Rejection(verdict.task_id, verdict.attempt, "malformed",
                                    f"cwd {verdict.spec.cwd!r} is not a directory on this node"))
@@ -220,29 +269,22 @@ class TaskHost:
 
     def _start(self, env: node_pb2.TaskEnvelope) -> None:
         key = (env.task_id, env.attempt)
+        tool_name = env.spec.tool or "shell"
+        tool = self.tools.get(tool_name)
+        assert tool is not None  # on_envelope rejected the others
         self._ranlog.record(env.task_id, env.attempt)  # before anything can run
         cgroup = self.cgroups.create(f"{env.task_id}-{env.attempt}", Limits(
             env.spec.memory_max_bytes, env.spec.pids_max)) if self.cgroups else None
         spool = TaskSpool.create(self.tasks_dir, SpoolMeta(
             task_id=env.task_id, attempt=env.attempt, command=env.spec.command,
             started_at=time.time()))
-        spec = RunSpec(command=env.spec.command, env=dict(env.spec.env), cwd=env.spec.cwd,
-                       cols=env.spec.cols or 200, rows=env.spec.rows or 50,
-                       timeout_s=float(env.spec.timeout_s),
-                       idle_timeout_s=float(env.spec.idle_timeout_s),
-                       allow_prompts=env.spec.allow_prompts,
-                       prompt_env=self.prompts.env(key, env.spec.allow_prompts))
-        on_output = lambda data: self._on_output(key, data)  # noqa: E731
-        proc: TaskRunner
-        if self.config.task_runner == "worker":
-            proc = WorkerTask(spec, on_output,
-                              on_started=lambda pid: self._started(env, proc, pid),
-                              on_start_failed=lambda e: self._start_failed(env, cgroup, e),
-                              cancel_grace_s=self.config.cancel_grace_s,
-                              drain_quiet_s=self.config.drain_quiet_s, cgroup=cgroup)
-        else:
-            proc = TaskProcess(spec, on_output, cancel_grace_s=self.config.cancel_grace_s,
-                               drain_quiet_s=self.config.drain_quiet_s, cgroup=cgroup)
+        run = RunSpec(command=env.spec.command, env=dict(env.spec.env), cwd=env.spec.cwd,
+                      cols=env.spec.cols or 200, rows=env.spec.rows or 50,
+                      timeout_s=float(env.spec.timeout_s),
+                      idle_timeout_s=float(env.spec.idle_timeout_s),
+                      allow_prompts=env.spec.allow_prompts,
+                      prompt_env=self.prompts.env(key, env.spec.allow_prompts))
+        events = _AttemptEvents(self, env, cgroup)
         entry = self.table.admit(*key)
         if self.fold:
             entry.holding = True
@@ -252,40 +294,57 @@ class TaskHost:
         self._spools[key] = spool
         self._starting.add(key)  # no progress frame before TaskStarted
         try:
-            pid = proc.start()  # 0 for a worker: its on_started comes with the pid
-        except SpawnError as e:
-            self._start_failed(env, cgroup, e)
-            self._on_exit(key, TaskExit(127, node_pb2.FINISH_KIND_EXITED, str(e)))
-            return
-        self._procs[key] = proc
-        if pid:
-            self._started(env, proc, pid)
-        proc.done.add_done_callback(lambda fut: self._on_exit(key, fut.result()))
+            task = ToolTask(env.task_id, env.attempt, env.tenant,
+                            self.tools.parse_input(tool_name, env.spec.command), run, cgroup,
+                            cancel_grace_s=self.config.cancel_grace_s,
+                            drain_quiet_s=self.config.drain_quiet_s,
+                            in_worker=self.config.task_runner == "worker")
+            runner = self._procs[key] = tool.runner(task, events)
+            runner.start()  # reports started (now or later) or start_failed
+        except ToolInputError as e:
+            self._start_refused(key, events, EX_DATAERR, str(e))
+        except ToolError as e:
+            self._start_refused(key, events, SPAWN_FAILED_EXIT, str(e))
+        except Exception as e:  # third-party code: a crash ends this task, not the agent
+            self._log.error("tool_crashed", tool=tool_name, task=env.task_id,
+                            attempt=env.attempt, error=repr(e))
+            self._start_refused(key, events, EX_SOFTWARE,
+                                f"tool {tool_name} crashed: {type(e).__name__}: {e}")
+        else:
+            runner.done.add_done_callback(lambda fut: self._on_exit(key, _exit_of(fut, tool_name)))
+
+    def _start_refused(self, key: TaskKey, events: _AttemptEvents, code: int,
+                       message: str) -> None:
+        """Nothing of the task runs: report it started and ended with ``message``."""
+        self._procs.pop(key, None)
+        events.start_failed(message)
+        self._on_exit(key, TaskExit(code, node_pb2.FINISH_KIND_EXITED, message))
 
     def _start_failed(self, env: node_pb2.TaskEnvelope, cgroup: TaskCgroup | None,
-                      e: SpawnError) -> None:
+                      message: str) -> None:
         """The task could not start (nothing ran); its exit is reported next."""
         self._starting.discard((env.task_id, env.attempt))
         if cgroup is not None:
             cgroup.remove()
         self.queue(node_pb2.NodeFrame(started=node_pb2.TaskStarted(
             task_id=env.task_id, attempt=env.attempt, pid=0)))
-        self._on_output((env.task_id, env.attempt), f"nodeagent: {e}\r\n".encode())
+        self._on_output((env.task_id, env.attempt), f"nodeagent: {message}\r\n".encode())
 
-    def _started(self, env: node_pb2.TaskEnvelope, proc: "TaskRunner", pid: int) -> None:
-        """The task runs as ``pid``; called before any of its output is delivered."""
+    def _started(self, env: node_pb2.TaskEnvelope, pid: int) -> None:
+        """The task runs (as ``pid``, 0 for a tool without a process of its own); called
+        before any of its output is delivered."""
         key = (env.task_id, env.attempt)
         self._starting.discard(key)
         spool = self._spools.get(key)
-        if spool is not None:
+        if spool is not None and pid > 0:
             st = procgroup.proc_stat(pid)
             spool.meta.pid, spool.meta.pid_start_ticks = pid, st.start_ticks if st else 0
             with contextlib.suppress(SpoolError):
                 spool.save_meta(durable=True)
-        self.prompts.start(key, pid, lambda: proc.pty_fd, env.spec.cols or 200)
+        self.prompts.start(key, pid, lambda: self._pty_fd(key), env.spec.cols or 200)
         self.counts["started"] += 1
         self._log.info("task_started", task=env.task_id, attempt=env.attempt, pid=pid,
-                       tenant=env.tenant)
+                       tenant=env.tenant, tool=env.spec.tool or "shell")
         frame = node_pb2.NodeFrame(started=node_pb2.TaskStarted(
             task_id=env.task_id, attempt=env.attempt, pid=pid))
         if key in self._held_started:
@@ -314,6 +373,10 @@ class TaskHost:
         entry = self.table.get(key)
         if entry is not None:
             entry.holding = False
+
+    def _pty_fd(self, key: TaskKey) -> int:
+        runner = self._procs.get(key)
+        return runner.pty_fd if runner is not None else -1
 
     def on_ack(self, ack: node_pb2.OutputAck) -> None:
         key = (ack.task_id, ack.attempt)
@@ -447,8 +510,7 @@ class TaskHost:
 
     def protected_pids(self) -> set[int]:
         """Task main pids this host reaps itself; an orphan reaper must leave them alone."""
-        return {pid for p in self.processes
-                for pid in (p.reaped_pids if isinstance(p, WorkerTask) else (p.pid,)) if pid}
+        return {pid for p in self.processes for pid in p.protected_pids if pid}
 
     def cancel_all(self, reason: str) -> None:
         for proc in self.processes:

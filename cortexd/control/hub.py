@@ -21,6 +21,7 @@ from typing import Any
 from cortex import logs
 from cortex.errors import CortexError
 from cortex.ids import is_task_id
+from cortex.tools import node_labels
 from cortex.v1 import artifacts_pb2, node_pb2
 from cortexd.config import Settings
 from cortexd.control.journals import JournalCache
@@ -156,7 +157,8 @@ def spec_of(task: TaskRow) -> bytes:
                              pids_max=task.pids_max, outputs=task.outputs, inputs=[
                                  artifacts_pb2.ArtifactInput(digest=artifacts_pb2.Digest(
                                      sha256=sha, size_bytes=size), path=path)
-                                 for sha, size, path in task.inputs]).SerializeToString()
+                                 for sha, size, path in task.inputs],
+                             tool=task.tool).SerializeToString()
 
 
 class Hub:
@@ -384,7 +386,10 @@ class Hub:
         if old is not None and old.attached:
             await self._to_shard(old.shard, m.pack(m.CLOSE, node_id, old.epoch,
                                                    "superseded by a newer session"))
-        node = NodeState(node_id, epoch, shard, dict(hello.labels), hello.capacity,
+        labels = node_labels(hello.labels, ((t.name, t.version) for t in hello.tools))
+        for bad in hello.tool_problems:
+            self.log.warning("node_tool_skipped", node=node_id, tool=bad.name, error=bad.error)
+        node = NodeState(node_id, epoch, shard, labels, hello.capacity,
                          hello.agent_version, attached=True, last_seen_ms=now_ms(),
                          isolation=hello.isolation)
         self.nodes[node_id] = node
@@ -748,7 +753,7 @@ class Hub:
             if len(placed) >= MAX_PLACEMENTS_PER_PASS:
                 self.kick()  # more next pass
                 break
-            node = placer.pick(task.selector, task.node_pin)
+            node = placer.pick(task.selector, task.node_pin, task.tool)
             if node is None:
                 unplaced.append(task)
                 continue
@@ -830,7 +835,7 @@ class Hub:
             hops = self.hops.get(task.task_id, 0)
             if hops >= MAX_OFFER_HOPS or task.task_id not in self.queue:
                 continue
-            cand = pick(cands, task.selector, task.node_pin)
+            cand = pick(cands, task.selector, task.node_pin, task.tool)
             if cand is None:
                 continue
             cand.running += 1

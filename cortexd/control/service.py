@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from cortex.ids import ENV_NAME_RE, IDEMPOTENCY_KEY_RE, check_labels, is_node_id, new_task_id
+from cortex.tools import SHELL, TOOL_NAME_RE, is_tool_name
 from cortex.v1 import artifacts_pb2, control_pb2, control_pb2_grpc, node_pb2
 from cortexd.artifacts import ArtifactError, ArtifactsService, rules
 from cortexd.control.agents import Agents
@@ -49,7 +50,7 @@ def task_pb(t: TaskRow, progress: tuple[int, int] = (0, 0),
         selector=t.selector, tenant=t.tenant, attention=attention, output_paths=t.outputs,
         inputs=[artifacts_pb2.ArtifactInput(
             digest=artifacts_pb2.Digest(sha256=sha, size_bytes=size), path=path)
-            for sha, size, path in t.inputs])
+            for sha, size, path in t.inputs], tool=t.tool)
 
 
 MIN_MEMORY_MAX_BYTES = 1 << 20  # below this not even the task's shell starts
@@ -73,6 +74,8 @@ def _check_submit(req: control_pb2.SubmitRequest) -> str | None:
             return f"environment variable name {name!r} is not valid"
     if req.cwd and not req.cwd.startswith("/"):
         return "cwd must be an absolute path"
+    if req.tool and not is_tool_name(req.tool):
+        return f"tool {req.tool!r} is not a valid tool name ({TOOL_NAME_RE.pattern})"
     if 0 < req.memory_max_bytes < MIN_MEMORY_MAX_BYTES:
         return f"memory_max_bytes must be 0 (no limit) or at least {MIN_MEMORY_MAX_BYTES}"
     return None
@@ -85,7 +88,8 @@ def _row_of(request: control_pb2.SubmitRequest) -> TaskRow:
                    idle_timeout_s=request.idle_timeout_s,
                    memory_max_bytes=request.memory_max_bytes, pids_max=request.pids_max,
                    selector=dict(request.selector), node_pin=request.node_id,
-                   idempotency_key=request.idempotency_key, created_ms=now, updated_ms=now)
+                   idempotency_key=request.idempotency_key, created_ms=now, updated_ms=now,
+                   tool="" if request.tool == SHELL else request.tool)
 
 
 def _live_chunk(payload: Any, attempt: int, offset: int) -> bytes:

@@ -56,6 +56,7 @@ class TaskRow:
     # the command runs, and paths collected after it ends.
     inputs: tuple[tuple[str, int, str], ...] = ()
     outputs: tuple[str, ...] = ()
+    tool: str = ""  # the node tool that runs it ("" = the shell; cortex/tools.py)
 
 
 @dataclass(slots=True)

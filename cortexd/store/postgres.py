@@ -42,6 +42,7 @@ from cortexd.store.monitoring import MonitorTables
 from cortexd.store.outage import Outages
 from cortexd.store.rows import (
     NODE_COLS,
+    TASK_COL_COUNT,
     TASK_COLS,
     Append,
     BatchedWrites,
@@ -317,7 +318,7 @@ class PostgresStore(BatchedWrites, MonitorTables):
         return await self.outages.call("write", lambda: self._create_task(task))
 
     async def _create_task(self, task: TaskRow) -> tuple[TaskRow, bool]:
-        marks = ",".join(["%s"] * 20)
+        marks = ",".join(["%s"] * TASK_COL_COUNT)
         async with self.pool.connection() as conn:
             # DO NOTHING on any conflict: on the idempotency key, two hubs racing on one
             # key agree on one task; on the task id, this is a retry of our own insert

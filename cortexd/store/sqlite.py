@@ -34,6 +34,7 @@ from cortexd.store.migrations import SchemaError
 from cortexd.store.monitoring import MonitorTables
 from cortexd.store.rows import (
     NODE_COLS,
+    TASK_COL_COUNT,
     TASK_COLS,
     Append,
     BatchedWrites,
@@ -111,7 +112,7 @@ def _script(db: sqlite3.Connection, sql: str) -> None:
         raise
 
 
-_INSERT_TASK = (f"INSERT INTO tasks ({TASK_COLS}) VALUES ({','.join('?' * 20)}) "
+_INSERT_TASK = (f"INSERT INTO tasks ({TASK_COLS}) VALUES ({','.join('?' * TASK_COL_COUNT)}) "
                 "ON CONFLICT(task_id) DO NOTHING")
 _SELECT_TASK = f"SELECT {TASK_COLS} FROM tasks WHERE task_id=?"
 
