@@ -52,6 +52,7 @@ from bench.harness import (
     running_hub,
     save,
 )
+from bench.pgschema import pg_schema
 from bench.profile import HubProfile
 from cortex.tokens import bearer
 from cortex.v1 import control_pb2
@@ -217,7 +218,15 @@ def fleet_extra(args: argparse.Namespace) -> list[str]:
 
 
 def steady(args: argparse.Namespace) -> dict[str, Any]:
-    with running_hub(args.shards) as b:
+    with contextlib.ExitStack() as stack:
+        extra = []
+        if args.store == "postgresql":  # a schema of its own, dropped after
+            extra = ["--store", stack.enter_context(pg_schema())]
+        return _steady(args, extra)
+
+
+def _steady(args: argparse.Namespace, hub_args: list[str]) -> dict[str, Any]:
+    with running_hub(args.shards, hub_args) as b:
         b.start_fleets(args.nodes, args.fleets, args.bound_s,
                        extra=fleet_extra(args))
         attach_s = b.wait_attached(args.bound_s)
@@ -245,7 +254,8 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
                   "hub_cpu_us_per_task": round(ticks / TICKS_PER_S * 1e6
                                                / max(1, len(submitted)), 1),
                   "hub_cpu_us_per_task_by_process": by_kind, "fold": not args.no_fold,
-                  "submit_many": args.submit_many, "loadavg_before": load0}
+                  "submit_many": args.submit_many, "store": args.store,
+                  "loadavg_before": load0}
         if b.profile is not None:
             result["profile"] = b.profile.summary()
         if fixed:
@@ -259,7 +269,7 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
 def shards(args: argparse.Namespace) -> dict[str, Any]:
     """steady's maximum-rate phase with 1 and with 2 shards: CPU-µs per task, spread."""
     out: dict[str, Any] = {"nodes": 0, "tasks": args.tasks, "concurrency": args.concurrency}
-    for n in (1, 2):
+    for n in args.shard_counts:
         with running_hub(n) as b:
             b.start_fleets(args.nodes, args.fleets, args.bound_s,
                            extra=fleet_extra(args))
@@ -275,6 +285,7 @@ def shards(args: argparse.Namespace) -> dict[str, Any]:
                 "hub_cpu_us_per_task_by_process": by_kind,
                 "hub_cpu_us_per_task": round(ticks / TICKS_PER_S * 1e6 / max(1, len(submitted)),
                                              1)}
+    out["counts"] = list(args.shard_counts)
     one, two = out["shards_1"], out["shards_2"]
     out["cpu_per_task_ratio_2_vs_1"] = round(two["hub_cpu_us_per_task"]
                                              / one["hub_cpu_us_per_task"], 3)
@@ -425,6 +436,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fold", action="store_true",
                    help="simulated nodes send Started, Output, Finished apart (as before "
                    "issue 9)")
+    p.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite",
+                   help="steady: the hub's store (postgresql: a schema at CORTEX_BENCH_PG)")
+    p.add_argument("--shard-counts", type=int, nargs="+", default=[1, 2],
+                   help="shards: the shard counts to run (1 and 2 at least)")
     p.add_argument("--submit-many", type=int, default=0, metavar="N",
                    help="max-rate phase: SubmitMany calls of up to N tasks (0: Submit)")
     p.add_argument("--seconds", type=float, default=10.0)

@@ -1,7 +1,7 @@
 """``make bench`` / ``make bench-quick``: every scenario in one run, one result file, a plot.
 
     python -m bench.suite full     # all scenarios, sized to finish within 15 minutes here
-    python -m bench.suite quick    # steady at 1,000 nodes, ceiling, peer: within 3 minutes
+    python -m bench.suite quick    # steady at 1,000 nodes, ceiling, peer, SubmitMany: ~3 min
 
 Each scenario runs as its own ``python -m bench.scenarios`` process (a crash or a leak in
 one does not skew the next) with a time bound taken from what is left of the suite's
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from bench.harness import RESULTS, loadavg
+from bench.targets import render, sizing, targets
 
 Step = tuple[str, list[str]]
 
@@ -30,6 +31,9 @@ QUICK: list[Step] = [
     ("steady", ["steady", "--nodes", "1000", "--fleets", "2", "--tasks", "3000",
                 "--fixed-s", "5", "--single", "100"]),
     ("peer", ["peer", "--tasks", "3000", "--concurrency", "256", "--single", "100"]),
+    ("steady_submit_many", ["steady", "--nodes", "1000", "--fleets", "2", "--tasks", "3000",
+                            "--fixed-s", "0", "--single", "0", "--submit-many", "100",
+                            "--name", "steady_submit_many"]),
 ]
 
 FULL: list[Step] = [
@@ -41,13 +45,18 @@ FULL: list[Step] = [
                     "--fixed-s", "10", "--single", "200", "--name", "steady_100"]),
     ("steady_10000", ["steady", "--nodes", "10000", "--fleets", "4", "--tasks", "5000",
                       "--fixed-s", "10", "--single", "100", "--name", "steady_10000"]),
-    ("shards", ["shards", "--nodes", "1000", "--fleets", "2", "--tasks", "3000"]),
+    QUICK[3],
+    ("steady_pg", ["steady", "--nodes", "1000", "--fleets", "2", "--tasks", "3000",
+                   "--fixed-s", "0", "--single", "100", "--store", "postgresql",
+                   "--name", "steady_pg"]),
+    ("shards", ["shards", "--nodes", "1000", "--fleets", "2", "--tasks", "3000",
+                "--shard-counts", "1", "2", "4"]),
     ("hold", ["hold", "--nodes", "10000", "--fleets", "4", "--seconds", "20"]),
     ("flood", ["flood", "--tasks", "1000", "--nodes", "100", "--fleets", "2",
                "--seconds", "60", "--drain-s", "90"]),
 ]
 
-BUDGET_S = {"quick": 175.0, "full": 890.0}
+BUDGET_S = {"quick": 240.0, "full": 1000.0}
 
 
 def main() -> int:
@@ -85,6 +94,12 @@ def main() -> int:
                      "budget_s": budget, "scenario_seconds": timings, "failed": failed,
                      "loadavg_before": load0, "loadavg_after": loadavg(),
                      "command": f"make bench{'-quick' if args.mode == 'quick' else ''}"}
+    data["targets"] = targets(data)
+    data["sizing"] = sizing(data)
+    print(render(data["targets"]), flush=True)
+    for row in data["sizing"]:
+        print(f"  sizing: {row['cores']} cores -> {row['tasks_per_s']} tasks/s "
+              f"(limited by the {row['limited_by']})", flush=True)
     scratch.write_text(json.dumps(data, indent=2) + "\n")
     from bench.plot import plot
     png = scratch.with_suffix(".png")
