@@ -19,8 +19,10 @@ from collections import OrderedDict
 
 from cortex.ids import is_task_id
 from cortex.v1 import control_pb2
-from cortexd.control.hub import Hub, RequestError, now_ms
+from cortexd.control.errors import RequestError
 from cortexd.control.monitorfeed import MonitorFeed
+from cortexd.control.state import HubState, now_ms
+from cortexd.control.tasks import TaskService
 from cortexd.monitors.policy import PolicyError, parse_policy
 from cortexd.store import TaskRow
 from cortexd.store.monitoring import (
@@ -46,8 +48,10 @@ def new_session_id() -> str:
 
 
 class Agents:
-    def __init__(self, hub: Hub, store: MonitorTables, feed: MonitorFeed) -> None:
-        self.hub = hub
+    def __init__(self, state: HubState, tasks: TaskService, store: MonitorTables,
+                 feed: MonitorFeed) -> None:
+        self.state = state
+        self.tasks = tasks
         self.store = store
         self.feed = feed
         self.attention: dict[str, str] = {}
@@ -136,12 +140,12 @@ class Agents:
             self.attention[task_id] = reason
         else:
             self.attention.pop(task_id, None)
-        self.hub.publish(task_id, ("attention", reason))
+        self.state.publish(task_id, ("attention", reason))
 
     async def input_sent(self, task_id: str, data: bytes) -> None:
         """Input went to the task: a secret if typed at a password prompt; a person's
         answer ends the task's need for one."""
-        prompt = self.hub.prompts.get(task_id)
+        prompt = self.state.prompts.get(task_id)
         if prompt is not None and prompt.kind == "password":
             secret = data.strip(b"\r\n")
             if secret:
@@ -164,7 +168,7 @@ class Agents:
 
     async def attention_tasks(self, limit: int) -> list[TaskRow]:
         rows = await self.store.agent_tasks(attention=True, limit=limit)
-        return [await self.hub.get(r.task_id) for r in rows]
+        return [await self.tasks.get(r.task_id) for r in rows]
 
     async def decorate(self, pb: control_pb2.Task) -> control_pb2.Task:
         row = await self.store.get_agent_task(pb.task_id)
@@ -181,7 +185,7 @@ class Agents:
         """The chain ``task_id`` belongs to, from its root, depth first."""
         root = await self.store.get_agent_task(task_id)
         if root is None:
-            return [(await self.hub.get(task_id), 0, "")]
+            return [(await self.tasks.get(task_id), 0, "")]
         seen = {root.task_id}
         while root.parent_task_id and len(seen) < MAX_TREE:
             parent = await self.store.get_agent_task(root.parent_task_id)
@@ -193,14 +197,14 @@ class Agents:
         stack: list[tuple[AgentTaskRow, int]] = [(root, 0)]
         while stack and len(out) < MAX_TREE:
             row, depth = stack.pop()
-            out.append((await self.hub.get(row.task_id), depth, row.cause))
+            out.append((await self.tasks.get(row.task_id), depth, row.cause))
             kids = await self.store.agent_tasks(parent=row.task_id, limit=MAX_TREE)
             stack.extend((k, depth + 1) for k in reversed(kids))
         return out
 
     async def session_state(self, session_id: str) -> tuple[str, list[TaskRow], int]:
         rows = await self.store.agent_tasks(session_id=session_id, limit=MAX_TREE)
-        tasks = [await self.hub.get(r.task_id) for r in rows]
+        tasks = [await self.tasks.get(r.task_id) for r in rows]
         decisions = len(await self.store.decisions(session_id=session_id))
         if any(r.attention for r in rows):
             state = "attention"
@@ -215,11 +219,11 @@ class Agents:
         return self.redact(task_id, head), self.redact(task_id, tail)
 
 
-async def start_agents(hub: Hub, store: object) -> Agents:
-    """The control process's monitors part, fed by the Hub's publish hook."""
+async def start_agents(state: HubState, tasks: TaskService, store: object) -> Agents:
+    """The control process's monitors part, fed by the hub's publish hook."""
     assert isinstance(store, MonitorTables), "every store backend has the monitors' tables"
     feed = MonitorFeed()
-    agents = Agents(hub, store, feed)
+    agents = Agents(state, tasks, store, feed)
     await agents.load()
-    hub.on_publish.append(feed.on_publish)
+    state.on_publish.append(feed.on_publish)
     return agents

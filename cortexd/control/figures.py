@@ -25,7 +25,7 @@ COUNTED_STATES = (State.QUEUED, State.ASSIGNED, State.RUNNING)
 class ControlFigures:
     def __init__(self, hub: "Hub", store_probe_s: float = 2.0) -> None:
         self.hub = hub
-        self.host = hub.hub_id
+        self.host = hub.state.hub_id
         self.store_probe_s = store_probe_s
         self.stopping = False
         self._down_waits: dict[int, int] = {}
@@ -33,22 +33,22 @@ class ControlFigures:
     async def _count_active(self) -> dict[State, int] | None:
         try:
             counts = await asyncio.wait_for(asyncio.gather(
-                *(self.hub.store.count_in(frozenset({s})) for s in COUNTED_STATES)),
+                *(self.hub.state.store.count_in(frozenset({s})) for s in COUNTED_STATES)),
                 self.store_probe_s)
         except Exception:  # unreachable, timed out, or failing: all the same to a probe
             return None
         return dict(zip(COUNTED_STATES, counts, strict=True))
 
     async def refresh(self) -> None:
-        hub, host = self.hub, self.host
+        hub, st, host = self.hub, self.hub.state, self.host
         counts = await self._count_active()
         m.STORE_REACHABLE.labels(host).set(0 if counts is None else 1)
         for state, n in (counts or {}).items():
             m.TASKS.labels(host, state.value).set(n)
-        m.HEARTBEAT_INTERVAL.labels(host).set(hub.heartbeat_interval_ms() / 1000)
-        m.HELD_BACK.labels(host).set(sum(p[2] for p in hub.progress.values()))
-        m.SHARDS_ALIVE.labels(host).set(sum(1 for s in hub.shards.values() if s.alive))
-        for shard, link in hub.links.items():
+        m.HEARTBEAT_INTERVAL.labels(host).set(hub.sessions.heartbeat_interval_ms() / 1000)
+        m.HELD_BACK.labels(host).set(sum(p[2] for p in st.progress.values()))
+        m.SHARDS_ALIVE.labels(host).set(sum(1 for s in st.shards.values() if s.alive))
+        for shard, link in st.links.items():
             waits = link.full_waits
             if delta := waits - self._down_waits.get(shard, 0):
                 m.RING_FULL_WAITS.labels(host, str(shard), "down").inc(delta)
@@ -57,5 +57,5 @@ class ControlFigures:
     async def readiness(self) -> Readiness:
         counts = await self._count_active()
         return Readiness(store_reachable=counts is not None,
-                         shards_alive={i: s.alive for i, s in self.hub.shards.items()},
+                         shards_alive={i: s.alive for i, s in self.hub.state.shards.items()},
                          stopping=self.stopping)

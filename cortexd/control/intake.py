@@ -18,7 +18,8 @@ Invariants:
 import asyncio
 from dataclasses import dataclass
 
-from cortexd.control.hub import Hub, RequestError
+from cortexd.control.errors import RequestError
+from cortexd.control.state import HubState
 from cortexd.store import StoreError, TaskRow
 
 #: Tasks in one SubmitMany, at most (a gRPC request is bounded by max_frame_bytes too).
@@ -37,14 +38,15 @@ Outcome = tuple[TaskRow, bool] | Refused
 
 
 class Intake:
-    """Takes in batches of tasks for one Hub; holds the queue room reserved by calls in flight."""
+    """Takes in batches of tasks; holds the queue room reserved by calls in flight."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, state: HubState) -> None:
+        self.state = state
         self.reserved = 0
 
     def room(self) -> int:
-        return max(0, self.hub.settings.max_queued_tasks - len(self.hub.queue) - self.reserved)
+        return max(0, self.state.settings.max_queued_tasks - len(self.state.queue)
+                   - self.reserved)
 
     async def submit_many(self, items: list[TaskRow | Refused]) -> list[Outcome]:
         """Create every valid task of ``items`` (a refusal passes through as it is)."""
@@ -54,7 +56,7 @@ class Intake:
             calls: list[asyncio.Future[tuple[TaskRow, bool]] | Refused] = []
             left = take
             full = Refused("RESOURCE_EXHAUSTED", "queue is full "
-                           f"({self.hub.settings.max_queued_tasks} tasks)")
+                           f"({self.state.settings.max_queued_tasks} tasks)")
             for item in items:
                 if isinstance(item, Refused):
                     calls.append(item)
@@ -70,12 +72,14 @@ class Intake:
         return [c if isinstance(c, Refused) else _outcome(c) for c in calls]
 
     async def _create(self, row: TaskRow) -> tuple[TaskRow, bool]:
-        # Reserved room: the queue check of Hub.submit cannot refuse it, so go around it.
-        stored, created = await self.hub.store.create_task(row)
+        # Reserved room: the queue check of TaskService.submit cannot refuse it, so go
+        # around it.
+        st = self.state
+        stored, created = await st.store.create_task(row)
         if created:
-            self.hub.queue[stored.task_id] = stored
-            self.hub.publish(stored.task_id, ("state", stored))
-            self.hub.kick()
+            st.queue[stored.task_id] = stored
+            st.publish(stored.task_id, ("state", stored))
+            st.kick()
         return stored, not created
 
 

@@ -13,23 +13,15 @@ Invariants:
   finished request (a late answer after a timeout) is dropped.
 - A reader never waits forever: ``chunk_timeout_s`` per chunk, and a node that detaches
   fails its readers at once.
-- Where the bytes come from (:func:`read_task_logs`): the node's spool for the current
-  attempt while the node is attached. The hub's own copy when the task has ended and
-  the node is detached or no longer holds the spool (pruned by retention): a finished
-  task's stored output is complete, since ``TaskFinished`` follows the last byte. A
-  running task on a detached node is UNAVAILABLE; an earlier attempt is read from the
-  hub's copy (the node of an earlier attempt is not tracked).
+- Where the bytes come from (the node's spool or the hub's copy) is the task
+  service's choice (tasks.py, ``TaskService.read_logs``); this module only routes.
 """
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from cortex.v1 import node_pb2
-
-if TYPE_CHECKING:
-    from cortexd.control.hub import Hub
 
 REQUEST_BYTES = 1024 * 1024
 QUEUE_CHUNKS = 17
@@ -121,48 +113,3 @@ class LogReads:
             if got < ask or offset >= spooled:  # the spool's end
                 return
 
-
-STORE_CHUNK_BYTES = 64 * 1024
-
-
-async def read_task_logs(hub: "Hub", task_id: str, attempt: int, offset: int, length: int,
-                         ) -> AsyncIterator[tuple[int, bytes]]:
-    """``(offset, data)`` of ``task_id``'s output; raises ``RequestError`` (cortexd's
-    Control error) with NOT_FOUND, UNAVAILABLE or FAILED_PRECONDITION and a message."""
-    from cortexd.control.hub import RequestError
-
-    task = await hub.get(task_id)
-    attempt = attempt or task.attempt
-    if task.attempt == 0:
-        raise RequestError("FAILED_PRECONDITION", f"task {task_id} has not run yet "
-                           f"({task.state.value})")
-    if attempt > task.attempt:
-        raise RequestError("NOT_FOUND", f"task {task_id} has no attempt {attempt} "
-                           f"(latest is {task.attempt})")
-    end = offset + length if length else None
-    node = hub.nodes.get(task.node_id) if attempt == task.attempt else None
-    if node is not None and node.attached:
-        target = node
-
-        async def send(frame: node_pb2.HubFrame) -> None:
-            await hub.send_node(target, frame)
-
-        try:
-            async for at, data in hub.log_reads.read(node.node_id, task_id, attempt, offset,
-                                                      length, send):
-                offset = at + len(data)
-                yield at, data
-            return
-        except LogReadError as e:
-            if e.code != "NOT_FOUND" or not task.state.terminal:
-                raise RequestError(e.code, str(e)) from e
-    elif attempt == task.attempt and not task.state.terminal:
-        raise RequestError("UNAVAILABLE", f"node {task.node_id} is not attached; the spool "
-                           f"of running task {task_id} can be read when it is back")
-    while end is None or offset < end:  # the hub's copy
-        want = STORE_CHUNK_BYTES if end is None else min(STORE_CHUNK_BYTES, end - offset)
-        data = await hub.store.read_output(task_id, attempt, offset, want)
-        if not data:
-            return
-        yield offset, data
-        offset += len(data)

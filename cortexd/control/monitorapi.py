@@ -14,9 +14,10 @@ import grpc
 from cortex.ids import is_task_id
 from cortex.v1 import control_pb2, monitor_pb2, monitor_pb2_grpc, node_pb2
 from cortexd.control.agents import DEFAULT_OWNER, Agents
-from cortexd.control.hub import RequestError, now_ms
+from cortexd.control.errors import RequestError
 from cortexd.control.monitorfeed import share_of
 from cortexd.control.service import prompt_pb, task_pb
+from cortexd.control.state import now_ms
 from cortexd.monitors.actions import POLICY_NAME_CHARS
 from cortexd.monitors.policy import PolicyError, parse_policy
 from cortexd.store import TaskRow
@@ -50,7 +51,8 @@ def _policy_name_ok(name: str) -> bool:
 class MonitorsService(monitor_pb2_grpc.MonitorsServicer):
     def __init__(self, agents: Agents) -> None:
         self.agents = agents
-        self.hub = agents.hub
+        self.state = agents.state
+        self.tasks = agents.tasks
         self.store = agents.store
 
     async def _fail(self, context: Ctx, e: RequestError) -> None:
@@ -63,8 +65,8 @@ class MonitorsService(monitor_pb2_grpc.MonitorsServicer):
         return task_id
 
     def _pb(self, t: TaskRow) -> control_pb2.Task:
-        return task_pb(t, self.hub.task_progress(t.task_id, t.attempt),
-                       self.hub.last_prompt(t.task_id, t.attempt),
+        return task_pb(t, self.state.task_progress(t.task_id, t.attempt),
+                       self.state.last_prompt(t.task_id, t.attempt),
                        attention=self.agents.attention.get(t.task_id, ""))
 
     # -- policies -------------------------------------------------------------------
@@ -190,7 +192,7 @@ class MonitorsService(monitor_pb2_grpc.MonitorsServicer):
             self.agents.feed.unsubscribe(sub)
 
     async def store_task(self, task_id: str) -> TaskRow | None:
-        return await self.hub.store.get_task(task_id)
+        return await self.state.store.get_task(task_id)
 
     def _feed_event(self, kind: str, task_id: str, payload: Any) -> monitor_pb2.FeedEvent | None:
         if kind == "state":
@@ -258,13 +260,13 @@ class MonitorsService(monitor_pb2_grpc.MonitorsServicer):
                          context: Ctx) -> monitor_pb2.TaskContext:
         await self._task_id(request.task_id, context)
         try:
-            task = await self.hub.get(request.task_id)
+            task = await self.tasks.get(request.task_id)
         except RequestError as e:
             await self._fail(context, e)
             raise
-        view = await self.hub.journals.view(task.task_id, task.attempt, task.output_bytes)
+        view = await self.state.journals.view(task.task_id, task.attempt, task.output_bytes)
         head, tail = self.agents.context(task.task_id, view.head, view.tail)
-        prompt = self.hub.last_prompt(task.task_id, task.attempt)
+        prompt = self.state.last_prompt(task.task_id, task.attempt)
         return monitor_pb2.TaskContext(
             journal=control_pb2.Journal(
                 task_id=task.task_id, attempt=task.attempt, head=head, tail=tail,

@@ -26,9 +26,10 @@ from cortexd.childproc import RingPaths, install_stop_signals, read_report, repo
 from cortexd.config import Settings
 from cortexd.control.agents import start_agents
 from cortexd.control.figures import ControlFigures
-from cortexd.control.hub import Hub, ShardInfo
+from cortexd.control.hub import Hub
 from cortexd.control.monitorapi import MonitorsService
 from cortexd.control.service import ControlService
+from cortexd.control.state import ShardInfo
 from cortexd.coord import make_coordinator
 from cortexd.ingress.auth import CONTROL_METHODS, Authenticator, AuthInterceptor
 from cortexd.ingress.grpchealth import SERVING, PortHealth
@@ -83,15 +84,16 @@ class Control:
         watch_store_writes(store, s.host_id)
         encoder = make_encoder(s.signer, key, s.envelope_ttl_ms, s.signer_pool_workers)
         hub = Hub(s, store, encoder, hub_id=s.host_id)
+        st = hub.state
         self.figures = ControlFigures(hub)
-        hub.coord = make_coordinator(s.coordination, s.host_id, s.lease_ttl_ms,
-                                     s.control_listen)
-        await hub.recover()
+        st.coord = make_coordinator(s.coordination, s.host_id, s.lease_ttl_ms,
+                                    s.control_listen)
+        await hub.sessions.recover()
         for index, paths in enumerate(self.rings):
             link = RingLink(Ring(paths.down), Ring(paths.up), paths.up_wake, paths.down_wake)
             link.start(loop)
-            hub.links[index] = link
-            hub.shards[index] = ShardInfo()
+            st.links[index] = link
+            st.shards[index] = ShardInfo()
         table = TokenTable(s.tokens_file)
         table.load()
         auth = Authenticator(table)
@@ -106,7 +108,7 @@ class Control:
         except BindError as e:
             report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.PORT_IN_USE)
             return exitcodes.PORT_IN_USE
-        agents = await start_agents(hub, store)  # monitors (cortexd/control/agents.py)
+        agents = await start_agents(st, hub.tasks, store)  # monitors (cortexd/control/agents.py)
         control = ControlService(hub, agents)
         control.artifacts = artifacts
         control_pb2_grpc.add_ControlServicer_to_server(  # type: ignore[no-untyped-call]
@@ -127,17 +129,17 @@ class Control:
                        f"{e.strerror}", exit_code=exitcodes.PORT_IN_USE)
                 return exitcodes.PORT_IN_USE
         install_stop_signals(loop, lambda sig: self.stop.set())
-        tasks = [asyncio.create_task(hub.serve_shard(i, link)) for i, link in hub.links.items()]
-        tasks.append(asyncio.create_task(hub.run_scheduler()))
-        tasks.append(asyncio.create_task(hub.run_housekeeping()))
+        tasks = [asyncio.create_task(hub.inbox.serve(i, link)) for i, link in st.links.items()]
+        tasks.append(asyncio.create_task(hub.placement.run()))
+        tasks.append(asyncio.create_task(hub.sessions.run_housekeeping()))
         tasks.append(asyncio.create_task(watch_parent(self.parent_pid, self.stop.set)))
         tasks.append(asyncio.create_task(artifacts.collector.run_forever()))
-        if hub.coord.clustered:
-            await hub.coord.open(hub.on_message)
-            tasks.append(asyncio.create_task(hub.run_coordination()))
-            tasks.append(asyncio.create_task(hub.send_remote_events()))
+        if st.coord.clustered:
+            await st.coord.open(hub.cluster.on_message)
+            tasks.append(asyncio.create_task(hub.cluster.run()))
+            tasks.append(asyncio.create_task(hub.cluster.send_remote_events()))
         loop.add_reader(self.conn.fileno(), self._from_supervisor, hub)
-        hub.kick()
+        st.kick()
         report(self.conn, "ready", pid=os.getpid(), control_port=port)
         self.log.info("control_ready", address=s.control_listen, port=port)
         await self.stop.wait()
@@ -151,13 +153,13 @@ class Control:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         encoder.close()
-        await hub.coord.close()  # releases this host's leases
-        for link in hub.links.values():
+        await st.coord.close()  # releases this host's leases
+        for link in st.links.values():
             link.close()
         await artifacts.store.close()
         await store.close()
-        self.log.info("control_stopped", nodes=sum(n.attached for n in hub.nodes.values()),
-                      queued=len(hub.queue))
+        self.log.info("control_stopped", nodes=sum(n.attached for n in st.nodes.values()),
+                      queued=len(st.queue))
         return exitcodes.OK
 
     def _from_supervisor(self, hub: Hub) -> None:
@@ -169,12 +171,12 @@ class Control:
         if msg["event"] == "stopping":  # the supervisor began its stop ladder
             self.figures.stopping = True
             return
-        info = hub.shards.setdefault(int(msg.get("shard", 0)), ShardInfo())
+        info = hub.state.shards.setdefault(int(msg.get("shard", 0)), ShardInfo())
         if msg["event"] == "shard_up":
             info.pid, info.alive, info.restarts = msg["pid"], True, msg["restarts"]
         elif msg["event"] == "shard_down":
             info.alive = False
-            hub._spawn(hub.shard_down(int(msg["shard"])))
+            hub.state.spawn(hub.cluster.shard_down(int(msg["shard"])))
 
 
 def main(settings_dict: dict[str, Any], rings: list[RingPaths], conn: Connection,

@@ -16,7 +16,8 @@ import asyncio
 import time
 from typing import Any
 
-from cortexd.control.hub import Hub, RequestError
+from cortexd.control.errors import RequestError
+from cortexd.control.tasks import TaskService
 from cortexd.control.watchers import Watcher
 from cortexd.store import TaskRow
 
@@ -37,7 +38,7 @@ def wait_deadline(time_remaining_s: float | None) -> float | None:
     return time.monotonic() + max(0.0, time_remaining_s - margin)
 
 
-async def wait_end(hub: Hub, watcher: Watcher, task: TaskRow,
+async def wait_end(tasks: TaskService, watcher: Watcher, task: TaskRow,
                    deadline: float | None) -> TaskRow:
     """``task`` once it is terminal, or as it is at ``deadline``."""
     while not task.state.terminal:
@@ -49,25 +50,25 @@ async def wait_end(hub: Hub, watcher: Watcher, task: TaskRow,
         try:
             kind, payload = await asyncio.wait_for(watcher.queue.get(), timeout)
         except TimeoutError:
-            task = await hub.get(task.task_id)
+            task = await tasks.get(task.task_id)
             continue
         if kind == "lagged":
             watcher.lagged = False
-            task = await hub.get(task.task_id)
+            task = await tasks.get(task.task_id)
         elif kind == "state" and isinstance(payload, TaskRow):
             task = payload
     return task
 
 
-def cancel_dropped(hub: Hub, task_id: str) -> None:
+def cancel_dropped(tasks: TaskService, task_id: str) -> None:
     """The Run call of ``task_id`` ended before the task, and it asked for a cancel."""
     async def cancel() -> None:
         try:
-            await hub.cancel(task_id, "its Run call ended before it (cancel_on_drop)")
+            await tasks.cancel(task_id, "its Run call ended before it (cancel_on_drop)")
         except RequestError:
             pass  # it ended meanwhile
         except Exception:
-            hub.log.exception("run_cancel_failed", task=task_id)
+            tasks.state.log.exception("run_cancel_failed", task=task_id)
     task = asyncio.get_running_loop().create_task(cancel())
     _drop_cancels.add(task)
     task.add_done_callback(_drop_cancels.discard)

@@ -1,4 +1,5 @@
-"""The Control gRPC service: validation at the edge, then the Hub does the work."""
+"""The Control gRPC servicer: it validates requests and converts messages; the work
+is done by the hub's services (tasks.py, nodes.py, shards.py, watching.py)."""
 
 import asyncio
 import time
@@ -12,11 +13,14 @@ from cortex.tools import SHELL, TOOL_NAME_RE, is_tool_name
 from cortex.v1 import artifacts_pb2, control_pb2, control_pb2_grpc, node_pb2
 from cortexd.artifacts import ArtifactError, ArtifactsService, rules
 from cortexd.control.agents import Agents
-from cortexd.control.hub import REMOTE_WATCH_S, Hub, RequestError
-from cortexd.control.intake import MAX_SUBMIT_MANY, Intake, Outcome, Refused
-from cortexd.control.logreads import read_task_logs
+from cortexd.control.errors import RequestError
+from cortexd.control.hub import Hub
+from cortexd.control.intake import MAX_SUBMIT_MANY, Outcome, Refused
+from cortexd.control.nodes import NodeView
 from cortexd.control.runs import cancel_dropped, wait_deadline, wait_end
+from cortexd.control.shards import ShardView
 from cortexd.control.watchers import Watcher
+from cortexd.control.watching import OutputSeen, PromptSeen, Seen, StateSeen
 from cortexd.journal import JournalView
 from cortexd.lifecycle import State
 from cortexd.store import TaskRow
@@ -25,8 +29,6 @@ from cortexd.store.monitoring import AgentTaskRow
 MAX_COMMAND_BYTES = 64 << 10
 MAX_INPUT_BYTES = 64 << 10
 MAX_ENV = 256
-WATCH_CHUNK = 256 << 10
-WATCH_POLL_S = 2.0  # clustered: a quiet Watch re-reads the task from the store this often
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -92,14 +94,6 @@ def _row_of(request: control_pb2.SubmitRequest) -> TaskRow:
                    tool="" if request.tool == SHELL else request.tool)
 
 
-def _live_chunk(payload: Any, attempt: int, offset: int) -> bytes:
-    """The part of a live output event that continues a watcher at ``offset``."""
-    ev_attempt, ev_offset, data = payload
-    if ev_attempt == attempt and ev_offset <= offset < ev_offset + len(data):
-        return bytes(data[offset - ev_offset:])
-    return b""
-
-
 def _submit_result(request: control_pb2.SubmitRequest,
                    outcome: Outcome) -> control_pb2.SubmitResult:
     if isinstance(outcome, Refused):
@@ -121,16 +115,32 @@ def _journal_pb(task: TaskRow, view: JournalView) -> control_pb2.Journal:
         omitted_from=view.omitted_from, omitted_to=view.omitted_to)
 
 
-def _notice(kind: str, payload: Any, attempt: int,
-            sent: tuple[int, int] | None) -> control_pb2.WatchEvent | None:
-    """A prompt event of the watched attempt not sent yet, or a change of attention (a
-    monitor escalated the task to a person, or a person answered)."""
-    if kind == "attention":
-        return control_pb2.WatchEvent(attention=str(payload))
-    assert isinstance(payload, node_pb2.PromptEvent)
-    if payload.attempt == attempt and (payload.offset, payload.at_ms) != sent:
-        return control_pb2.WatchEvent(prompt=prompt_pb(payload))
-    return None
+def node_pb(n: NodeView) -> control_pb2.Node:
+    return control_pb2.Node(
+        node_id=n.node_id, attached=n.attached, session_epoch=n.session_epoch,
+        labels=n.labels, capacity=n.capacity, running=n.running,
+        agent_version=n.agent_version, shard=n.shard, last_seen_ms=n.last_seen_ms,
+        draining=n.draining, isolation=n.isolation, hub_id=n.hub_id)
+
+
+def shard_pb(v: ShardView) -> control_pb2.Shard:
+    return control_pb2.Shard(
+        shard=v.shard, pid=v.pid, alive=v.alive, nodes=v.nodes, restarts=v.restarts,
+        frames_in=v.frames_in, frames_out=v.frames_out,
+        ring_in_used_bytes=v.ring_in_used_bytes, ring_out_used_bytes=v.ring_out_used_bytes,
+        hub_id=v.hub_id)
+
+
+def watch_pb(seen: Seen) -> control_pb2.WatchEvent:
+    if isinstance(seen, StateSeen):
+        return control_pb2.WatchEvent(state=task_pb(seen.task, prompt=seen.prompt))
+    if isinstance(seen, OutputSeen):
+        return control_pb2.WatchEvent(output=control_pb2.OutputChunk(
+            attempt=seen.attempt, offset=seen.offset, data=seen.data))
+    if isinstance(seen, PromptSeen):
+        return control_pb2.WatchEvent(prompt=prompt_pb(seen.event))
+    # a monitor escalated the task to a person, or a person answered
+    return control_pb2.WatchEvent(attention=seen.reason)
 
 
 class ControlService(control_pb2_grpc.ControlServicer):
@@ -138,7 +148,6 @@ class ControlService(control_pb2_grpc.ControlServicer):
 
     def __init__(self, hub: Hub, agents: Agents | None = None) -> None:
         self.hub = hub
-        self.intake = Intake(hub)
         self.agents = agents  # monitors (cortexd/control/agents.py)
 
     async def _task_files(self, request: control_pb2.SubmitRequest, row: TaskRow,
@@ -166,6 +175,11 @@ class ControlService(control_pb2_grpc.ControlServicer):
     async def _fail(self, context: Ctx, e: RequestError) -> None:
         await context.abort(getattr(grpc.StatusCode, e.code), str(e))
 
+    def _task_pb(self, task: TaskRow, attention: str = "") -> control_pb2.Task:
+        st = self.hub.state
+        return task_pb(task, st.task_progress(task.task_id, task.attempt),
+                       st.last_prompt(task.task_id, task.attempt), attention)
+
     async def Submit(self, request: control_pb2.SubmitRequest,  # noqa: N802
                      context: Ctx) -> control_pb2.SubmitResponse:
         if (err := _check_submit(request)) is not None:
@@ -174,7 +188,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         await self._task_files(request, row, context)
         try:
             agent = await self.agents.prepare(request, row.tenant) if self.agents else None
-            task, dedup = await self.hub.submit(row)
+            task, dedup = await self.hub.tasks.submit(row)
             if agent is not None and self.agents is not None:
                 await self.agents.register(task, agent)
         except RequestError as e:
@@ -200,7 +214,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
                                                                    strict=True)]
         items = [a if isinstance(a, Refused) else item for a, item in zip(agents, items,
                                                                           strict=True)]
-        outcomes = await self.intake.submit_many(items)
+        outcomes = await self.hub.intake.submit_many(items)
         for agent, outcome in zip(agents, outcomes, strict=True):
             if agent is not None and not isinstance(agent, Refused) \
                     and not isinstance(outcome, Refused) and self.agents is not None:
@@ -219,6 +233,13 @@ class ControlService(control_pb2_grpc.ControlServicer):
         except RequestError as e:
             return Refused(e.code, str(e))
 
+    async def _add_watcher(self, task_id: str, context: Ctx) -> Watcher:
+        try:
+            return self.hub.watch.register(task_id)
+        except RequestError as e:
+            await self._fail(context, e)
+            raise
+
     async def Run(self, request: control_pb2.RunRequest,  # noqa: N802
                   context: Ctx) -> control_pb2.RunResponse:
         if (err := _check_submit(request.task)) is not None:
@@ -226,14 +247,15 @@ class ControlService(control_pb2_grpc.ControlServicer):
         deadline = wait_deadline(context.time_remaining())
         row = _row_of(request.task)
         await self._task_files(request.task, row, context)
+        tasks, watchers = self.hub.tasks, self.hub.state.watchers
         # Registered before the submit: the task's end cannot be published unseen.
-        watcher = await self._add_watcher_for(row.task_id, context)
+        watcher = await self._add_watcher(row.task_id, context)
         task: TaskRow | None = None
         try:
             try:
                 agent = (await self.agents.prepare(request.task, row.tenant)
                          if self.agents else None)
-                task, dedup = await self.hub.submit(row)
+                task, dedup = await tasks.submit(row)
                 if agent is not None and self.agents is not None:
                     await self.agents.register(task, agent)
             except RequestError as e:
@@ -244,36 +266,35 @@ class ControlService(control_pb2_grpc.ControlServicer):
                     await context.abort(grpc.StatusCode.ALREADY_EXISTS,
                                         f"idempotency key {request.task.idempotency_key!r} "
                                         f"names task {task.task_id} with a different command")
-                self.hub.watchers.remove(watcher)
-                watcher = await self._add_watcher_for(task.task_id, context)
-                task = await self.hub.get(task.task_id)
+                watchers.remove(watcher)
+                watcher = await self._add_watcher(task.task_id, context)
+                task = await tasks.get(task.task_id)
             await context.send_initial_metadata((("cortex-task-id", task.task_id),))
-            task = await wait_end(self.hub, watcher, task, deadline)
+            task = await wait_end(tasks, watcher, task, deadline)
             if not task.state.terminal:
                 then = "it goes on"
                 if request.cancel_on_drop:
-                    cancel_dropped(self.hub, task.task_id)
+                    cancel_dropped(tasks, task.task_id)
                     then = "its cancel is requested (cancel_on_drop)"
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                                     f"task {task.task_id} is still {task.state.value} at the "
                                     f"deadline; {then} (cortexctl watch {task.task_id})")
-            view = await self.hub.journals.view(task.task_id, task.attempt, task.output_bytes)
+            view = await self.hub.state.journals.view(task.task_id, task.attempt,
+                                                      task.output_bytes)
         except asyncio.CancelledError:
             if request.cancel_on_drop and task is not None and not task.state.terminal:
-                cancel_dropped(self.hub, task.task_id)
+                cancel_dropped(tasks, task.task_id)
             raise
         finally:
-            self.hub.watchers.remove(watcher)
+            watchers.remove(watcher)
         return control_pb2.RunResponse(task=task_pb(task), deduplicated=dedup,
                                        journal=_journal_pb(task, view))
 
     async def GetTask(self, request: control_pb2.GetTaskRequest,  # noqa: N802
                       context: Ctx) -> control_pb2.Task:
         try:
-            task = await self.hub.get(request.task_id)
-            pb = await self._with_outputs(task_pb(
-                task, self.hub.task_progress(task.task_id, task.attempt),
-                self.hub.last_prompt(task.task_id, task.attempt)))
+            pb = await self._with_outputs(self._task_pb(
+                await self.hub.tasks.get(request.task_id)))
             return await self.agents.decorate(pb) if self.agents else pb
         except RequestError as e:
             await self._fail(context, e)
@@ -283,7 +304,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
                      context: Ctx) -> control_pb2.CancelResponse:
         try:
             return control_pb2.CancelResponse(
-                task=task_pb(await self.hub.cancel(request.task_id, request.reason)))
+                task=task_pb(await self.hub.tasks.cancel(request.task_id, request.reason)))
         except RequestError as e:
             await self._fail(context, e)
             raise
@@ -294,7 +315,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"input must be 1 to {MAX_INPUT_BYTES} bytes")
         try:
-            attempt = await self.hub.send_input(request.task_id, request.data)
+            attempt = await self.hub.tasks.send_input(request.task_id, request.data)
             if self.agents is not None:
                 await self.agents.input_sent(request.task_id, request.data)
         except RequestError as e:
@@ -304,30 +325,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
 
     async def ListNodes(self, request: control_pb2.ListNodesRequest,  # noqa: N802
                         context: Ctx) -> control_pb2.ListNodesResponse:
-        me = self.hub.coord.host_id
-        nodes = {n.node_id: control_pb2.Node(
-            node_id=n.node_id, attached=n.attached, session_epoch=n.epoch, labels=n.labels,
-            capacity=n.capacity, running=len(n.running), agent_version=n.agent_version,
-            shard=n.shard, last_seen_ms=n.last_seen_ms, draining=n.draining,
-            isolation=n.isolation, hub_id=me if n.attached else "")
-            for n in self.hub.nodes.values()}
-        if self.hub.coord.clustered:
-            # The whole cluster: the store knows every node, the directory where each is.
-            directory = await self.hub.coord.directory(max_age_s=0)
-            live = await self.hub.coord.live_hosts()
-            for row in await self.hub.store.list_nodes():
-                if (mine := nodes.get(row.node_id)) is not None and mine.attached:
-                    continue
-                entry = directory.get(row.node_id)
-                here = entry is not None and entry.host in live and entry.host != me
-                nodes[row.node_id] = control_pb2.Node(
-                    node_id=row.node_id, attached=here, labels=row.labels,
-                    session_epoch=entry.epoch if here and entry else row.session_epoch,
-                    capacity=row.capacity, running=entry.running if here and entry else 0,
-                    agent_version=row.agent_version, shard=entry.shard if entry else row.shard,
-                    last_seen_ms=row.last_seen_ms, hub_id=entry.host if here and entry else "",
-                    draining=bool(entry and entry.draining))
-        return control_pb2.ListNodesResponse(nodes=[nodes[k] for k in sorted(nodes)])
+        return control_pb2.ListNodesResponse(
+            nodes=[node_pb(n) for n in await self.hub.nodes.list()])
 
     async def ListTasks(self, request: control_pb2.ListTasksRequest,  # noqa: N802
                         context: Ctx) -> control_pb2.ListTasksResponse:
@@ -337,40 +336,21 @@ class ControlService(control_pb2_grpc.ControlServicer):
         if request.attention and self.agents is not None:
             rows = await self.agents.attention_tasks(limit)
         else:
-            rows = await self.hub.store.list_tasks(state, request.node_id, limit)
+            rows = await self.hub.tasks.list(state, request.node_id, limit)
         attention = self.agents.attention if self.agents is not None else {}
         return control_pb2.ListTasksResponse(tasks=[
-            task_pb(t, self.hub.task_progress(t.task_id, t.attempt),
-                    self.hub.last_prompt(t.task_id, t.attempt),
-                    attention=attention.get(t.task_id, "")) for t in rows])
+            self._task_pb(t, attention.get(t.task_id, "")) for t in rows])
 
     async def ListShards(self, request: control_pb2.ListShardsRequest,  # noqa: N802
                          context: Ctx) -> control_pb2.ListShardsResponse:
-        out = []
-        for index in sorted(set(self.hub.shards) | set(self.hub.links)):
-            info = self.hub.shards.get(index)
-            link = self.hub.links.get(index)
-            out.append(control_pb2.Shard(
-                shard=index, pid=info.pid if info else 0, alive=bool(info and info.alive),
-                nodes=sum(1 for n in self.hub.nodes.values() if n.attached and n.shard == index),
-                restarts=info.restarts if info else 0,
-                frames_in=info.frames_in if info else 0, frames_out=info.frames_out if info else 0,
-                ring_in_used_bytes=link.rx.used_bytes if link else 0,
-                ring_out_used_bytes=link.tx.used_bytes if link else 0,
-                hub_id=self.hub.coord.host_id))
-        for r in await self.hub.coord.shard_reports():  # other hosts' (clustered)
-            if r.host != self.hub.coord.host_id:
-                out.append(control_pb2.Shard(
-                    shard=r.shard, pid=r.pid, alive=r.alive, nodes=r.nodes,
-                    restarts=r.restarts, frames_in=r.frames_in, frames_out=r.frames_out,
-                    hub_id=r.host))
-        return control_pb2.ListShardsResponse(shards=out)
+        return control_pb2.ListShardsResponse(
+            shards=[shard_pb(v) for v in await self.hub.shards.list()])
 
     async def ReadLogs(self, request: control_pb2.ReadLogsRequest,  # noqa: N802
                        context: Ctx) -> AsyncIterator[control_pb2.LogData]:
         try:
-            async for offset, data in read_task_logs(self.hub, request.task_id, request.attempt,
-                                                     request.offset, request.length):
+            async for offset, data in self.hub.tasks.read_logs(
+                    request.task_id, request.attempt, request.offset, request.length):
                 yield control_pb2.LogData(offset=offset, data=data)
         except RequestError as e:
             await self._fail(context, e)
@@ -379,111 +359,18 @@ class ControlService(control_pb2_grpc.ControlServicer):
     async def GetJournal(self, request: control_pb2.GetJournalRequest,  # noqa: N802
                          context: Ctx) -> control_pb2.Journal:
         try:
-            task = await self.hub.get(request.task_id)
+            task, view = await self.hub.tasks.journal(request.task_id)
         except RequestError as e:
             await self._fail(context, e)
             raise
-        view = await self.hub.journals.view(task.task_id, task.attempt, task.output_bytes)
         return _journal_pb(task, view)
-
-    async def _stored_output(self, task_id: str, attempt: int,
-                             offset: int) -> AsyncIterator[control_pb2.WatchEvent]:
-        while data := await self.hub.store.read_output(task_id, attempt, offset, WATCH_CHUNK):
-            yield control_pb2.WatchEvent(output=control_pb2.OutputChunk(
-                attempt=attempt, offset=offset, data=data))
-            offset += len(data)
-
-    async def _add_watcher(self, task_id: str, context: Ctx) -> Watcher:
-        try:
-            task = await self.hub.get(task_id)
-        except RequestError as e:
-            await self._fail(context, e)
-            raise
-        return await self._add_watcher_for(task.task_id, context)
-
-    async def _add_watcher_for(self, task_id: str, context: Ctx) -> Watcher:
-        watcher = self.hub.watchers.add(task_id)
-        if watcher is None:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many watchers")
-            raise AssertionError("unreachable")
-        return watcher
 
     async def Watch(self, request: control_pb2.WatchRequest,  # noqa: N802
                     context: Ctx) -> AsyncIterator[control_pb2.WatchEvent]:
-        watcher = await self._add_watcher(request.task_id, context)
-        remote = await self._watch_remote(request.task_id)
         try:
-            # Registered before reading the store: nothing published after the read is missed.
-            task = await self.hub.get(request.task_id)
-            # A prompt seen before this watcher registered is still news to it: it is
-            # sent after the output that led to it (and never twice, see `sent`).
-            pending = self.hub.last_prompt(task.task_id, task.attempt)
-            yield control_pb2.WatchEvent(state=task_pb(task, prompt=pending))
-            attempt, offset = task.attempt, request.from_offset
-            sent: tuple[int, int] | None = None
-            while True:
-                if not request.no_output and attempt > 0:
-                    async for chunk in self._stored_output(task.task_id, attempt, offset):
-                        yield chunk
-                        offset += len(chunk.output.data)
-                if pending is not None and not task.state.terminal:
-                    sent = (pending.offset, pending.at_ms)
-                    yield control_pb2.WatchEvent(prompt=prompt_pb(pending))
-                pending = None
-                if task.state.terminal:
-                    return
-                kind, payload = await self._next_event(watcher, task)
-                if kind == "lagged":
-                    watcher.lagged = False
-                    task = await self.hub.get(task.task_id)
-                    pending = self.hub.last_prompt(task.task_id, task.attempt)
-                    yield control_pb2.WatchEvent(state=task_pb(task, prompt=pending))
-                elif kind == "state":
-                    assert isinstance(payload, TaskRow)
-                    if payload.attempt != attempt:
-                        attempt, offset = payload.attempt, 0
-                    task = payload
-                    yield control_pb2.WatchEvent(state=task_pb(task))
-                elif kind in ("prompt", "attention"):
-                    if (notice := _notice(kind, payload, attempt, sent)) is not None:
-                        yield notice
-                elif kind == "output" and not request.no_output:
-                    # An event past our offset means we missed some: the store read at
-                    # the top of the loop catches up. One before it is a duplicate.
-                    if live := _live_chunk(payload, attempt, offset):
-                        yield control_pb2.WatchEvent(output=control_pb2.OutputChunk(
-                            attempt=attempt, offset=offset, data=live))
-                        offset += len(live)
-        finally:
-            self.hub.watchers.remove(watcher)
-            if remote is not None:
-                remote.cancel()
-
-    async def _next_event(self, watcher: Watcher, task: TaskRow) -> tuple[str, Any]:
-        """The watcher's next event. Clustered, a quiet spell re-reads the task: it may
-        run on another host whose events did not reach us (Redis down or flushed), and
-        the store has the truth. ("poll", None) matches no event kind: the Watch loop
-        just reads the stored output again."""
-        if not self.hub.coord.clustered:
-            return await watcher.queue.get()
-        try:
-            return await asyncio.wait_for(watcher.queue.get(), WATCH_POLL_S)
-        except TimeoutError:
-            fresh = await self.hub.get(task.task_id)
-            if (fresh.state, fresh.attempt) != (task.state, task.attempt):
-                return ("state", fresh)
-            return ("poll", None)
-
-    async def _watch_remote(self, task_id: str) -> "asyncio.Task[None] | None":
-        """Clustered: ask the other hosts for this task's events, and keep asking while
-        the Watch lasts (the returned task; cancel it). Interest is sent before the store
-        is read, so that events published after the read reach this watcher."""
-        if not self.hub.coord.clustered:
-            return None
-        await self.hub.watch_remote(task_id)
-
-        async def refresh() -> None:
-            while True:
-                await asyncio.sleep(REMOTE_WATCH_S / 3)
-                await self.hub.watch_remote(task_id)
-        return asyncio.create_task(refresh())
+            async for seen in self.hub.watch.watch(request.task_id, request.from_offset,
+                                                   request.no_output):
+                yield watch_pb(seen)
+        except RequestError as e:
+            await self._fail(context, e)
+            raise

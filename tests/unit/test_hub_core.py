@@ -166,17 +166,18 @@ def test_supervisor_does_not_load_grpc() -> None:
 
 
 def test_heartbeat_interval_grows_with_the_fleet(tmp_path: Path) -> None:
-    from cortexd.control.hub import Hub, NodeState
+    from cortexd.control.hub import Hub
+    from cortexd.control.state import NodeState
 
     settings = config.load(None, {"insecure_loopback": True, "heartbeat_interval_ms": 5000,
                                   "max_heartbeats_per_s": 200}, environ={})
     hub = Hub(settings, store=None, encoder=None, hub_id="h")  # type: ignore[arg-type]
-    assert hub.heartbeat_interval_ms() == 5000
+    assert hub.sessions.heartbeat_interval_ms() == 5000
     for i in range(10_000):
-        hub.nodes[f"n{i}"] = NodeState(f"n{i}", i, 0, {}, 1, attached=True)
-    assert hub.heartbeat_interval_ms() == 5000  # counted at most once a second (storms)
-    hub._interval_at -= 1.0
-    assert hub.heartbeat_interval_ms() == 50_000  # 10,000 nodes / 200 per s
+        hub.state.nodes[f"n{i}"] = NodeState(f"n{i}", i, 0, {}, 1, attached=True)
+    assert hub.sessions.heartbeat_interval_ms() == 5000  # counted at most once a second (storms)
+    hub.sessions._interval_at -= 1.0
+    assert hub.sessions.heartbeat_interval_ms() == 50_000  # 10,000 nodes / 200 per s
 
 
 def test_print_config_hides_the_store_password(capsys: pytest.CaptureFixture[str]) -> None:

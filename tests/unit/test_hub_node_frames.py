@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cortex.v1 import node_pb2
 from cortexd import config
-from cortexd.control.hub import Hub, NodeState
+from cortexd.control.hub import Hub
+from cortexd.control.state import NodeState
 from cortexd.ipc import messages as m
 from cortexd.lifecycle import State
 from cortexd.serializers.envelope import InlineEncoder
@@ -54,12 +55,12 @@ async def assigned_task(tmp_path: Path) -> tuple[Hub, SQLiteStore, TaskRow, int]
     await store.open()
     hub = Hub(settings, store, InlineEncoder(Ed25519PrivateKey.generate(), 60_000), "h")
     epoch = await store.mint_epoch()
-    hub.nodes["n1"] = NodeState("n1", epoch, 0, {}, 4, attached=True)
+    hub.state.nodes["n1"] = NodeState("n1", epoch, 0, {}, 4, attached=True)
     row, _ = await store.create_task(TaskRow(task_id="t-00000000000000000001",
                                              command="true", created_ms=1, updated_ms=1))
-    hub.queue[row.task_id] = row
-    hub.links[0] = ScriptedLink([])  # type: ignore[assignment]
-    await hub._schedule_pass()
+    hub.state.queue[row.task_id] = row
+    hub.state.links[0] = ScriptedLink([])  # type: ignore[assignment]
+    await hub.placement.place()
     task = await store.get_task(row.task_id)
     assert task is not None and task.state is State.ASSIGNED
     return hub, store, task, epoch
@@ -68,8 +69,8 @@ async def assigned_task(tmp_path: Path) -> tuple[Hub, SQLiteStore, TaskRow, int]
 async def serve(hub: Hub, batches: list[list[bytes]], want: int,
                 gap_s: float = 0.0) -> list[node_pb2.HubFrame]:
     link = ScriptedLink(batches, gap_s)
-    hub.links[0] = link  # type: ignore[assignment]
-    server = asyncio.get_running_loop().create_task(hub.serve_shard(0, link))  # type: ignore[arg-type]
+    hub.state.links[0] = link  # type: ignore[assignment]
+    server = asyncio.get_running_loop().create_task(hub.inbox.serve(0, link))  # type: ignore[arg-type]
     for _ in range(500):
         if len(link.sent) >= want:
             break

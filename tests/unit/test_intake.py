@@ -8,8 +8,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cortex.ids import new_task_id
 from cortexd import config
-from cortexd.control.hub import Hub
 from cortexd.control.intake import Intake, Refused
+from cortexd.control.state import HubState
 from cortexd.serializers.envelope import InlineEncoder
 from cortexd.store import TaskRow
 from cortexd.store.sqlite import SQLiteStore
@@ -20,12 +20,12 @@ def row(command: str, key: str = "") -> TaskRow:
                    created_ms=1, updated_ms=1)
 
 
-async def hub_with(tmp_path: Path, max_queued: int) -> Hub:
+async def hub_with(tmp_path: Path, max_queued: int) -> HubState:
     settings = config.load(None, {"insecure_loopback": True, "max_queued_tasks": max_queued},
                            environ={})
     store = SQLiteStore(str(tmp_path / "c.db"))
     await store.open()
-    return Hub(settings, store, InlineEncoder(Ed25519PrivateKey.generate(), 60_000), "h")
+    return HubState(settings, store, InlineEncoder(Ed25519PrivateKey.generate(), 60_000), "h")
 
 
 def test_outcomes_in_order_with_refusals_and_duplicates(tmp_path: Path) -> None:

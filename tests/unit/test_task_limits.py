@@ -5,7 +5,7 @@ import pytest
 from cortex.v1 import node_pb2
 from cortexctl import cli, commands
 from cortexctl.errors import UsageError
-from cortexd.control.hub import spec_of
+from cortexd.control.placement import spec_of
 from cortexd.store import TaskRow
 
 

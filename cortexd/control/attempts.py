@@ -1,0 +1,169 @@
+"""Task attempts as their node reports them: the frames of an attached session.
+
+Every write about a task is conditional on its (attempt, node session epoch) in
+the store, so a frame from a superseded session or attempt is refused there,
+recorded, and answered with a cancel instead of being believed. An ack is sent
+only after the commit that makes it true, and never through a fenced session.
+"""
+
+from cortex.ids import is_task_id
+from cortex.v1 import node_pb2
+from cortexd.control.state import HubState, NodeState, cancel_frame, now_ms
+from cortexd.lifecycle import State, finished_state
+from cortexd.store import StaleWrite
+
+#: Rejections after which a new attempt may succeed (the envelope was fine).
+RETRYABLE_REJECTIONS = frozenset({"stale_epoch", "expired", "capacity", "draining"})
+
+
+class Attempts:
+    def __init__(self, state: HubState) -> None:
+        self.state = state
+
+    async def on_frame(self, node_id: str, epoch: int, frame: node_pb2.NodeFrame,
+                       finished_follows: bool = False) -> None:
+        """``finished_follows``: for an output frame, its task's finished frame is
+        already queued behind it. Its FinishedAck (sent after the terminal state is
+        durable) then ends the task at the node, which needs no OutputAck: one frame
+        less through ring, shard and stream."""
+        st = self.state
+        node = st.nodes.get(node_id)
+        if node is None:
+            return
+        if node.epoch == epoch and not node.attached:
+            st.fenced_frames += 1  # its shard lost its lease: the store will refuse it
+        kind = frame.WhichOneof("kind")
+        if kind == "output":
+            await self._on_output(node, epoch, frame.output, ack=not finished_follows)
+        elif kind == "started":
+            await self._on_started(node, epoch, frame.started)
+        elif kind == "finished":
+            await self._on_finished(node, epoch, frame.finished)
+        elif kind == "rejected":
+            await self._on_rejected(node, epoch, frame.rejected)
+        elif kind == "progress":
+            self._on_progress(node, epoch, frame.progress)
+        elif kind == "prompt":
+            self._on_prompt(node, epoch, frame.prompt)
+        elif kind == "log_chunk" and node.epoch == epoch:
+            st.log_reads.deliver(node_id, frame.log_chunk)
+        elif kind == "draining" and node.epoch == epoch:
+            node.draining = True
+            st.log.info("node_draining", node=node_id, reason=frame.draining.reason)
+
+    async def _kill_stray(self, node: NodeState, epoch: int, task_id: str, attempt: int,
+                          why: str) -> None:
+        if node.epoch == epoch and node.attached:
+            await self.state.send_node(node, cancel_frame(task_id, attempt, why))
+
+    async def _on_output(self, node: NodeState, epoch: int, out: node_pb2.TaskOutput,
+                         ack: bool = True) -> None:
+        if not is_task_id(out.task_id):
+            return
+        st = self.state
+        try:
+            before, after = await st.store.append_output(out.task_id, out.attempt, epoch,
+                                                         out.offset, out.data)
+        except StaleWrite:
+            await self._kill_stray(node, epoch, out.task_id, out.attempt,
+                                   "output for a superseded attempt")
+            return
+        st.remember_end(out.task_id, out.attempt, after)
+        if after > before:
+            fresh = out.data[before - out.offset:]
+            st.publish(out.task_id, ("output", (out.attempt, before, fresh)))
+            await st.journals.appended(out.task_id, out.attempt, before, fresh)
+        if ack and node.epoch == epoch:
+            await st.send_node(node, node_pb2.HubFrame(ack=node_pb2.OutputAck(
+                task_id=out.task_id, attempt=out.attempt, offset=after)))
+
+    def _on_progress(self, node: NodeState, epoch: int, p: node_pb2.TaskProgress) -> None:
+        if node.epoch == epoch and p.task_id in node.running:  # bounded by running tasks
+            self.state.progress[p.task_id] = (p.attempt, p.spooled_bytes, p.held_back_bytes)
+
+    def _on_prompt(self, node: NodeState, epoch: int, ev: node_pb2.PromptEvent) -> None:
+        """The node's edge detector saw a prompt: remember it, wake the task's watchers."""
+        if node.epoch != epoch or ev.task_id not in node.running:
+            return
+        self.state.remember_prompt(ev)
+        self.state.publish(ev.task_id, ("prompt", ev))
+
+    async def _on_started(self, node: NodeState, epoch: int, st: node_pb2.TaskStarted) -> None:
+        if not is_task_id(st.task_id):
+            return
+        store = self.state.store
+        try:
+            row = await store.transition(st.task_id, attempt=st.attempt, node_epoch=epoch,
+                                         to=State.RUNNING, now_ms=now_ms())
+        except StaleWrite:
+            task = await store.get_task(st.task_id)
+            if task is None or task.attempt != st.attempt or task.state.terminal:
+                await self._kill_stray(node, epoch, st.task_id, st.attempt,
+                                       "attempt superseded")
+            return
+        self.state.publish(row.task_id, ("state", row))
+
+    async def _on_finished(self, node: NodeState, epoch: int, fin: node_pb2.TaskFinished) -> None:
+        if not is_task_id(fin.task_id):
+            return
+        if fin.output and len(fin.output) <= fin.output_end:  # issue 9: folded output
+            await self._on_output(node, epoch, node_pb2.TaskOutput(
+                task_id=fin.task_id, attempt=fin.attempt, data=fin.output,
+                offset=fin.output_end - len(fin.output)), ack=False)
+        st = self.state
+        state = finished_state(fin.kind, fin.exit_code, False)
+        reason = fin.reason
+        if (st.ends.pop(fin.task_id, None) == (fin.attempt, fin.output_end)
+                and state is finished_state(fin.kind, fin.exit_code, True)):
+            # This hub made the attempt's output durable up to the node's end and a
+            # cancel request would not change the state: no read needed (the
+            # transition below is conditional on attempt and epoch as always).
+            known = True
+        else:
+            task = await st.store.get_task(fin.task_id)
+            known = task is not None
+            if task is not None:
+                state = finished_state(fin.kind, fin.exit_code, task.cancel_requested)
+                if task.attempt == fin.attempt and task.output_bytes != fin.output_end:
+                    reason = (f"{reason}; " if reason else "") + (
+                        f"hub holds {task.output_bytes} of {fin.output_end} output bytes")
+        if known:
+            try:
+                row = await st.store.transition(
+                    fin.task_id, attempt=fin.attempt, node_epoch=epoch, to=state,
+                    exit_code=fin.exit_code, reason=reason, now_ms=now_ms())
+            except StaleWrite as e:
+                st.log.info("late_result_rejected", task=fin.task_id, attempt=fin.attempt,
+                            epoch=epoch, why=str(e))
+            else:
+                node.running.discard(row.task_id)
+                st.progress.pop(row.task_id, None)
+                st.publish(row.task_id, ("state", row))
+                st.kick()
+        if node.epoch == epoch and node.attached:  # never ack through a fenced session
+            await st.send_node(node, node_pb2.HubFrame(finished_ack=node_pb2.FinishedAck(
+                task_id=fin.task_id, attempt=fin.attempt)))
+
+    async def _on_rejected(self, node: NodeState, epoch: int, rej: node_pb2.TaskRejected) -> None:
+        st = self.state
+        st.log.warning("envelope_rejected", node=node.node_id, task=rej.task_id,
+                       attempt=rej.attempt, code=rej.code, reason=rej.reason)
+        task = await st.store.get_task(rej.task_id) if is_task_id(rej.task_id) else None
+        if task is None or task.attempt != rej.attempt or task.node_epoch != epoch:
+            return
+        node.running.discard(task.task_id)
+        if rej.code == "draining":
+            node.draining = True
+        retry = rej.code in RETRYABLE_REJECTIONS and task.attempt < st.settings.max_attempts
+        target = State.QUEUED if retry else State.FAILED
+        try:
+            row = await st.store.transition(
+                task.task_id, attempt=task.attempt, node_epoch=epoch, to=target,
+                reason=f"node {node.node_id} refused the envelope: {rej.code}: {rej.reason}",
+                now_ms=now_ms())
+        except StaleWrite:
+            return
+        if retry:
+            st.queue[row.task_id] = row
+            st.kick()
+        st.publish(row.task_id, ("state", row))

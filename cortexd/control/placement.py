@@ -1,0 +1,120 @@
+"""Placement: queued tasks onto this host's nodes, then their signed envelopes out.
+
+One pass (woken by :meth:`HubState.kick`) places up to ``MAX_PLACEMENTS_PER_PASS``
+tasks with the pure :class:`cortexd.scheduler.Placer`; tasks no local node can
+take are offered to other hosts (offers.py). A placement is durable before its
+envelope is sent: QUEUED -> ASSIGNED is a conditional write, all of a pass's
+writes in flight together so they share one group commit. Dispatch is
+at-least-once (an ASSIGNED task is sent again when its node re-attaches).
+"""
+
+import asyncio
+
+from cortex.v1 import artifacts_pb2, node_pb2
+from cortexd.control.offers import Offers
+from cortexd.control.state import HubState, NodeState, now_ms
+from cortexd.lifecycle import State
+from cortexd.scheduler import Placer
+from cortexd.serializers.envelope import EnvelopeRequest
+from cortexd.store import StaleWrite, TaskRow
+
+MAX_PLACEMENTS_PER_PASS = 512
+
+
+def spec_of(task: TaskRow) -> bytes:
+    return node_pb2.TaskSpec(command=task.command, env=task.env, cwd=task.cwd,
+                             timeout_s=task.timeout_s, idle_timeout_s=task.idle_timeout_s,
+                             memory_max_bytes=task.memory_max_bytes,
+                             pids_max=task.pids_max, outputs=task.outputs, inputs=[
+                                 artifacts_pb2.ArtifactInput(digest=artifacts_pb2.Digest(
+                                     sha256=sha, size_bytes=size), path=path)
+                                 for sha, size, path in task.inputs],
+                             tool=task.tool).SerializeToString()
+
+
+def _running(node: NodeState) -> int:
+    return len(node.running)
+
+
+class Placement:
+    def __init__(self, state: HubState, offers: Offers) -> None:
+        self.state = state
+        self.offers = offers
+        self._picks = 0
+
+    async def run(self) -> None:
+        while True:
+            await self.state.kicked()
+            try:
+                await self.place()
+            except Exception:
+                self.state.log.exception("schedule_pass_failed")
+
+    async def place(self) -> None:
+        """One scheduling pass."""
+        st = self.state
+        if not st.queue:  # most kicks (a task ended) find nothing queued: skip O(nodes)
+            return
+        local = [n for n in st.nodes.values() if n.attached and not n.draining]
+        if not local:
+            if st.coord.clustered:
+                self.offers.offer_soon(list(st.queue.values()))
+            return
+        placed: list[tuple[TaskRow, NodeState]] = []
+        unplaced: list[TaskRow] = []
+        placer = Placer(local, _running)  # the nodes themselves: no copy per pass
+        for task in list(st.queue.values()):
+            if len(placed) >= MAX_PLACEMENTS_PER_PASS:
+                st.kick()  # more next pass
+                break
+            node = placer.pick(task.selector, task.node_pin, task.tool)
+            if node is None:
+                unplaced.append(task)
+                continue
+            self._picks += 1
+            node.last_picked = self._picks
+            node.running.add(task.task_id)
+            placer.placed(node)
+            del st.queue[task.task_id]
+            st.hops.pop(task.task_id, None)
+            placed.append((task, node))
+        if unplaced and st.coord.clustered:
+            self.offers.offer_soon(unplaced)
+        rows = await asyncio.gather(*(self._assign(task, node) for task, node in placed))
+        await self.dispatch([(row, node) for row, (_, node) in zip(rows, placed, strict=True)
+                             if row is not None])
+
+    async def _assign(self, task: TaskRow, node: NodeState) -> TaskRow | None:
+        st = self.state
+        try:
+            row = await st.store.transition(
+                task.task_id, attempt=task.attempt, node_epoch=0, to=State.ASSIGNED,
+                new_attempt=True, node_id=node.node_id, new_node_epoch=node.epoch,
+                now_ms=now_ms())
+        except StaleWrite:  # cancelled meanwhile, or the node's session moved on
+            node.running.discard(task.task_id)
+            fresh = await st.store.get_task(task.task_id)
+            if fresh is not None and fresh.state is State.QUEUED:
+                st.queue[task.task_id] = fresh
+            return None
+        except Exception:
+            # Outcome unknown: queue it again (no kick, so a failing store is not retried
+            # in a loop). If the write did commit, the retry is refused as stale and the
+            # ASSIGNED task is sent when its node re-attaches (at-least-once dispatch).
+            node.running.discard(task.task_id)
+            st.queue[task.task_id] = task
+            st.log.exception("assign_failed", task=task.task_id, node=node.node_id)
+            return None
+        st.publish(row.task_id, ("state", row))
+        return row
+
+    async def dispatch(self, batch: list[tuple[TaskRow, NodeState]]) -> None:
+        """Sign and send the envelopes of assigned tasks to their nodes."""
+        if not batch:
+            return
+        requests = [EnvelopeRequest(t.task_id, t.attempt, n.node_id, t.node_epoch, t.tenant,
+                                    spec_of(t)) for t, n in batch]
+        frames = await self.state.encoder.encode(requests)
+        for (task, node), frame in zip(batch, frames, strict=True):
+            if node.attached and node.epoch == task.node_epoch:
+                await self.state.send_node(node, frame)

@@ -1,0 +1,229 @@
+"""The bottom layer of the control process: its in-memory view and its links out.
+
+Everything above (placement, attempts, node sessions, cluster upkeep, the API
+services) shares one :class:`HubState` and imports this module, never the other
+way round. It holds what the hub knows (nodes, the queue, shard links, the last
+progress and prompt of running tasks, watchers) and the few acts every layer
+needs: send a frame to a node or a record to a shard, publish an event, wake the
+scheduler, end a task attempt (:meth:`HubState.finish`).
+
+Invariants:
+
+- Memory is bounded: prompts by ``MAX_LAST_PROMPTS``, known output ends by
+  ``MAX_KNOWN_ENDS``, events for other hosts by ``MAX_REMOTE_EVENTS`` (then
+  dropped and counted: a remote Watch re-reads the store when it hears nothing).
+- ``NodeState.running`` holds the tasks the hub placed on or rebound to the node
+  and not yet ended; progress and prompts are kept only for those.
+"""
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from cortex import logs
+from cortex.v1 import node_pb2
+from cortexd.config import Settings
+from cortexd.control.journals import JournalCache
+from cortexd.control.logreads import LogReads
+from cortexd.control.watchers import Watchers
+from cortexd.coord import Coordinator, DirEntry, LocalCoordinator, Message
+from cortexd.ipc import messages as m
+from cortexd.ipc.link import RingLink
+from cortexd.lifecycle import State
+from cortexd.serializers.envelope import Encoder
+from cortexd.store import StaleWrite, Store, TaskRow
+
+MAX_LAST_PROMPTS = 10_000
+#: Durable output ends remembered for running tasks (they leave at their end).
+MAX_KNOWN_ENDS = 65_536
+#: Clustered: events queued for watchers on other hosts, at most.
+MAX_REMOTE_EVENTS = 10_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(eq=False)
+class NodeState:
+    node_id: str
+    epoch: int
+    shard: int
+    labels: dict[str, str]
+    capacity: int
+    agent_version: str = ""
+    attached: bool = False
+    draining: bool = False
+    last_seen_ms: int = 0
+    running: set[str] = field(default_factory=set)
+    last_picked: int = 0
+    isolation: str = ""  # Hello.isolation: "cgroup" or "process-group" ("" before attach)
+    published_running: int = -1  # clustered: the running count last put in the directory
+
+
+@dataclass(slots=True)
+class ShardInfo:
+    pid: int = 0
+    alive: bool = False
+    restarts: int = 0
+    nodes: int = 0
+    frames_in: int = 0
+    frames_out: int = 0
+
+
+_TASK_FIELDS = tuple(f.name for f in fields(TaskRow))
+
+
+def pack_row(row: TaskRow) -> list[Any]:
+    return [getattr(row, name).value if name == "state" else getattr(row, name)
+            for name in _TASK_FIELDS]
+
+
+def unpack_row(values: list[Any]) -> TaskRow:
+    kw = dict(zip(_TASK_FIELDS, values, strict=True))
+    kw["state"] = State(kw["state"])
+    return TaskRow(**kw)
+
+
+def cancel_frame(task_id: str, attempt: int, reason: str) -> node_pb2.HubFrame:
+    return node_pb2.HubFrame(cancel=node_pb2.CancelTask(task_id=task_id, attempt=attempt,
+                                                        reason=reason))
+
+
+class HubState:
+    def __init__(self, settings: Settings, store: Store, encoder: Encoder, hub_id: str) -> None:
+        self.settings = settings
+        self.store = store
+        self.encoder = encoder
+        self.hub_id = hub_id
+        self.watchers = Watchers(settings.max_watchers)
+        self.journals = JournalCache(store)
+        self.log_reads = LogReads()
+        # Last TaskProgress per running task: {task_id: (attempt, spooled, held back)}.
+        # Memory only (a node re-reports within a second); entries leave with the task.
+        self.progress: dict[str, tuple[int, int, int]] = {}
+        # Last prompt event per task (memory only; the oldest leave past MAX_LAST_PROMPTS).
+        self.prompts: OrderedDict[str, node_pb2.PromptEvent] = OrderedDict()
+        self.nodes: dict[str, NodeState] = {}
+        self.links: dict[int, RingLink] = {}
+        self.shards: dict[int, ShardInfo] = {}
+        self.queue: OrderedDict[str, TaskRow] = OrderedDict()
+        self.hops: dict[str, int] = {}  # queued task -> times it was offered between hosts
+        # Coordination with other hub hosts (cortexd/coord); local = alone.
+        self.coord: Coordinator = LocalCoordinator(hub_id)
+        self.remote_watch: dict[str, dict[str, float]] = {}  # task -> {host: until}
+        self.remote_events: asyncio.Queue[tuple[str, Message]] = asyncio.Queue(
+            MAX_REMOTE_EVENTS)
+        self.remote_events_dropped = 0
+        self.fenced_frames = 0  # frames of a fenced session (refused by the store)
+        # {task: (attempt, durable output end)} after this hub's appends: a finished
+        # frame that agrees with it needs no read of the task (attempts.py).
+        self.ends: dict[str, tuple[int, int]] = {}
+        # Called with every task event (the monitors' feed, cortexd/control/monitorfeed.py).
+        self.on_publish: list[Callable[[str, tuple[str, Any]], None]] = []
+        self._kick = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+        self.log = logs.get()
+
+    # -- links out -------------------------------------------------------------------
+
+    async def to_shard(self, shard: int, record: bytes) -> None:
+        link = self.links.get(shard)
+        if link is not None and not link.send_nowait(record):
+            await link.send(record)
+
+    async def send_node(self, node: NodeState, frame: node_pb2.HubFrame | bytes) -> None:
+        raw = frame if isinstance(frame, bytes) else frame.SerializeToString()
+        await self.to_shard(node.shard, m.pack(m.SEND, node.node_id, node.epoch, raw))
+
+    def kick(self) -> None:
+        """Wake the scheduler (placement.py): a task was queued or a slot freed."""
+        self._kick.set()
+
+    async def kicked(self) -> None:
+        await self._kick.wait()
+        self._kick.clear()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the background, held until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def dir_entry(self, node: NodeState) -> DirEntry:
+        return DirEntry(self.coord.host_id, node.shard, node.epoch, node.labels, node.capacity,
+                        len(node.running), node.draining)
+
+    # -- events for watchers, here and on other hosts ------------------------------
+
+    def publish(self, task_id: str, event: tuple[str, Any]) -> None:
+        self.watchers.publish(task_id, event)
+        for hook in self.on_publish:
+            hook(task_id, event)
+        hosts = self.remote_watch.get(task_id)
+        if not hosts:
+            return
+        kind, payload = event
+        if kind == "state":
+            msg: Message = ["event", task_id, "state", pack_row(payload)]
+        elif kind == "output":
+            msg = ["event", task_id, "output", *payload]
+        elif kind == "prompt":
+            msg = ["event", task_id, "prompt", payload.SerializeToString()]
+        else:
+            return
+        now = time.monotonic()
+        for host, until in list(hosts.items()):
+            if until < now:
+                del hosts[host]
+                continue
+            try:
+                self.remote_events.put_nowait((host, msg))
+            except asyncio.QueueFull:
+                self.remote_events_dropped += 1
+        if not hosts:
+            del self.remote_watch[task_id]
+
+    # -- what is known of running tasks ------------------------------------------
+
+    def remember_end(self, task_id: str, attempt: int, end: int) -> None:
+        self.ends.pop(task_id, None)  # re-inserted last: the oldest leave first
+        self.ends[task_id] = (attempt, end)
+        if len(self.ends) > MAX_KNOWN_ENDS:
+            del self.ends[next(iter(self.ends))]
+
+    def remember_prompt(self, ev: node_pb2.PromptEvent) -> None:
+        self.prompts.pop(ev.task_id, None)
+        self.prompts[ev.task_id] = ev
+        while len(self.prompts) > MAX_LAST_PROMPTS:
+            self.prompts.popitem(last=False)
+
+    def last_prompt(self, task_id: str, attempt: int) -> node_pb2.PromptEvent | None:
+        ev = self.prompts.get(task_id)
+        return ev if ev is not None and ev.attempt == attempt else None
+
+    def task_progress(self, task_id: str, attempt: int) -> tuple[int, int]:
+        """(spooled, held back) as the node last reported them for this attempt."""
+        held = self.progress.get(task_id)
+        return (held[1], held[2]) if held is not None and held[0] == attempt else (0, 0)
+
+    def ended(self, row: TaskRow) -> None:
+        """``row`` is durable in a terminal (or re-queued) state: forget it as running."""
+        if (node := self.nodes.get(row.node_id)) is not None:
+            node.running.discard(row.task_id)
+        self.progress.pop(row.task_id, None)
+        self.ends.pop(row.task_id, None)
+        self.publish(row.task_id, ("state", row))
+
+    async def finish(self, task: TaskRow, state: State, reason: str) -> None:
+        """End ``task``'s attempt as ``state`` (conditional on its attempt and epoch)."""
+        try:
+            row = await self.store.transition(task.task_id, attempt=task.attempt,
+                                              node_epoch=task.node_epoch, to=state,
+                                              reason=reason, now_ms=now_ms())
+        except StaleWrite:
+            return
+        self.ended(row)
