@@ -9,6 +9,8 @@ Invariants:
 - Calls on one session are serialised by the session's lock; calls on different
   sessions run concurrently. An op that fails answers a typed error and browserd
   carries on; only the op's own session can be affected.
+- A call naming an ``owner`` reaches only that owner's sessions (the node agent passes
+  the hub's caller; ``*`` is an admin); a call without one is a local operator's.
 - A ``data`` result above ``shm_threshold_bytes`` goes through /dev/shm (browserd/shm.py)
   named for the peer's pid (SO_PEERCRED), unless the call asked ``inline``.
 """
@@ -24,7 +26,7 @@ from typing import Any
 
 from browserd import actions, shm, wire
 from browserd.config import BrowserdSettings
-from browserd.errors import BadRequest, BrowserdError, FrameTooLarge
+from browserd.errors import BadRequest, BrowserdError, FrameTooLarge, SessionNotFound
 from browserd.session import BrowserSession
 from browserd.table import SessionTable
 
@@ -56,6 +58,16 @@ def prepare_socket(path: Path) -> None:
             raise SocketInUse(f"another browserd serves {path}")
         finally:
             probe.close()
+
+
+def _owns(owner: Any, s: BrowserSession) -> bool:
+    """No owner (a local caller) or "*" (an admin through the hub) sees every session."""
+    return owner is None or owner == "*" or owner == s.owner
+
+
+def _check_owner(owner: Any, s: BrowserSession) -> None:
+    if not _owns(owner, s):  # the same answer as for no session: nothing leaks
+        raise SessionNotFound(f"no session {s.id}", {"session": s.id})
 
 
 class BrowserdServer:
@@ -168,20 +180,26 @@ class BrowserdServer:
             return {"pid": os.getpid(), **t.stats()}
         if op == "session.create":
             owner = args.get("owner", "")
-            if not isinstance(owner, str) or len(owner) > 200:
+            if not isinstance(owner, str) or len(owner) > 200 or owner == "*":
                 raise BadRequest("owner must be a string of at most 200 characters")
+            if args.get("session") is not None:
+                _check_owner(owner, t.get(args["session"]))
             s = await t.create(owner, args.get("session"))
             out = s.describe()
             if args.get("url"):
                 async with s.lock:
                     out["navigate"] = await actions.navigate(s, args)
             return out
+        owner = args.get("owner")
         if op == "session.list":
-            return {"sessions": [s.describe() for s in t.sessions.values()]}
+            return {"sessions": [s.describe() for s in t.sessions.values()
+                                 if _owns(owner, s)]}
         if op == "session.close":
+            _check_owner(owner, t.get(args.get("session")))
             return await t.close(args.get("session"))
         if op in SESSION_OPS:
             s = t.get(args.get("session"))
+            _check_owner(owner, s)
             async with s.lock:
                 return await self._session_op(s, op, args)
         raise BadRequest(f"unknown op {op!r}")

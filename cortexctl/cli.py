@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cortex.v1 import control_pb2 as pb
-from cortexctl import artcmds, bulk, commands, db, exitcodes, logcmds, monitorcmds, runcmd
+from cortexctl import artcmds, browse, bulk, commands, db, exitcodes, logcmds, monitorcmds, runcmd
 from cortexctl.errors import CtlError
 
 EPILOG = """\
@@ -192,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_parser(sub)
     artcmds.add_parser(sub, add_global_flags)
     monitorcmds.add_parsers(command, sub)
+    browse.add_parser(sub, add_global_flags)
     return parser
 
 

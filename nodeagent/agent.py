@@ -29,6 +29,7 @@ from cortex.envelope import EnvelopeVerifier
 from cortex.v1 import node_pb2
 from nodeagent.artifacts import ArtifactLink
 from nodeagent.backoff import Backoff
+from nodeagent.browsertool import BrowserTool
 from nodeagent.cgroup import PROCESS_GROUP, open_isolation
 from nodeagent.config import AgentConfig
 from nodeagent.errors import NodeAgentError
@@ -92,6 +93,12 @@ class NodeAgent:
                        boot_id=self.boot_id,
                        capacity=self.config.capacity, held=len(self.host.table),
                        isolation=self.host.cgroups.mode if self.host.cgroups else PROCESS_GROUP)
+        cfg = self.config
+        if cfg.browserd_socket is not None:
+            self.host.browser = BrowserTool(cfg.browserd_socket, cfg.state_dir / "browserd",
+                                            cfg.browserd_start, self.host.queue, self._log,
+                                            cfg.browserd_args)
+            self.host.browser.start()
         connector = loop.create_task(self._connect_loop())
         try:
             await self._shutdown(await self._signals.get())
@@ -106,6 +113,8 @@ class NodeAgent:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             await self.host.files.close()
+            if self.host.browser is not None:
+                await self.host.browser.stop()
             self.host.close()
             self.ranlog.close()
             if self._lock_fd >= 0:

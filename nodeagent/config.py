@@ -46,6 +46,11 @@ class AgentConfig:
     control_address: str = ""  # the hub's Control port, for artifacts; "" = none
     isolation: str = "auto"  # auto | cgroup (required) | process-group (nodeagent/cgroup.py)
     task_runner: str = "worker"  # worker (a process per task, nodeagent/worker.py) | inline
+    # The browser tool (nodeagent/browsertool.py): browserd's socket; started by the agent
+    # itself when browserd_start (else systemd runs it). None: no browser on this node.
+    browserd_socket: Path | None = None
+    browserd_start: bool = False
+    browserd_args: tuple[str, ...] = ()
     # The live stream's per-task rate limit, and the faster drain after the task ended
     # (nodeagent/pacing.py; docs/protocol.md, "Rate limit"). 0 = unlimited.
     stream_rate_bytes_s: int = 15_000
@@ -137,6 +142,13 @@ def _parser() -> _Parser:
                         "agent's event loop (inline)")
     p.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
                    help="serve Prometheus metrics here (a bare PORT is on loopback)")
+    p.add_argument("--browserd-socket", default=env("CORTEX_BROWSERD_SOCKET"),
+                   help="offer the browser tool through the browserd on this Unix socket")
+    p.add_argument("--browserd-start", action="store_true",
+                   help="start browserd on --browserd-socket (default STATE/browserd.sock) "
+                   "and restart it when it exits")
+    p.add_argument("--browserd-arg", action="append", default=[], metavar="ARG",
+                   help="an argument for the browserd the agent starts (repeatable)")
     p.add_argument("--log-format", choices=("json", "console"), default="json")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     p.add_argument("--check-config", action="store_true",
@@ -183,6 +195,14 @@ def _check_control(address: str, tls_enabled: bool, insecure_loopback: bool) -> 
     if address:
         split_host_port(address)
         check_plaintext(address, tls_enabled, insecure_loopback, "control")
+
+
+def _browserd_socket(ns: argparse.Namespace) -> Path | None:
+    if ns.browserd_socket:
+        return Path(ns.browserd_socket)
+    if ns.browserd_start:
+        return Path(ns.state_dir or "") / "browserd.sock"
+    return None
 
 
 def _positive(value: float, flag: str) -> None:
@@ -253,5 +273,8 @@ def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Name
         isolation=ns.isolation,
         task_runner=ns.task_runner,
         control_address=ns.control,
+        browserd_socket=_browserd_socket(ns),
+        browserd_start=ns.browserd_start,
+        browserd_args=tuple(ns.browserd_arg),
     )
     return config, ns

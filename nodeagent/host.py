@@ -35,9 +35,11 @@ from typing import Any
 
 import cortex
 from cortex.envelope import EnvelopeVerifier
-from cortex.v1 import node_pb2
+from cortex.v1 import node_pb2, nodecall_pb2
 from nodeagent import procgroup
 from nodeagent.admission import Rejection, admit
+from nodeagent.browsertool import TOOL as BROWSER_TOOL
+from nodeagent.browsertool import BrowserTool
 from nodeagent.cgroup import PROCESS_GROUP, CgroupTree, Limits, TaskCgroup
 from nodeagent.config import AgentConfig
 from nodeagent.detect.live import TaskPrompts
@@ -130,6 +132,8 @@ class TaskHost:
         self.draining = False
         self.files = TaskFiles(config.state_dir, log)  # artifacts (taskfiles.py)
         self.counts = collections.Counter[str]()
+        # Tools answering the hub's NodeCalls (nodeagent/browsertool.py), and their labels.
+        self.browser: BrowserTool | None = None
 
     # ---- start-up -----------------------------------------------------------
 
@@ -152,8 +156,10 @@ class TaskHost:
     def hello(self, boot_id: int) -> node_pb2.NodeFrame:
         c = self.config
         tools, problems = self.tools.hello()
+        if self.browser is not None and all(t.name != BROWSER_TOOL for t in tools):
+            tools.append(self.browser.tool_info())  # answered through NodeCall, not tasks
         return node_pb2.NodeFrame(hello=node_pb2.Hello(
-            node_id=c.node_id, labels=dict(c.labels), capacity=c.capacity,
+            node_id=c.node_id, capacity=c.capacity, labels=dict(c.labels),
             agent_version=cortex.__version__, boot_id=boot_id, tasks=self.table.reports(),
             isolation=self.cgroups.mode if self.cgroups else PROCESS_GROUP,
             tools=tools, tool_problems=problems))
@@ -433,6 +439,15 @@ class TaskHost:
             self._log.info("spool_pruned", task=gone.key[0], attempt=gone.key[1],
                            bytes=gone.size_bytes, retained_bytes=self.retained.total_bytes)
 
+    def on_call(self, call: nodecall_pb2.NodeCall) -> None:
+        if self.browser is not None:
+            self.browser.on_call(call)
+            return
+        with contextlib.suppress(NodeAgentError):
+            self.queue(node_pb2.NodeFrame(call_reply=nodecall_pb2.NodeCallReply(
+                call_id=call.call_id, eof=True, error_type="unknown_tool",
+                error_message=f"this node has no tool {call.tool!r}")))
+
     def on_log_request(self, req: node_pb2.LogRequest) -> None:
         key = (req.task_id, req.attempt)
         with contextlib.suppress(NodeAgentError):  # a full queue: the hub's read times out
@@ -510,7 +525,8 @@ class TaskHost:
 
     def protected_pids(self) -> set[int]:
         """Task main pids this host reaps itself; an orphan reaper must leave them alone."""
-        return {pid for p in self.processes for pid in p.protected_pids if pid}
+        return {pid for p in self.processes for pid in p.protected_pids if pid} | (
+            self.browser.pids if self.browser is not None else set())
 
     def cancel_all(self, reason: str) -> None:
         for proc in self.processes:

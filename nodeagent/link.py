@@ -177,6 +177,8 @@ class LinkSession:
                 host.on_finished_ack(frame.finished_ack)
             elif kind == "log_request":
                 host.on_log_request(frame.log_request)
+            elif kind == "call":
+                host.on_call(frame.call)
             elif kind == "retry_later":
                 raise _End(f"hub asked to retry later: {frame.retry_later.reason}",
                            retry_after_s=frame.retry_later.retry_after_ms / 1000)

@@ -47,6 +47,8 @@ class Attempts:
             self._on_prompt(node, epoch, frame.prompt)
         elif kind == "log_chunk" and node.epoch == epoch:
             st.log_reads.deliver(node_id, frame.log_chunk)
+        elif kind in ("call_reply", "tool_event") and node.epoch == epoch:
+            st.node_calls.deliver(node_id, frame)
         elif kind == "draining" and node.epoch == epoch:
             node.draining = True
             st.log.info("node_draining", node=node_id, reason=frame.draining.reason)

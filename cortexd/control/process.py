@@ -18,13 +18,14 @@ from cortex import logs
 from cortex.envelope import load_or_create_private_key
 from cortex.errors import ConfigError
 from cortex.tokens import TokenTable
-from cortex.v1 import artifacts_pb2_grpc, control_pb2_grpc, monitor_pb2_grpc
+from cortex.v1 import artifacts_pb2_grpc, browse_pb2_grpc, control_pb2_grpc, monitor_pb2_grpc
 from cortexd import exitcodes
 from cortexd.artifacts import open_artifacts
 from cortexd.artifacts.rules import MAX_CHUNK_BYTES
 from cortexd.childproc import RingPaths, install_stop_signals, read_report, report, watch_parent
 from cortexd.config import Settings
 from cortexd.control.agents import start_agents
+from cortexd.control.browse import BrowseService
 from cortexd.control.figures import ControlFigures
 from cortexd.control.hub import Hub
 from cortexd.control.monitorapi import MonitorsService
@@ -117,6 +118,8 @@ class Control:
             MonitorsService(agents), server)
         artifacts_pb2_grpc.add_ArtifactsServicer_to_server(  # type: ignore[no-untyped-call]
             artifacts, server)
+        browse_pb2_grpc.add_BrowseServicer_to_server(  # type: ignore[no-untyped-call]
+            BrowseService(st, auth), server)
         health = PortHealth(server, [CONTROL_SERVICE])
         await server.start()
         await health.set(SERVING)

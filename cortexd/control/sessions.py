@@ -155,6 +155,7 @@ class NodeSessions:
         node.attached = False
         node.last_seen_ms = now_ms()
         st.log_reads.node_gone(node_id)
+        st.node_calls.node_gone(node_id)
         st.coord.node_down(node_id, epoch)
         await st.store.node_detached(node_id, epoch, node.last_seen_ms)
         st.log.info("node_gone", node=node_id, epoch=epoch, reason=reason,

@@ -28,6 +28,7 @@ from cortex.v1 import node_pb2
 from cortexd.config import Settings
 from cortexd.control.journals import JournalCache
 from cortexd.control.logreads import LogReads
+from cortexd.control.nodecalls import NodeCalls
 from cortexd.control.watchers import Watchers
 from cortexd.coord import Coordinator, DirEntry, LocalCoordinator, Message
 from cortexd.ipc import messages as m
@@ -102,6 +103,7 @@ class HubState:
         self.watchers = Watchers(settings.max_watchers)
         self.journals = JournalCache(store)
         self.log_reads = LogReads()
+        self.node_calls = NodeCalls()  # browserd: calls to a node's tools (nodecalls.py)
         # Last TaskProgress per running task: {task_id: (attempt, spooled, held back)}.
         # Memory only (a node re-reports within a second); entries leave with the task.
         self.progress: dict[str, tuple[int, int, int]] = {}

@@ -32,6 +32,9 @@ CONTROL_METHODS = {
     "/cortex.v1.Control/GetJournal": _CLIENT,
     "/cortex.v1.Control/SubmitMany": _CLIENT,
     "/cortex.v1.Control/Run": _CLIENT,
+    "/cortex.v1.Browse/Open": _CLIENT,
+    "/cortex.v1.Browse/Call": _CLIENT,
+    "/cortex.v1.Browse/List": _CLIENT,
     "/cortex.v1.Control/ListNodes": _ADMIN,
     "/cortex.v1.Control/ListShards": _ADMIN,
     # Monitors (monitor.proto): operators, then the monitor process (admin).

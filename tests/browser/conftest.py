@@ -3,25 +3,16 @@
 Without Chromium these tests skip on a laptop and FAIL when ``CI`` is set.
 """
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from browserd import chromium
-from examples.localbrowser import LocalBrowserd, chromium_missing_reason
+from examples.localbrowser import LocalBrowserd
 from examples.localfleet import tail
 from examples.testpages import PageServer
-
-
-def need_chromium() -> None:
-    reason = chromium_missing_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"CI: {reason}")
-    pytest.skip(reason)
+from tests.chromiumkit import need_chromium
 
 
 @pytest.fixture

@@ -7,14 +7,14 @@ from pathlib import Path
 import cortexd.control
 
 LAYERS = [
-    {"errors", "watchers", "journals", "logreads", "monitorfeed"},
+    {"errors", "watchers", "journals", "logreads", "monitorfeed", "nodecalls"},
     {"state"},
     {"offers"}, {"placement"},
     {"attempts"},
     {"reconcile"}, {"sessions"},
     {"janitor"}, {"cluster"},
     {"inbox"},
-    {"tasks", "intake", "nodes", "shards"}, {"runs", "watching", "agents"},
+    {"tasks", "intake", "nodes", "shards", "browse"}, {"runs", "watching", "agents"},
     {"hub"}, {"figures", "service"}, {"monitorapi"}, {"process"},
 ]
 
