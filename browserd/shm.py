@@ -58,7 +58,8 @@ def take(ref: dict[str, Any], directory: Path = DEFAULT_DIR) -> bytes:
                                f"expected {size}")
         if size == 0:
             return b""
-        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
+        with mmap.mmap(fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
+                       prot=mmap.PROT_READ) as mapped:
             if hashlib.sha256(mapped).hexdigest() != ref.get("sha256"):
                 raise HandoffError(f"handoff file {path}: sha256 mismatch")
             return mapped[:]
