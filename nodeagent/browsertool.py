@@ -27,9 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cortex
 from browserd.client import BrowserdClient
 from browserd.errors import BrowserdError
-import cortex
 from cortex.v1 import node_pb2, nodecall_pb2, tool_pb2
 
 TOOL = "browser"

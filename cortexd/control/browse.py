@@ -5,10 +5,11 @@ routing needs no table that a control restart would lose. The owner of a session
 caller's identity from its credential (never from the request); the node agent passes it
 to browserd, which answers ``session_not_found`` for a session of another owner (an admin
 lists all). Placement: a node that advertises the browser tool in ``Hello.tools`` (label
-:data:`BROWSER_LABEL`, ``cortex.tool/browser``), attached and not draining, matching the pin or the selector, with
-the fewest sessions opened through this hub (ties: the least recently picked). A node's
-``ToolEvent`` ``sessions_lost`` (its browserd died) marks those handles lost: later calls
-on them are ``FAILED_PRECONDITION`` and ``List`` shows them ``lost``.
+:data:`BROWSER_LABEL`, ``cortex.tool/browser``), attached and not draining, matching the
+pin or the selector, with the fewest sessions opened through this hub (ties: the least
+recently picked). A node's ``ToolEvent`` ``sessions_lost`` (its browserd died) marks
+those handles lost: later calls on them are ``FAILED_PRECONDITION`` and ``List`` shows
+them ``lost``.
 """
 
 import asyncio
