@@ -24,8 +24,8 @@ import grpc
 from cortex.ids import check_labels, is_node_id
 from cortex.tools import label_key
 from cortex.v1 import browse_pb2, browse_pb2_grpc, node_pb2, nodecall_pb2
-from cortexd.control.state import HubState, NodeState
 from cortexd.control.nodecalls import CallError, CallResult
+from cortexd.control.state import HubState, NodeState
 from cortexd.ingress.auth import Authenticator
 
 TOOL = "browser"
