@@ -8,7 +8,9 @@ to the fleet goes through the real ``cortexctl``:
 1. ``seq 1 20000`` — a lot of output, shown abbreviated and checked line by line;
 2. ``read x; echo got $x`` — waits for input, answered with ``cortexctl input``;
 3. ``sleep 1000`` — cancelled with ``cortexctl cancel``;
-4. ``ls /nonexistent`` — fails, with its exit code recorded.
+4. ``ls /nonexistent`` — fails, with its exit code recorded;
+5. a browser session on node-1 (its agent starts browserd): a local page, a field filled
+   by its element reference, the accessibility snapshot shown.
 
 Then it stops the nodes and cortexd with SIGTERM and checks that they exited 0
 and left nothing behind: no child process, no listening port, no shared-memory
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cortexctl.render import table
+from examples.demobrowse import BROWSER_ARGS, BROWSER_NODE, browse_tour
 from examples.localfleet import Ctl, FleetError, LocalHub, LocalNode, tail
 
 NODES = {"node-1": "a", "node-2": "b", "node-3": "c"}
@@ -41,7 +44,8 @@ class Check:
 class Demo:
     def __init__(self, base: Path) -> None:
         self.hub = LocalHub(base, shards=2)
-        self.nodes = [LocalNode(self.hub, node_id, labels={"zone": zone}, capacity=2)
+        self.nodes = [LocalNode(self.hub, node_id, labels={"zone": zone}, capacity=2,
+                                extra_args=BROWSER_ARGS if node_id == BROWSER_NODE else ())
                       for node_id, zone in NODES.items()]
         self.ctl = Ctl(self.hub)
         self.checks: list[Check] = []
@@ -172,6 +176,7 @@ def main() -> int:
     try:
         demo.start()
         demo.run_tasks()
+        browse_tour(demo, step, indent)
         demo.shutdown()
     except (FleetError, TimeoutError, OSError) as e:
         error = f"{type(e).__name__}: {e}"
