@@ -53,7 +53,9 @@ class Settings:
     signer_pool_workers: int = 2
     max_attempts: int = 3
     max_queued_tasks: int = 100_000
+    max_queued_bytes: int = 1 << 30  # command, env and paths of queued tasks, together
     max_watchers: int = 1_000
+    max_watchers_per_client: int = 100  # Watch/Run streams of one credential, at most
     attach_timeout_s: float = 10.0
     # Attach admission per hub host, split evenly over the shards (docs/architecture.md,
     # "Attach admission"); the rest are told RetryLater. 0 = unlimited.
@@ -145,7 +147,8 @@ class Settings:
             raise ConfigError("ring_capacity_bytes must be at least 2 * max_frame_bytes + 4096")
         for name in ("heartbeat_interval_ms", "max_heartbeats_per_s", "envelope_ttl_ms",
                      "max_attempts",
-                     "max_queued_tasks", "max_watchers"):
+                     "max_queued_tasks", "max_queued_bytes", "max_watchers",
+                     "max_watchers_per_client"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         self._validate_admission()

@@ -49,8 +49,9 @@ class Cluster:
             if task_id in st.queue or not is_task_id(task_id):
                 return
             row = await st.store.get_task(task_id)
-            if row is not None and row.state is State.QUEUED:
-                st.queue[task_id] = row
+            if row is not None and row.state is State.QUEUED and st.queue.room_for(
+                    row, st.settings.max_queued_tasks, st.settings.max_queued_bytes) is None:
+                st.queue[task_id] = row  # else it stays QUEUED in the store for another host
                 st.hops[task_id] = hops
                 st.kick()
         elif kind in ("cancel", "input"):

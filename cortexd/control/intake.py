@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from cortexd.control.errors import RequestError
 from cortexd.control.state import HubState
+from cortexd.control.tasks import check_deliverable
 from cortexd.store import StoreError, TaskRow
 
 #: Tasks in one SubmitMany, at most (a gRPC request is bounded by max_frame_bytes too).
@@ -75,6 +76,11 @@ class Intake:
         # Reserved room: the queue check of TaskService.submit cannot refuse it, so go
         # around it.
         st = self.state
+        check_deliverable(st, row)
+        # The task count is reserved for the call; the bytes are checked per task.
+        if (full := st.queue.room_for(row, st.settings.max_queued_tasks + self.reserved,
+                                      st.settings.max_queued_bytes)) is not None:
+            raise RequestError("RESOURCE_EXHAUSTED", full)
         stored, created = await st.store.create_task(row)
         if created:
             st.queue[stored.task_id] = stored

@@ -74,7 +74,8 @@ class Janitor:
         adopted = 0
         for row in await st.store.list_tasks(State.QUEUED, "", MAX_ADOPTED_PER_SCAN):
             if row.task_id not in st.queue and row.updated_ms < cutoff \
-                    and len(st.queue) < st.settings.max_queued_tasks:
+                    and st.queue.room_for(row, st.settings.max_queued_tasks,
+                                          st.settings.max_queued_bytes) is None:
                 st.queue[row.task_id] = row
                 st.hops.pop(row.task_id, None)
                 adopted += 1

@@ -12,10 +12,10 @@ import asyncio
 
 from cortex.v1 import artifacts_pb2, node_pb2
 from cortexd.control.offers import Offers
-from cortexd.control.state import HubState, NodeState, now_ms
+from cortexd.control.state import FrameTooLarge, HubState, NodeState, now_ms
 from cortexd.lifecycle import State
 from cortexd.scheduler import Placer
-from cortexd.serializers.envelope import EnvelopeRequest
+from cortexd.serializers.envelope import EnvelopeRequest, frame_bound
 from cortexd.store import StaleWrite, TaskRow
 
 MAX_PLACEMENTS_PER_PASS = 512
@@ -30,6 +30,29 @@ def spec_of(task: TaskRow) -> bytes:
                                      sha256=sha, size_bytes=size), path=path)
                                  for sha, size, path in task.inputs],
                              tool=task.tool).SerializeToString()
+
+
+#: Below this many bytes of command, env and paths (with room for protobuf's own
+#: bytes) a task's envelope is certainly under the frame limit: no exact bound needed.
+_CERTAINLY_FITS = 64 << 10
+
+
+def undeliverable(task: TaskRow, max_frame_bytes: int) -> str | None:
+    """Why ``task`` could never be sent to a node (its signed envelope would be over
+    the node stream's frame limit), or None. Whatever the hub accepts it must be able
+    to deliver, so this is checked at submission."""
+    rough = (len(task.command) * 4 + len(task.cwd) * 4
+             + sum(4 * (len(k) + len(v)) + 16 for k, v in task.env.items())
+             + sum(4 * len(p) + 16 for p in task.outputs)
+             + sum(4 * len(p) + 128 for _, _, p in task.inputs) + 4096)
+    if rough + _CERTAINLY_FITS <= max_frame_bytes:
+        return None
+    bound = frame_bound(spec_of(task), task.tenant)
+    if bound <= max_frame_bytes:
+        return None
+    return (f"the task's signed envelope would be up to {bound} bytes, over the node "
+            f"stream's frame limit of {max_frame_bytes} bytes (max_frame_bytes); shorten "
+            "its command, env or file lists")
 
 
 def _running(node: NodeState) -> int:
@@ -117,4 +140,11 @@ class Placement:
         frames = await self.state.encoder.encode(requests)
         for (task, node), frame in zip(batch, frames, strict=True):
             if node.attached and node.epoch == task.node_epoch:
-                await self.state.send_node(node, frame)
+                try:
+                    await self.state.send_node(node, frame)
+                except FrameTooLarge as e:
+                    # Accepted before submissions were bounded by their envelope (or the
+                    # limit was lowered since): it fails alone, the node's stream stays up.
+                    self.state.log.error("envelope_too_large", task=task.task_id,
+                                         node=node.node_id, size=len(frame))
+                    await self.state.finish(task, State.FAILED, reason=f"never sent: {e}")

@@ -112,6 +112,7 @@ class Control:
         agents = await start_agents(st, hub.tasks, store)  # monitors (cortexd/control/agents.py)
         control = ControlService(hub, agents)
         control.artifacts = artifacts
+        control.auth = auth
         control_pb2_grpc.add_ControlServicer_to_server(  # type: ignore[no-untyped-call]
             control, server)
         monitor_pb2_grpc.add_MonitorsServicer_to_server(  # type: ignore[no-untyped-call]

@@ -21,6 +21,7 @@ from cortexd.control.runs import cancel_dropped, wait_deadline, wait_end
 from cortexd.control.shards import ShardView
 from cortexd.control.watchers import Watcher
 from cortexd.control.watching import OutputSeen, PromptSeen, Seen, StateSeen
+from cortexd.ingress.auth import Authenticator
 from cortexd.journal import JournalView
 from cortexd.lifecycle import State
 from cortexd.store import TaskRow
@@ -145,6 +146,12 @@ def watch_pb(seen: Seen) -> control_pb2.WatchEvent:
 
 class ControlService(control_pb2_grpc.ControlServicer):
     artifacts: ArtifactsService | None = None  # set by the control process
+    auth: Authenticator | None = None  # set by the control process: who the caller is
+
+    def _client(self, context: Ctx) -> str:
+        """The caller's credential name (from the token the interceptor checked)."""
+        who = self.auth.identify(context.invocation_metadata()) if self.auth else None
+        return who.name if who is not None else ""
 
     def __init__(self, hub: Hub, agents: Agents | None = None) -> None:
         self.hub = hub
@@ -235,7 +242,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
 
     async def _add_watcher(self, task_id: str, context: Ctx) -> Watcher:
         try:
-            return self.hub.watch.register(task_id)
+            return self.hub.watch.register(task_id, self._client(context))
         except RequestError as e:
             await self._fail(context, e)
             raise
@@ -369,7 +376,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
                     context: Ctx) -> AsyncIterator[control_pb2.WatchEvent]:
         try:
             async for seen in self.hub.watch.watch(request.task_id, request.from_offset,
-                                                   request.no_output):
+                                                   request.no_output, self._client(context)):
                 yield watch_pb(seen)
         except RequestError as e:
             await self._fail(context, e)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cortex import logs
+from cortex.errors import CortexError
 from cortex.v1 import node_pb2
 from cortexd.config import Settings
 from cortexd.control.journals import JournalCache
@@ -89,6 +90,53 @@ def unpack_row(values: list[Any]) -> TaskRow:
     return TaskRow(**kw)
 
 
+def held_bytes(row: TaskRow) -> int:
+    """What a queued task holds in memory here, about: its command, env and paths."""
+    return (256 + len(row.command) + len(row.cwd)
+            + sum(len(k) + len(v) for k, v in row.env.items())
+            + sum(len(p) for p in row.outputs) + sum(len(p) + 80 for _, _, p in row.inputs))
+
+
+class TaskQueue(OrderedDict[str, TaskRow]):
+    """The queued tasks in order, counting the bytes they hold (``max_queued_bytes``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def __setitem__(self, key: str, value: TaskRow) -> None:
+        old = self.get(key)
+        if old is not None:
+            self.bytes -= held_bytes(old)
+        super().__setitem__(key, value)
+        self.bytes += held_bytes(value)
+
+    def __delitem__(self, key: str) -> None:
+        self.bytes -= held_bytes(self[key])
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key in self:
+            self.bytes -= held_bytes(self[key])
+        return super().pop(key, *default)
+
+    def room_for(self, row: TaskRow, max_tasks: int, max_bytes: int) -> str | None:
+        """Why ``row`` may not be queued now (the message names the limit), or None."""
+        if len(self) >= max_tasks:
+            return f"queue is full ({max_tasks} tasks)"
+        size = held_bytes(row)
+        if self.bytes + size > max_bytes:
+            return (f"queue is full: its tasks hold {self.bytes} bytes and this one "
+                    f"{size}, over the limit of {max_bytes} bytes (max_queued_bytes); "
+                    "retry later")
+        return None
+
+
+class FrameTooLarge(CortexError):
+    """A frame for a node is over the node stream's limit (``max_frame_bytes``): sent,
+    it would break the stream (and every resend on re-attach would break it again)."""
+
+
 def cancel_frame(task_id: str, attempt: int, reason: str) -> node_pb2.HubFrame:
     return node_pb2.HubFrame(cancel=node_pb2.CancelTask(task_id=task_id, attempt=attempt,
                                                         reason=reason))
@@ -100,7 +148,7 @@ class HubState:
         self.store = store
         self.encoder = encoder
         self.hub_id = hub_id
-        self.watchers = Watchers(settings.max_watchers)
+        self.watchers = Watchers(settings.max_watchers, settings.max_watchers_per_client)
         self.journals = JournalCache(store)
         self.log_reads = LogReads()
         self.node_calls = NodeCalls()  # browserd: calls to a node's tools (nodecalls.py)
@@ -112,7 +160,7 @@ class HubState:
         self.nodes: dict[str, NodeState] = {}
         self.links: dict[int, RingLink] = {}
         self.shards: dict[int, ShardInfo] = {}
-        self.queue: OrderedDict[str, TaskRow] = OrderedDict()
+        self.queue = TaskQueue()
         self.hops: dict[str, int] = {}  # queued task -> times it was offered between hosts
         # Coordination with other hub hosts (cortexd/coord); local = alone.
         self.coord: Coordinator = LocalCoordinator(hub_id)
@@ -139,6 +187,10 @@ class HubState:
 
     async def send_node(self, node: NodeState, frame: node_pb2.HubFrame | bytes) -> None:
         raw = frame if isinstance(frame, bytes) else frame.SerializeToString()
+        if len(raw) > self.settings.max_frame_bytes:  # never one frame that breaks a stream
+            raise FrameTooLarge(f"a {len(raw)}-byte frame for node {node.node_id} is over the "
+                                f"node stream's limit of {self.settings.max_frame_bytes} bytes "
+                                "(max_frame_bytes)")
         await self.to_shard(node.shard, m.pack(m.SEND, node.node_id, node.epoch, raw))
 
     def kick(self) -> None:

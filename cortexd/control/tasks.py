@@ -11,12 +11,19 @@ from cortex.ids import is_task_id
 from cortex.v1 import node_pb2
 from cortexd.control.errors import RequestError
 from cortexd.control.logreads import LogReadError
+from cortexd.control.placement import undeliverable
 from cortexd.control.state import HubState, cancel_frame, now_ms
 from cortexd.journal import JournalView
 from cortexd.lifecycle import ACTIVE, State
 from cortexd.store import StaleWrite, TaskRow
 
 STORE_CHUNK_BYTES = 64 * 1024
+
+
+def check_deliverable(state: HubState, task: TaskRow) -> None:
+    """Refuse what could never be sent to a node (INVALID_ARGUMENT, with the limit)."""
+    if (why := undeliverable(task, state.settings.max_frame_bytes)) is not None:
+        raise RequestError("INVALID_ARGUMENT", why)
 
 
 class TaskService:
@@ -26,9 +33,10 @@ class TaskService:
     async def submit(self, task: TaskRow) -> tuple[TaskRow, bool]:
         """Create ``task`` (or find the one of its idempotency key): (row, deduplicated)."""
         st = self.state
-        if len(st.queue) >= st.settings.max_queued_tasks:
-            raise RequestError("RESOURCE_EXHAUSTED",
-                               f"queue is full ({st.settings.max_queued_tasks} tasks)")
+        if (full := st.queue.room_for(task, st.settings.max_queued_tasks,
+                                      st.settings.max_queued_bytes)) is not None:
+            raise RequestError("RESOURCE_EXHAUSTED", full)
+        check_deliverable(st, task)
         row, created = await st.store.create_task(task)
         if created:
             st.queue[row.task_id] = row

@@ -65,21 +65,24 @@ class WatchService:
         self.tasks = tasks
         self.cluster = cluster
 
-    def register(self, task_id: str) -> Watcher:
-        """A watcher for ``task_id`` (which need not exist yet: Run registers first).
-        The caller removes it (``state.watchers.remove``)."""
-        watcher = self.state.watchers.add(task_id)
-        if watcher is None:
-            raise RequestError("RESOURCE_EXHAUSTED", "too many watchers")
+    def register(self, task_id: str, client: str = "") -> Watcher:
+        """A watcher for ``task_id`` (which need not exist yet: Run registers first) held
+        by ``client`` (the caller's credential name). The caller removes it
+        (``state.watchers.remove``)."""
+        watchers = self.state.watchers
+        if (why := watchers.refusal(client)) is not None:
+            raise RequestError("RESOURCE_EXHAUSTED", why)
+        watcher = watchers.add(task_id, client)
+        assert watcher is not None
         return watcher
 
-    async def _add_watcher(self, task_id: str) -> Watcher:
+    async def _add_watcher(self, task_id: str, client: str) -> Watcher:
         task = await self.tasks.get(task_id)
-        return self.register(task.task_id)
+        return self.register(task.task_id, client)
 
-    async def watch(self, task_id: str, from_offset: int, no_output: bool,
+    async def watch(self, task_id: str, from_offset: int, no_output: bool, client: str = "",
                     ) -> AsyncIterator[Seen]:
-        watcher = await self._add_watcher(task_id)
+        watcher = await self._add_watcher(task_id, client)
         remote = await self._watch_remote(task_id)
         try:
             async for seen in self._events(watcher, task_id, from_offset, no_output):

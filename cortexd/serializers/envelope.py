@@ -36,6 +36,35 @@ class Encoder(Protocol):
     def close(self) -> None: ...
 
 
+#: Every field of a TaskEnvelope but its spec at its largest (a node id is at most 63
+#: characters, cortex/ids.py): what signing adds to a spec, whatever node, attempt,
+#: epoch or time it goes out with.
+_WIDEST = node_pb2.TaskEnvelope(task_id="t-" + "f" * 20, attempt=2**32 - 1, node_id="n" * 63,
+                                session_epoch=2**64 - 1, issued_at_ms=2**63 - 1,
+                                expires_at_ms=2**63 - 1, nonce=b"\xff" * 16)
+
+
+def frame_bound(spec_bytes: bytes, tenant: str) -> int:
+    """The most bytes ``HubFrame(task=<signed envelope of this spec>)`` can take.
+
+    Computed, not guessed: the widest envelope fields, the spec, a 64-byte Ed25519
+    signature and a 16-character key id, each with its protobuf tag and length.
+    """
+    env = node_pb2.TaskEnvelope()
+    env.CopyFrom(_WIDEST)
+    env.tenant = tenant
+    body = env.ByteSize() + _field(9, len(spec_bytes))
+    signed = _field(1, body) + _field(2, 64) + _field(3, 16)
+    return _field(1, signed) + 8  # the HubFrame's oneof tag and length, with room
+
+
+def _field(number: int, length: int) -> int:
+    """Bytes of a length-delimited field ``number`` holding ``length`` bytes."""
+    def varint(n: int) -> int:
+        return max(1, (n.bit_length() + 6) // 7)
+    return varint(number << 3) + varint(length) + length
+
+
 def _encode(signer: EnvelopeSigner, req: EnvelopeRequest) -> bytes:
     spec = node_pb2.TaskSpec.FromString(req.spec_bytes)
     signed = signer.sign(task_id=req.task_id, attempt=req.attempt, node_id=req.node_id,

@@ -14,7 +14,7 @@ LAYERS = [
     {"reconcile"}, {"sessions"},
     {"janitor"}, {"cluster"},
     {"inbox"},
-    {"tasks", "intake", "nodes", "shards", "browse"}, {"runs", "watching", "agents"},
+    {"tasks"}, {"intake", "nodes", "shards", "browse"}, {"runs", "watching", "agents"},
     {"hub"}, {"figures", "service"}, {"monitorapi"}, {"process"},
 ]
 
