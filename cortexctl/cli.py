@@ -15,7 +15,18 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cortex.v1 import control_pb2 as pb
-from cortexctl import artcmds, browse, bulk, commands, db, exitcodes, logcmds, monitorcmds, runcmd
+from cortexctl import (
+    artcmds,
+    browse,
+    bulk,
+    commands,
+    db,
+    exitcodes,
+    logcmds,
+    monitorcmds,
+    runcmd,
+    shellcmds,
+)
 from cortexctl.errors import CtlError
 
 EPILOG = """\
@@ -191,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     db.add_parser(sub)
     artcmds.add_parser(sub, add_global_flags)
+    shellcmds.add_parser(sub, add_global_flags)
     monitorcmds.add_parsers(command, sub)
     browse.add_parser(sub, add_global_flags)
     return parser

@@ -18,7 +18,13 @@ from cortex import logs
 from cortex.envelope import load_or_create_private_key
 from cortex.errors import ConfigError
 from cortex.tokens import TokenTable
-from cortex.v1 import artifacts_pb2_grpc, browse_pb2_grpc, control_pb2_grpc, monitor_pb2_grpc
+from cortex.v1 import (
+    artifacts_pb2_grpc,
+    browse_pb2_grpc,
+    control_pb2_grpc,
+    monitor_pb2_grpc,
+    shell_pb2_grpc,
+)
 from cortexd import exitcodes
 from cortexd.artifacts import open_artifacts
 from cortexd.artifacts.rules import MAX_CHUNK_BYTES
@@ -30,6 +36,7 @@ from cortexd.control.figures import ControlFigures
 from cortexd.control.hub import Hub
 from cortexd.control.monitorapi import MonitorsService
 from cortexd.control.service import ControlService
+from cortexd.control.shells import ShellService
 from cortexd.control.state import ShardInfo
 from cortexd.coord import make_coordinator
 from cortexd.ingress.auth import CONTROL_METHODS, Authenticator, AuthInterceptor
@@ -121,6 +128,8 @@ class Control:
             artifacts, server)
         browse_pb2_grpc.add_BrowseServicer_to_server(  # type: ignore[no-untyped-call]
             BrowseService(st, auth), server)
+        shell_pb2_grpc.add_ShellServicer_to_server(  # type: ignore[no-untyped-call]
+            ShellService(hub), server)
         health = PortHealth(server, [CONTROL_SERVICE])
         await server.start()
         await health.set(SERVING)

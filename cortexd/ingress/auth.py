@@ -47,6 +47,8 @@ CONTROL_METHODS = {
 # Nodes call Artifacts on the Control port for their tasks' inputs and outputs
 # (cortexd/artifacts/access.py checks the task); clients for their own artifacts.
 _ANY = frozenset({"node", "client", "admin"})
+# Interactive shells (shell.proto): what a client may do with tasks.
+CONTROL_METHODS |= {f"/cortex.v1.Shell/{m}": _CLIENT for m in ("Open", "Exec", "Close")}
 CONTROL_METHODS |= {
     "/cortex.v1.Artifacts/Write": _ANY,
     "/cortex.v1.Artifacts/Read": _ANY,
