@@ -12,6 +12,7 @@ command ends (``cortexctl get TASK`` lists them).
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,10 +61,12 @@ def put_file(client: ArtifactClient, args: argparse.Namespace, path: Path,
     size = path.stat().st_size
     with _bar(args, size, f"hash {path.name}") as step:
         sha, size = sha256_of(path, step)
+    started = time.monotonic()
     with _bar(args, size, f"put {path.name}") as step:
         sent = client.upload(path, sha, size, name=name, progress=step)
     return {"sha256": sha, "size_bytes": size, "name": name, "uploaded": sent,
-            "resumes": client.resumes}
+            "resumes": client.resumes, "resumed_from": client.resumed_from,
+            "upload_s": round(time.monotonic() - started, 3)}
 
 
 def cmd_put(args: argparse.Namespace) -> int:
@@ -84,10 +87,12 @@ def cmd_get(args: argparse.Namespace) -> int:
     with _client(args) as client:
         info = client.stat(sha, name)
         dest = Path(args.output or (name or info.sha256)).expanduser()
+        started = time.monotonic()
         with _bar(args, info.size_bytes, f"get {dest.name}") as step:
             got, size = client.download(info.sha256, "", dest, step)
     if args.json:
-        print(json.dumps({"sha256": got, "size_bytes": size, "path": str(dest)}))
+        print(json.dumps({"sha256": got, "size_bytes": size, "path": str(dest),
+                          "download_s": round(time.monotonic() - started, 3)}))
     else:
         print(f"{got}  {render.size(size)}  {dest}")
     return exitcodes.OK

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -54,6 +55,7 @@ class ArtifactClient:
         self._md = bearer(settings.token)
         self.stub = artifacts_pb2_grpc.ArtifactsStub(self._channel)  # type: ignore[no-untyped-call]
         self.resumes = 0  # how many times a transfer went on after a failure
+        self.resumed_from: list[int] = []  # the hub's committed offset at each resume
 
     def __enter__(self) -> ArtifactClient:
         return self
@@ -93,6 +95,8 @@ class ArtifactClient:
                 if status.complete and not name:
                     return sent_any
                 offset = status.committed_size if not status.complete else size
+                if tries:
+                    self.resumed_from.append(offset)
                 if progress and offset:
                     progress(offset)
                 resp = self.stub.Write(self._chunks(path, digest, offset, name, progress),
@@ -127,29 +131,33 @@ class ArtifactClient:
     # -- download --------------------------------------------------------------
     def download(self, sha: str, name: str, dest: Path,
                  progress: Progress | None = None) -> tuple[str, int]:
-        """Write the artifact to ``dest`` (checked); (sha256, size)."""
+        """Write the artifact to ``dest`` (checked as it arrives); (sha256, size)."""
         part = dest.with_name(dest.name + ".part")
-        tries = 0
+        hasher, tries = hashlib.sha256(), 0
+        if part.exists():  # an earlier get stopped: its bytes are a prefix
+            with open(part, "rb") as f:
+                while chunk := f.read(CHUNK_BYTES):
+                    hasher.update(chunk)
         while True:
             offset = part.stat().st_size if part.exists() else 0
             if progress and offset:
                 progress(offset)
             try:
-                size, got_sha = self._read_into(sha, name, part, offset, progress)
+                size, got_sha = self._read_into(sha, name, part, offset, hasher, progress)
                 break
             except grpc.RpcError as e:
                 self._retry(e, tries, f"artifact {sha or name}")
                 tries += 1
                 if progress:
                     progress(-1)
-        actual, n = sha256_of(part)
+        actual, n = hasher.hexdigest(), part.stat().st_size
         if actual != got_sha or n != size:
             part.unlink()
             raise CtlError(f"downloaded bytes hash to {actual}, not {got_sha}: removed")
         os.replace(part, dest)
         return got_sha, size
 
-    def _read_into(self, sha: str, name: str, part: Path, offset: int,
+    def _read_into(self, sha: str, name: str, part: Path, offset: int, hasher: Any,
                    progress: Progress | None) -> tuple[int, str]:
         stream = self.stub.Read(apb.ReadRequest(sha256=sha, name=name, read_offset=offset),
                                 metadata=self._md)
@@ -161,6 +169,7 @@ class ArtifactClient:
                 if msg.offset != offset:
                     raise CtlError(f"the hub sent offset {msg.offset}, expected {offset}")
                 f.write(msg.data)
+                hasher.update(msg.data)
                 offset += len(msg.data)
                 if progress:
                     progress(len(msg.data))

@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -192,7 +193,7 @@ class ArtifactLink:
 
     async def upload(self, task_id: str, path: Path, sha: str, size: int) -> None:
         digest = apb.Digest(sha256=sha, size_bytes=size)
-        tries = 0
+        tries, started = 0, time.monotonic()
         while True:
             try:
                 status = await self.stub.QueryWriteStatus(apb.QueryWriteStatusRequest(
@@ -204,7 +205,9 @@ class ArtifactLink:
                     metadata=self.md)
                 if resp.complete:
                     self.counts["uploaded"] += 1
-                    self.log.info("artifact_uploaded", task=task_id, sha256=sha, size=size)
+                    self.log.info("artifact_uploaded", task=task_id, sha256=sha, size=size,
+                                  duration_s=round(time.monotonic() - started, 3),
+                                  resumed_from=status.committed_size)
                     return
             except grpc.RpcError as e:
                 await self._backoff(e, tries, f"uploading {path.name}")

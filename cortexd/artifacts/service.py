@@ -128,23 +128,29 @@ class ArtifactsService(artifacts_pb2_grpc.ArtifactsServicer):
 
     async def _append(self, live: LiveUpload, owner: str, sha: str, size: int,
                       msg: pb.WriteRequest) -> int:
-        committed = await self.store.committed(owner, sha)
-        if committed is None:
-            raise ArtifactError("NOT_FOUND", "the upload is gone (collected); start again")
-        rules.check_chunk(committed, size, msg.write_offset, len(msg.data), msg.finish_write)
-        if live.hasher is None or live.hashed != committed:
+        """Append one chunk. The committed offset is the one this hub's running hash has
+        reached (another hub appending meanwhile makes the store refuse the append, and
+        the hash is rebuilt); the write and the hash of a chunk run at once, off the loop."""
+        if live.hasher is None:
+            committed = await self.store.committed(owner, sha)
+            if committed is None:
+                raise ArtifactError("NOT_FOUND", "the upload is gone (collected); start again")
             await self._rehash(live, owner, sha, committed)
+        committed = live.hashed
+        rules.check_chunk(committed, size, msg.write_offset, len(msg.data), msg.finish_write)
         if not msg.data:
             return committed
         self.uploads.reserve(len(msg.data))
+        loop = asyncio.get_running_loop()
+        hashing = loop.run_in_executor(None, live.hasher.update, msg.data)
         try:
             end = await self.store.append(owner, sha, msg.write_offset, msg.data, _now_ms())
         except BaseException:
             self.uploads.release(len(msg.data))
+            await asyncio.gather(hashing, return_exceptions=True)
             live.hasher = None  # the partial may hold part of the chunk: re-read it
             raise
-        hasher = live.hasher
-        await asyncio.get_running_loop().run_in_executor(None, hasher.update, msg.data)
+        await hashing
         live.hashed = end
         return end
 

@@ -111,7 +111,7 @@ class Control:
             server, port = build_server(s.control_listen, s.tls,
                                         max_frame_bytes=max(s.max_frame_bytes,
                                                             MAX_CHUNK_BYTES + (64 << 10)),
-                                        reuse_port=False,
+                                        reuse_port=False, bdp_probe=True,
                                         interceptors=[AuthInterceptor(auth, CONTROL_METHODS)])
         except BindError as e:
             report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.PORT_IN_USE)
