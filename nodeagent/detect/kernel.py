@@ -9,6 +9,10 @@ shows ``read`` on a descriptor that is the terminal (``"read"``), or poll/select
 with its stdin being the terminal (``"poll"``). Where ``syscall`` cannot be read, a
 sleep in ``n_tty_read``/``wait_woken`` counts as ``"read"``.
 
+The decision (:func:`waiting`, :func:`decide`) is pure over :class:`Member` records, so a
+replay feeds recorded facts (:func:`facts_from_record`, ``nodeagent detect --kernel``)
+through the same rule the live reads (:func:`read_facts`) go through.
+
 Cost: a handful of small ``/proc`` reads per member; the caller asks only after output
 has been quiet for the debounce, never per byte. Every read tolerates the process
 vanishing meanwhile (the answer is then "not waiting").
@@ -18,6 +22,9 @@ import contextlib
 import os
 import platform
 import termios
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from nodeagent.detect.events import KernelFacts
 
@@ -28,7 +35,8 @@ if _ARCH in ("aarch64", "arm64"):
     POLL_NRS = frozenset({72, 73, 22})  # pselect6, ppoll, epoll_pwait
 else:  # x86_64
     READ_NRS = frozenset({0})
-    POLL_NRS = frozenset({7, 23, 270, 271})  # poll, select, pselect6, ppoll
+    # poll, select, pselect6, ppoll, epoll_wait, epoll_pwait (node's event loop)
+    POLL_NRS = frozenset({7, 23, 270, 271, 232, 281})
 READ_WCHANS = frozenset({"n_tty_read", "wait_woken"})
 MAX_MEMBERS = 256
 
@@ -93,25 +101,54 @@ def _fd_is_tty(pid: int, fd: int, tty_nr: int) -> bool:
         return False
 
 
-def _waiting(pid: int, state: str, tty_nr: int) -> tuple[str, str]:
-    """("read" | "poll" | "", wchan) for one process."""
-    if state != "S":
-        return "", ""
-    wchan = _read(f"/proc/{pid}/wchan") or ""
-    sc = _read(f"/proc/{pid}/syscall")
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One process of the foreground group, as the decision needs it (live or recorded).
+
+    ``syscall`` is the text of ``/proc/PID/syscall`` (or just the number, or None when
+    unreadable); ``fd_is_tty(fd)`` says whether that descriptor is the terminal — asked
+    only for the descriptor the decision needs, so the live path stays a few reads.
+    """
+
+    pid: int
+    comm: str
+    state: str
+    wchan: str
+    syscall: str | None
+    fd_is_tty: Callable[[int], bool]
+
+
+def waiting(m: Member) -> str:
+    """"read" | "poll" | "" for one member: the one rule, live and in a replay."""
+    if m.state != "S":
+        return ""
+    sc = m.syscall
     if sc is None or not sc.strip() or sc.startswith("running"):
-        return ("read" if wchan in READ_WCHANS else ""), wchan
+        return "read" if m.wchan in READ_WCHANS else ""
     parts = sc.split()
     try:
         nr = int(parts[0])
-        arg0 = int(parts[1], 16) if len(parts) > 1 else -1
+        # A record with just the number: the read is taken to be on stdin.
+        arg0 = int(parts[1], 16) if len(parts) > 1 else 0
     except ValueError:
-        return "", wchan
-    if nr in READ_NRS and 0 <= arg0 < 1 << 20 and _fd_is_tty(pid, arg0, tty_nr):
-        return "read", wchan
-    if nr in POLL_NRS and _fd_is_tty(pid, 0, tty_nr):
-        return "poll", wchan
-    return "", wchan
+        return ""
+    if nr in READ_NRS and 0 <= arg0 < 1 << 20 and m.fd_is_tty(arg0):
+        return "read"
+    if nr in POLL_NRS and m.fd_is_tty(0):
+        return "poll"
+    return ""
+
+
+def decide(members: Iterable[Member], echo: bool | None = None) -> KernelFacts:
+    """The kernel's word from the foreground group's members: a reader wins, else a poller."""
+    best = KernelFacts("")
+    for m in members:
+        how = waiting(m)
+        if how == "read":
+            return KernelFacts("read", m.pid, m.comm, m.wchan, echo)
+        if how == "poll" and not best.waiting:
+            best = KernelFacts("poll", m.pid, m.comm, m.wchan, echo)
+    return best
 
 
 def _echo(master_fd: int) -> bool | None:
@@ -122,19 +159,72 @@ def _echo(master_fd: int) -> bool | None:
     return None
 
 
-def read_facts(session_pid: int, master_fd: int = -1) -> KernelFacts:
-    """What the kernel says now about the terminal of the session led by ``session_pid``."""
+def _live_members(session_pid: int) -> list[Member] | None:
     leader = _stat(session_pid)
     if leader is None or len(leader) < 6:
-        return KernelFacts("")
+        return None
     tty_nr, tpgid = int(leader[4]), int(leader[5])
     if tty_nr == 0 or tpgid <= 0:
-        return KernelFacts("")
-    best = KernelFacts("")
+        return None
+    out = []
     for pid, st in _members(session_pid, tpgid):
-        how, wchan = _waiting(pid, st[0], tty_nr)
-        if how == "read":
-            return KernelFacts("read", pid, st[-1], wchan, _echo(master_fd))
-        if how == "poll" and not best.waiting:
-            best = KernelFacts("poll", pid, st[-1], wchan, _echo(master_fd))
-    return best
+        live = st[0] == "S"
+        out.append(Member(
+            pid, st[-1], st[0], (_read(f"/proc/{pid}/wchan") or "") if live else "",
+            _read(f"/proc/{pid}/syscall") if live else None,
+            lambda fd, pid=pid: _fd_is_tty(pid, fd, tty_nr)))  # type: ignore[misc]
+    return out
+
+
+def read_facts(session_pid: int, master_fd: int = -1) -> KernelFacts:
+    """What the kernel says now about the terminal of the session led by ``session_pid``."""
+    members = _live_members(session_pid)
+    if members is None:
+        return KernelFacts("")
+    facts = decide(members)
+    return facts if not facts.waiting else KernelFacts(
+        facts.waiting, facts.pid, facts.comm, facts.wchan, _echo(master_fd))
+
+
+# ---- recorded facts (``nodeagent detect --kernel FILE.json``) -------------------
+
+TTY_LINKS = ("/dev/pts/", "/dev/tty")
+
+
+def _recorded_fd_is_tty(fds: Mapping[str, str]) -> Callable[[int], bool]:
+    def is_tty(fd: int) -> bool:
+        target = str(fds.get(str(fd), ""))
+        return target.startswith(TTY_LINKS) and not target.startswith("/dev/ttyS")
+    return is_tty
+
+
+def facts_from_record(record: Mapping[str, Any]) -> KernelFacts:
+    """The kernel's word from a recorded ``{"members": [{comm, state, wchan, syscall,
+    fds}]}`` (what /proc showed of the foreground group), through :func:`decide`."""
+    members = []
+    for i, raw in enumerate(record.get("members", ())):
+        sc = raw.get("syscall")
+        members.append(Member(
+            int(raw.get("pid", i + 1)), str(raw.get("comm", "")), str(raw.get("state", "")),
+            str(raw.get("wchan", "")), None if sc is None else str(sc),
+            _recorded_fd_is_tty({str(k): str(v) for k, v in (raw.get("fds") or {}).items()})))
+    echo = record.get("echo")
+    return decide(members, echo if isinstance(echo, bool) else None)
+
+
+def snapshot(session_pid: int) -> dict[str, Any]:
+    """A record of the foreground group now, in the ``--kernel`` file's shape (capture)."""
+    leader = _stat(session_pid)
+    if leader is None or len(leader) < 6:
+        return {"members": []}
+    members = []
+    for pid, st in _members(session_pid, int(leader[5])):
+        fds = {}
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    fds[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        members.append({"comm": st[-1], "state": st[0],
+                        "wchan": _read(f"/proc/{pid}/wchan") or "",
+                        "syscall": (_read(f"/proc/{pid}/syscall") or "").strip(), "fds": fds})
+    return {"members": members}

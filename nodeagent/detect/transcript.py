@@ -9,8 +9,10 @@ reads. Otherwise it assumes a read may have ended at any *candidate end*: before
 ``\\r`` or ``\\n``, after a space or one of ``:?>)]-``, and at the end of the file. That is
 at least as eager as any real chunking, so it can only find more, never fewer.
 
-The kernel layer cannot apply to a file (there is no process to ask), so weak patterns
-never fire in a replay; the output says so once per file.
+There is no process to ask in a replay, so weak patterns never fire — unless the caller
+gives what /proc showed of the foreground process group when the transcript ended
+(``nodeagent detect --kernel FILE.json``, :func:`nodeagent.detect.kernel.facts_from_record`):
+the last quiet tick then gets those facts, through the same decision the live layer uses.
 """
 
 import re
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from nodeagent.detect.detector import PromptDetector
-from nodeagent.detect.events import Detection
+from nodeagent.detect.events import Detection, KernelFacts
 from nodeagent.detect.screen import DEFAULT_COLS
 
 KERNEL_NOTE = "kernel layer not applicable to a transcript; weak patterns need it, so none fire"
@@ -59,19 +61,24 @@ def pieces(data: bytes, reads: list[int] | None) -> Iterator[tuple[bytes, int]]:
 
 
 def replay(data: bytes, reads: list[int] | None = None, nonce: str | None = None,
-           cols: int = DEFAULT_COLS) -> list[Detection]:
+           cols: int = DEFAULT_COLS, kernel: KernelFacts | None = None) -> list[Detection]:
+    """The detections of a transcript; ``kernel`` is what /proc showed at its end (the
+    last quiet tick gets it, as the live adapter's would)."""
     det = PromptDetector(nonce, cols)
     out: list[Detection] = []
-    for piece, end in pieces(data, reads):
+    chunks = list(pieces(data, reads))
+    for i, (piece, end) in enumerate(chunks):
         out.extend(det.feed(piece, end))
-        out.extend(det.on_quiet(None))
+        out.extend(det.on_quiet(kernel if i == len(chunks) - 1 else None))
+    if not chunks and kernel is not None:  # a program that waits before printing (cat)
+        out.extend(det.on_quiet(kernel))
     return out
 
 
-def replay_file(path: Path, nonce: str | None = None,
-                cols: int | None = None) -> tuple[list[Detection], str]:
+def replay_file(path: Path, nonce: str | None = None, cols: int | None = None,
+                kernel: KernelFacts | None = None) -> tuple[list[Detection], str]:
     """The detections for one transcript file and how its reads were chosen."""
     reads, side_cols = reads_of(path)
     data = path.read_bytes()
     how = "reads-file" if reads is not None and sum(reads) == len(data) else "candidate-ends"
-    return replay(data, reads, nonce, cols or side_cols), how
+    return replay(data, reads, nonce, cols or side_cols, kernel), how

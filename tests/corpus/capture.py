@@ -26,13 +26,16 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nodeagent.detect.kernel import facts_from_record, snapshot
 from nodeagent.detect.markers import marker_env, prompt_marker, sudo_marker
 from nodeagent.ptyspawn import spawn_in_pty
 
 OUT = Path(__file__).parent / "prompts"
+KERNEL_OUT = Path(__file__).parent / "kernel"  # transcripts cut where only the kernel knows
 NONCE = "c0a1e5ce0ddba11c"  # the corpus's marker nonce (tests pass it to the replay)
 QUIET_S = 0.35
 STEP_TIMEOUT_S = 15.0
@@ -328,7 +331,26 @@ SCENARIOS: list[Scenario] = [
 ]
 
 
-def capture(sc: Scenario) -> tuple[bytes, list[int], list[dict[str, object]]]:  # noqa: C901
+Cut = tuple[int, int, dict[str, object]]  # (bytes so far, reads so far, /proc snapshot)
+
+
+def cut_when_waiting(pid: int, pump: Callable[[float], bool], deadline: float,
+                     _: int, reads: list[int]) -> Cut:
+    """Once the program is asleep on the terminal (the kernel's word; a loaded machine
+    makes "quiet for QUIET_S" too early) and no more output comes: where the transcript
+    is, and what /proc shows. At the deadline, what it shows then."""
+    while time.monotonic() < deadline:
+        snap = snapshot(pid)
+        if facts_from_record(snap).waiting:
+            if not pump(0.1):  # nothing more came: this is the wait
+                return sum(reads), len(reads), snap
+        else:
+            pump(0.1)
+    return sum(reads), len(reads), snapshot(pid)
+
+
+def capture(sc: Scenario,  # noqa: C901
+            cuts: list[Cut] | None = None) -> tuple[bytes, list[int], list[dict[str, object]]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CORTEX_", "PROMPT_"))}
     env.update({"TERM": "xterm-256color", "LANG": "C.UTF-8", "HOME": "/tmp/cc-home"})
     env.pop("SUDO_PROMPT", None)
@@ -373,6 +395,8 @@ def capture(sc: Scenario) -> tuple[bytes, list[int], list[dict[str, object]]]:  
             if step.kernel_only:
                 expected.append({"offset": len(data), "kind": "input_required",
                                  "kernel_only": True})
+                if cuts is not None:  # what /proc shows, for a transcript ending here
+                    cuts.append(cut_when_waiting(pid, pump, deadline, len(data), reads))
             if not eof:
                 os.write(fd, step.send)
         deadline = time.monotonic() + END_TIMEOUT_S
@@ -388,9 +412,43 @@ def capture(sc: Scenario) -> tuple[bytes, list[int], list[dict[str, object]]]:  
     return bytes(data), reads, expected
 
 
+def write_cuts(sc: Scenario, raw: bytes, reads: list[int],
+               expected: list[dict[str, object]], cuts: list[Cut],
+               records: dict[str, object]) -> None:
+    """One transcript per kernel-only wait, ending there, with its /proc snapshot: the
+    wait is then a scored expectation (any waiting kind) for the kernel layer."""
+    for i, (end, nreads, snap) in enumerate(cuts):
+        name = f"{sc.name}.k{i}"
+        (KERNEL_OUT / f"{name}.raw").write_bytes(raw[:end])
+        (KERNEL_OUT / f"{name}.reads").write_text(f"# cols {sc.cols}\n"
+                                                  + "".join(f"{n}\n" for n in reads[:nreads]))
+        mine = [e for e in expected if int(str(e["offset"])) < end]
+        mine += [{"offset": end, "kind": "input_required", "kernel_only": True,
+                  "any_wait": True}]
+        lines = [json.dumps({"scenario": sc.name, "command": sc.command, "cut_at": end,
+                             "note": sc.note, "meta": True}), *map(json.dumps, mine)]
+        (KERNEL_OUT / f"{name}.expected.jsonl").write_text("\n".join(lines) + "\n")
+        records[f"{name}.raw"] = snap
+
+
 def main(argv: list[str]) -> int:
     OUT.mkdir(exist_ok=True)
+    kernel_cuts = "--kernel-cuts" in argv  # only the cut transcripts, into kernel/
+    argv = [a for a in argv if a != "--kernel-cuts"]
     chosen = [s for s in SCENARIOS if not argv or s.name in argv]
+    if kernel_cuts:
+        KERNEL_OUT.mkdir(exist_ok=True)
+        index = KERNEL_OUT / "kernel.json"
+        records: dict[str, object] = json.loads(index.read_text()) if index.exists() else {}
+        for sc in chosen:
+            if not any(step.kernel_only for step in sc.steps):
+                continue
+            cuts: list[Cut] = []
+            raw, reads, expected = capture(sc, cuts)
+            write_cuts(sc, raw, reads, expected, cuts, records)
+            print(f"{sc.name}: {len(cuts)} kernel cuts")
+        index.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
+        return 0
     for sc in chosen:
         raw, reads, expected = capture(sc)
         (OUT / f"{sc.name}.raw").write_bytes(raw)

@@ -3,8 +3,16 @@
 ``python -m tests.corpus.score [-v]`` prints the figures (and, with ``-v``, every miss
 and every false alarm). An expected event matches a produced one of the same kind whose
 offset is within :data:`OFFSET_TOLERANCE` bytes; each produced event matches at most
-one expected event. Expectations marked ``kernel_only`` are not scored (the kernel layer
-cannot apply to a file; see ``capture.py``).
+one expected event. Expectations marked ``kernel_only`` are not scored without the kernel
+layer (see ``capture.py``).
+
+``tests/corpus/kernel/`` holds transcripts cut where a real program waited and only the
+kernel could tell, with what /proc showed then (``kernel.json``, the shape of
+``nodeagent detect --kernel``). They are scored twice: without the kernel layer (the
+wait at the end unscored, as above), and with it — the facts reach the replay's last
+quiet tick through the live layer's own rule, and the wait at the end (``any_wait``:
+any waiting kind) is scored. The figures: the pattern corpus alone, the kernel corpus
+without and with the kernel layer, and all transcripts without and with it.
 """
 
 import json
@@ -12,11 +20,22 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nodeagent.detect.events import Detection
+from nodeagent.detect.events import (
+    CONFIRM,
+    INPUT_REQUIRED,
+    PAGER,
+    PASSWORD,
+    REPL,
+    Detection,
+    KernelFacts,
+)
+from nodeagent.detect.kernel import facts_from_record
 from nodeagent.detect.transcript import replay_file
 from tests.corpus.capture import NONCE
 
 CORPUS = Path(__file__).parent / "prompts"
+KERNEL_CORPUS = Path(__file__).parent / "kernel"
+WAIT_KINDS = frozenset({INPUT_REQUIRED, PASSWORD, CONFIRM, PAGER, REPL})
 OFFSET_TOLERANCE = 64
 
 
@@ -44,19 +63,23 @@ def expected_of(path: Path) -> list[dict[str, object]]:
     return [obj for line in lines if line.strip() and not (obj := json.loads(line)).get("meta")]
 
 
-def score_file(raw: Path, score: Score) -> None:
-    produced: list[Detection] = replay_file(raw, NONCE)[0]
+def _kinds(exp: dict[str, object]) -> frozenset[str]:
+    return WAIT_KINDS if exp.get("any_wait") else frozenset({str(exp["kind"])})
+
+
+def score_file(raw: Path, score: Score, facts: KernelFacts | None = None) -> None:
+    produced: list[Detection] = replay_file(raw, NONCE, kernel=facts)[0]
     expected = expected_of(raw.with_suffix(".expected.jsonl"))
     score.files += 1
     score.produced += len(produced)
     used: set[int] = set()
     for exp in expected:
-        if exp.get("kernel_only"):
+        if exp.get("kernel_only") and not (facts is not None and exp.get("any_wait")):
             score.kernel_only += 1
             continue
         score.expected += 1
         hit = next((i for i, d in enumerate(produced) if i not in used
-                    and d.kind == exp["kind"]
+                    and d.kind in _kinds(exp)
                     and abs(d.offset - int(str(exp["offset"]))) <= OFFSET_TOLERANCE), None)
         if hit is None:
             score.misses.append(f"{raw.stem}: {exp['kind']} at {exp['offset']}")
@@ -69,23 +92,43 @@ def score_file(raw: Path, score: Score) -> None:
                                       f" {d.excerpt[-60:]!r}")
 
 
-def score_corpus(corpus: Path = CORPUS) -> Score:
-    score = Score()
+def kernel_records(corpus: Path = KERNEL_CORPUS) -> dict[str, dict[str, object]]:
+    index = corpus / "kernel.json"
+    return json.loads(index.read_text()) if index.exists() else {}
+
+
+def score_corpus(corpus: Path = CORPUS, kernel: bool = False,
+                 score: Score | None = None) -> Score:
+    """``kernel``: give each file its recorded /proc facts (``kernel.json``) if any."""
+    score = score if score is not None else Score()
+    records = kernel_records(corpus) if kernel else {}
     for raw in sorted(corpus.glob("*.raw")):
-        score_file(raw, score)
+        record = records.get(raw.name)
+        score_file(raw, score, facts_from_record(record) if record is not None else None)
     return score
 
 
+def figures() -> list[tuple[str, Score]]:
+    both_without = score_corpus(CORPUS)
+    score_corpus(KERNEL_CORPUS, score=both_without)
+    both_with = score_corpus(CORPUS)
+    score_corpus(KERNEL_CORPUS, kernel=True, score=both_with)
+    return [("pattern corpus", score_corpus(CORPUS)),
+            ("kernel corpus, no kernel layer", score_corpus(KERNEL_CORPUS)),
+            ("kernel corpus, kernel layer", score_corpus(KERNEL_CORPUS, kernel=True)),
+            ("all, no kernel layer", both_without), ("all, kernel layer", both_with)]
+
+
 def main(argv: list[str]) -> int:
-    s = score_corpus()
-    print(f"files {s.files}  expected {s.expected} (+{s.kernel_only} kernel-only, not scored)  "
-          f"produced {s.produced}  matched {s.matched}  "
-          f"precision {s.precision:.3f}  recall {s.recall:.3f}")
-    if "-v" in argv:
-        for m in s.misses:
-            print("miss:", m)
-        for f in s.false_alarms:
-            print("false alarm:", f)
+    for label, s in figures():
+        print(f"{label:32} files {s.files:3}  expected {s.expected:3} "
+              f"(+{s.kernel_only} kernel-only, not scored)  produced {s.produced:3}  "
+              f"matched {s.matched:3}  precision {s.precision:.3f}  recall {s.recall:.3f}")
+        if "-v" in argv:
+            for m in s.misses:
+                print("  miss:", m)
+            for f in s.false_alarms:
+                print("  false alarm:", f)
     return 0
 
 

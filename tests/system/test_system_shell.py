@@ -48,15 +48,16 @@ def test_shell_open_exec_close(fleet, tmp_path):
     assert ctl.task(shell)["node_id"] == "node-2"
 
     # One command at a time: a second exec while one runs is refused, the first goes on.
+    before = ctl.task(shell)["output_bytes"]
     slow: dict[str, subprocess.CompletedProcess[bytes]] = {}
-    t = threading.Thread(target=lambda: slow.update(r=run("sleep 3; echo slept")))
+    t = threading.Thread(target=lambda: slow.update(r=run("echo started; sleep 6; echo slept")))
     t.start()
-    wait_until(lambda: ctl("shell", "exec", shell, "--", "true").returncode != 0, 30.0,
-               "a concurrent exec to be refused", interval_s=0.2)
+    wait_until(lambda: ctl.task(shell)["output_bytes"] > before, 60.0,
+               "the slow command to start", interval_s=0.2)
     busy = ctl("shell", "exec", shell, "--", "true")
     assert busy.returncode == 1 and b"running a command" in busy.stderr, busy.stderr
-    t.join(60)
-    assert (slow["r"].returncode, slow["r"].stdout) == (0, b"slept\n")
+    t.join(90)
+    assert (slow["r"].returncode, slow["r"].stdout) == (0, b"started\nslept\n")
 
     # A command that outlives --wait: a clear error; the shell answers again once it ends.
     late = run("sleep 4; echo late", wait="1")
