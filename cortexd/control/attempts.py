@@ -8,7 +8,9 @@ only after the commit that makes it true, and never through a fenced session.
 
 from cortex.ids import is_task_id
 from cortex.v1 import node_pb2
+from cortexd.control.finishes import Act, decide_finish
 from cortexd.control.state import HubState, NodeState, cancel_frame, now_ms
+from cortexd.ipc import messages as m
 from cortexd.lifecycle import State, finished_state
 from cortexd.store import StaleWrite
 
@@ -113,38 +115,53 @@ class Attempts:
                 task_id=fin.task_id, attempt=fin.attempt, data=fin.output,
                 offset=fin.output_end - len(fin.output)), ack=False)
         st = self.state
-        state = finished_state(fin.kind, fin.exit_code, False)
-        reason = fin.reason
-        if (st.ends.pop(fin.task_id, None) == (fin.attempt, fin.output_end)
-                and state is finished_state(fin.kind, fin.exit_code, True)):
-            # This hub made the attempt's output durable up to the node's end and a
-            # cancel request would not change the state: no read needed (the
-            # transition below is conditional on attempt and epoch as always).
-            known = True
-        else:
+        held, cancel_requested = fin.output_end, False
+        fast = finished_state(fin.kind, fin.exit_code, False)
+        if not (st.ends.pop(fin.task_id, None) == (fin.attempt, fin.output_end)
+                and fast is finished_state(fin.kind, fin.exit_code, True)
+                and fin.task_id not in st.cancels):
+            # Unless this hub made the attempt's output durable up to the node's end and
+            # no cancel could change the result, read the task (the transition below is
+            # conditional on attempt and epoch either way).
             task = await st.store.get_task(fin.task_id)
-            known = task is not None
-            if task is not None:
-                state = finished_state(fin.kind, fin.exit_code, task.cancel_requested)
-                if task.attempt == fin.attempt and task.output_bytes != fin.output_end:
-                    reason = (f"{reason}; " if reason else "") + (
-                        f"hub holds {task.output_bytes} of {fin.output_end} output bytes")
-        if known:
-            try:
-                row = await st.store.transition(
-                    fin.task_id, attempt=fin.attempt, node_epoch=epoch, to=state,
-                    exit_code=fin.exit_code, reason=reason, now_ms=now_ms())
-            except StaleWrite as e:
-                st.log.info("late_result_rejected", task=fin.task_id, attempt=fin.attempt,
-                            epoch=epoch, why=str(e))
-            else:
-                node.running.discard(row.task_id)
-                st.progress.pop(row.task_id, None)
-                st.publish(row.task_id, ("state", row))
-                st.kick()
+            if task is None:
+                await self._ack_finished(node, epoch, fin)
+                return
+            cancel_requested = task.cancel_requested
+            if task.attempt == fin.attempt and not task.state.terminal:
+                held = task.output_bytes  # (an ended task's Finished is refused below)
+        resync = st.resyncs.get(fin.task_id)
+        verdict = decide_finish(fin.kind, fin.exit_code, fin.reason, fin.output_end, held,
+                                cancel_requested,
+                                resync[1] if resync and resync[0] == fin.attempt else None)
+        if verdict.act is Act.RESYNC:
+            if node.epoch == epoch and node.attached:
+                st.resyncs[fin.task_id] = (fin.attempt, held)
+                st.log.warning("output_gap", task=fin.task_id, attempt=fin.attempt,
+                               held=held, node_end=fin.output_end, node=node.node_id)
+                await st.to_shard(node.shard, m.pack(
+                    m.CLOSE, node.node_id, epoch, f"the hub holds {held} of "
+                    f"{fin.output_end} output bytes of task {fin.task_id}: reconnect and "
+                    "resend the rest"))
+            return  # not ended, not acked: the node keeps the task and its spool
+        try:
+            row = await st.store.transition(
+                fin.task_id, attempt=fin.attempt, node_epoch=epoch, to=verdict.state,
+                exit_code=fin.exit_code, reason=verdict.reason, now_ms=now_ms())
+        except StaleWrite as e:
+            st.log.info("late_result_rejected", task=fin.task_id, attempt=fin.attempt,
+                        epoch=epoch, why=str(e))
+        else:
+            node.running.discard(row.task_id)
+            st.ended(row)
+            st.kick()
+        await self._ack_finished(node, epoch, fin)
+
+    async def _ack_finished(self, node: NodeState, epoch: int,
+                            fin: node_pb2.TaskFinished) -> None:
         if node.epoch == epoch and node.attached:  # never ack through a fenced session
-            await st.send_node(node, node_pb2.HubFrame(finished_ack=node_pb2.FinishedAck(
-                task_id=fin.task_id, attempt=fin.attempt)))
+            await self.state.send_node(node, node_pb2.HubFrame(
+                finished_ack=node_pb2.FinishedAck(task_id=fin.task_id, attempt=fin.attempt)))
 
     async def _on_rejected(self, node: NodeState, epoch: int, rej: node_pb2.TaskRejected) -> None:
         st = self.state

@@ -310,8 +310,9 @@ class ControlService(control_pb2_grpc.ControlServicer):
     async def Cancel(self, request: control_pb2.CancelRequest,  # noqa: N802
                      context: Ctx) -> control_pb2.CancelResponse:
         try:
-            return control_pb2.CancelResponse(
-                task=task_pb(await self.hub.tasks.cancel(request.task_id, request.reason)))
+            task, outcome = await self.hub.tasks.cancel_explained(request.task_id,
+                                                                  request.reason)
+            return control_pb2.CancelResponse(task=task_pb(task), outcome=outcome)
         except RequestError as e:
             await self._fail(context, e)
             raise

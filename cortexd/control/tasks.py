@@ -18,6 +18,7 @@ from cortexd.lifecycle import ACTIVE, State
 from cortexd.store import StaleWrite, TaskRow
 
 STORE_CHUNK_BYTES = 64 * 1024
+MAX_CANCELS = 65_536  # cancels asked of active tasks, remembered (they leave at the end)
 
 
 def check_deliverable(state: HubState, task: TaskRow) -> None:
@@ -56,6 +57,11 @@ class TaskService:
         return await self.state.store.list_tasks(state, node_id, limit)
 
     async def cancel(self, task_id: str, reason: str) -> TaskRow:
+        return (await self.cancel_explained(task_id, reason))[0]
+
+    async def cancel_explained(self, task_id: str, reason: str) -> tuple[TaskRow, str]:
+        """Cancel ``task_id``: the row, and what the cancel did (issue 9: a cancel of a
+        task whose process has exited while its output drains must say so)."""
         st = self.state
         task = await self.get(task_id)
         if task.state.terminal:
@@ -67,21 +73,44 @@ class TaskService:
                                                 to=State.CANCELLED, reason=reason or
                                                 "cancelled while queued", now_ms=now_ms())
             except StaleWrite:
-                return await self.cancel(task_id, reason)  # it was placed meanwhile
+                return await self.cancel_explained(task_id, reason)  # placed meanwhile
             st.queue.pop(task_id, None)
             st.publish(task_id, ("state", row))
-            return row
+            return row, "cancelled while queued"
         cancelled = await st.store.request_cancel(task_id)
         assert cancelled is not None
         row = cancelled
+        if row.state.terminal:
+            return row, f"it ended meanwhile ({row.state.value})"
+        if row.state not in ACTIVE:
+            return row, f"cancel recorded ({row.state.value})"
+        st.cancels[task_id] = None
+        if len(st.cancels) > MAX_CANCELS:
+            del st.cancels[next(iter(st.cancels))]
         node = st.nodes.get(row.node_id)
-        if node is not None and node.attached and row.state in ACTIVE:
+        if node is not None and node.attached:
             await st.send_node(node, cancel_frame(task_id, row.attempt,
                                                   reason or "cancel requested"))
-        elif row.state in ACTIVE and (host := await self._remote_host(row.node_id)):
+            return row, self._draining(row, f"cancel sent to node {row.node_id}")
+        if host := await self._remote_host(row.node_id):
             await st.coord.send(host, ["cancel", task_id, row.attempt,
                                        reason or "cancel requested"])
-        return row
+            return row, f"cancel forwarded to hub {host}, where node {row.node_id} is"
+        return row, (f"cancel recorded; node {row.node_id} is not attached: it is cancelled "
+                     "when it re-attaches, or the task is LOST after the node's grace")
+
+    def _draining(self, row: TaskRow, done: str) -> str:
+        st = self.state
+        spooled, _ = st.task_progress(row.task_id, row.attempt)
+        resync = st.resyncs.get(row.task_id)
+        if resync is not None and resync[0] == row.attempt:
+            return (f"{done}; but its process has already exited and its output is being "
+                    f"resent (the hub holds {row.output_bytes} bytes): the result stands")
+        if spooled > row.output_bytes:
+            return (f"{done}; its output is still arriving (the hub holds "
+                    f"{row.output_bytes} of {spooled} spooled bytes): if its process has "
+                    "already exited, the cancel comes too late and its result stands")
+        return done
 
     async def _remote_host(self, node_id: str) -> str | None:
         """The live host another hub says a node is attached to, if any."""

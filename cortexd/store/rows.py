@@ -101,6 +101,10 @@ class Append:
     now_ms: int
     write_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
+    def after_end_reason(self) -> str:
+        return (f"output after the end refused: {len(self.data)} bytes at offset "
+                f"{self.offset}")
+
     def stale(self) -> StaleWrite:
         return StaleWrite(f"output for {self.task_id}/{self.attempt} from epoch "
                           f"{self.node_epoch} is stale")

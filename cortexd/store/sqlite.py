@@ -425,15 +425,22 @@ class SQLiteStore(BatchedWrites, MonitorTables):
 
     def _append(self, op: Append) -> tuple[int, int]:
         db = self.db
-        row = db.execute("SELECT output_bytes FROM tasks WHERE task_id=? AND attempt=? "
+        row = db.execute("SELECT output_bytes, state FROM tasks WHERE task_id=? AND attempt=? "
                          "AND node_epoch=?", (op.task_id, op.attempt, op.node_epoch)).fetchone()
-        if row is None or op.offset + len(op.data) <= int(row[0]):
+        ended = row is not None and State(row[1]).terminal
+        if row is None or ended or op.offset + len(op.data) <= int(row[0]):
             mine = db.execute("SELECT off, off + length(data) FROM output WHERE task_id=? "
                               "AND attempt=? AND write_id=?",
                               (op.task_id, op.attempt, op.write_id.hex)).fetchone()
             if mine is not None:  # a retry of an append that committed
                 return int(mine[0]), int(mine[1])
-            if row is None:
+            if ended:  # a finished task's output is final: refused, and recorded
+                db.execute("INSERT INTO transitions (task_id, attempt, from_state, to_state, "
+                           "node_epoch, accepted, at_ms, reason, write_id, node_id) "
+                           "VALUES (?,?,?,?,?,0,?,?,?,'')",
+                           (op.task_id, op.attempt, row[1], row[1], op.node_epoch, op.now_ms,
+                            op.after_end_reason(), op.write_id.hex))
+            if row is None or ended:
                 raise op.stale()
         end = int(row[0])
         if op.offset > end or op.offset + len(op.data) <= end:

@@ -8,7 +8,7 @@ import cortexd.control
 
 LAYERS = [
     {"errors", "watchers", "journals", "logreads", "monitorfeed", "nodecalls"},
-    {"state"},
+    {"state"}, {"finishes"},
     {"offers"}, {"placement"},
     {"attempts"},
     {"reconcile"}, {"sessions"},

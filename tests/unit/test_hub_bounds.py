@@ -111,3 +111,26 @@ def test_watchers_are_bounded_per_client_so_one_cannot_lock_the_others_out() -> 
     assert "max_watchers" in (w.refusal("late") or "")
     w.remove(mine[0])  # type: ignore[arg-type]
     assert w.add("t", "greedy") is not None
+
+
+def test_cancel_says_what_it_did_when_the_output_is_still_arriving(tmp_path: Path) -> None:
+    async def main() -> None:
+        hub = await small_hub(tmp_path)
+        st = hub.state
+        epoch = await st.store.mint_epoch()
+        st.nodes["n1"] = NodeState("n1", epoch, 0, {}, 4, attached=True)
+        st.links[0] = ScriptedLink([])  # type: ignore[assignment]
+        row, _ = await hub.tasks.submit(task(1, 10))
+        await hub.placement.place()
+        st.progress[row.task_id] = (1, 5000, 0)  # the node spooled 5,000 bytes, none here
+        cancelled, outcome = await hub.tasks.cancel_explained(row.task_id, "")
+        assert cancelled.cancel_requested
+        assert "cancel sent to node n1" in outcome and "0 of 5000 spooled bytes" in outcome
+        assert "result stands" in outcome
+        queued, _ = await hub.tasks.submit(task(2, 10))
+        st.nodes["n1"].attached = False
+        assert (await hub.tasks.cancel_explained(queued.task_id, ""))[1] == \
+            "cancelled while queued"
+        await st.store.close()
+
+    asyncio.run(main())

@@ -27,6 +27,7 @@ class ScriptedLink:
         self.batches = batches
         self.gap_s = gap_s  # between batches: the hub handles one before the next arrives
         self.sent: list[node_pb2.HubFrame] = []
+        self.closed: list[str] = []  # reasons of the sessions the hub closed
         self.given = 0
 
     async def recv(self) -> list[bytes]:
@@ -42,6 +43,8 @@ class ScriptedLink:
         msg = m.unpack(record)
         if msg[0] == m.SEND:
             self.sent.append(node_pb2.HubFrame.FromString(msg[3]))
+        elif msg[0] == m.CLOSE:
+            self.closed.append(str(msg[3]))
         return True
 
 
@@ -115,24 +118,71 @@ def test_a_whole_task_in_one_batch_needs_no_read_and_no_output_ack(tmp_path: Pat
     asyncio.run(main())
 
 
-def test_frames_in_separate_batches_are_acked_and_a_short_output_is_noted(
+def test_a_finished_that_claims_more_output_than_held_is_not_an_end_until_resent(
         tmp_path: Path) -> None:
     async def main() -> None:
         hub, store, task, epoch = await assigned_task(tmp_path)
         t, a = task.task_id, task.attempt
-        sent = await serve(hub, [
+
+        def finished(end: int) -> bytes:
+            return frame(epoch, finished=node_pb2.TaskFinished(
+                task_id=t, attempt=a, exit_code=0, kind=node_pb2.FINISH_KIND_EXITED,
+                output_end=end))
+
+        link = ScriptedLink([
             [frame(epoch, started=node_pb2.TaskStarted(task_id=t, attempt=a, pid=7))],
             [frame(epoch, output=node_pb2.TaskOutput(task_id=t, attempt=a, offset=0,
                                                      data=b"ab"))],
-            [frame(epoch, finished=node_pb2.TaskFinished(task_id=t, attempt=a, exit_code=1,
-                                                         kind=node_pb2.FINISH_KIND_EXITED,
-                                                         output_end=5))],
-        ], want=2, gap_s=0.2)
-        assert [f.WhichOneof("kind") for f in sent] == ["ack", "finished_ack"]
-        assert sent[0].ack.offset == 2
+            [finished(5)]], gap_s=0.2)
+        hub.state.links[0] = link  # type: ignore[assignment]
+        server = asyncio.get_running_loop().create_task(hub.inbox.serve(0, link))  # type: ignore[arg-type]
+        for _ in range(500):
+            if link.closed:
+                break
+            await asyncio.sleep(0.01)
+        # Not an end: no FinishedAck, the session is closed so that the node resends.
+        assert [f.WhichOneof("kind") for f in link.sent] == ["ack"]
+        assert link.closed and "holds 2 of 5 output bytes" in link.closed[0]
+        running = await store.get_task(t)
+        assert running is not None and running.state is State.RUNNING
+        # The node came back and finished again with nothing new: the end is recorded,
+        # saying plainly that the output is incomplete (an exit 0 is not SUCCEEDED).
+        await hub.attempts.on_frame("n1", epoch, node_pb2.NodeFrame.FromString(
+            m.unpack(finished(5))[3]))
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
+        assert link.sent[-1].WhichOneof("kind") == "finished_ack"
         done = await store.get_task(t)
-        assert done is not None and done.state is State.FAILED
-        assert "hub holds 2 of 5 output bytes" in done.reason  # read path: output short
+        assert done is not None and done.state is State.FAILED and done.exit_code == 0
+        assert "output incomplete: the hub holds 2 of 5 output bytes" in done.reason
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_after_the_end_more_output_and_finished_frames_change_nothing(
+        tmp_path: Path) -> None:
+    async def main() -> None:
+        hub, store, task, epoch = await assigned_task(tmp_path)
+        t, a = task.task_id, task.attempt
+        fin = node_pb2.TaskFinished(task_id=t, attempt=a, exit_code=0,
+                                    kind=node_pb2.FINISH_KIND_EXITED, output_end=2)
+        await serve(hub, [[
+            frame(epoch, output=node_pb2.TaskOutput(task_id=t, attempt=a, offset=0, data=b"ok")),
+            frame(epoch, finished=fin)]], want=1)
+        late = node_pb2.TaskFinished(task_id=t, attempt=a, exit_code=3,
+                                     kind=node_pb2.FINISH_KIND_EXITED, output_end=9)
+        await serve(hub, [[
+            frame(epoch, output=node_pb2.TaskOutput(task_id=t, attempt=a, offset=2,
+                                                    data=b"forged")),
+            frame(epoch, finished=late)]], want=2)
+        done = await store.get_task(t)
+        assert done is not None and (done.state, done.output_bytes, done.exit_code) == (
+            State.SUCCEEDED, 2, 0)
+        assert await store.read_output(t, a, 0, 100) == b"ok"
+        refused = [h for h in await store.transitions(t) if not h.accepted]
+        assert any("output after the end refused" in h.reason for h in refused)
+        assert any(h.to_state == "FAILED" for h in refused)  # the late Finished, recorded
         await store.close()
 
     asyncio.run(main())

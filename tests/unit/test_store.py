@@ -645,3 +645,27 @@ def test_placement_only_onto_the_nodes_current_session(url: str) -> None:
         refused = [t for t in await store.transitions(task.task_id) if not t.accepted]
         assert [(t.to_state, t.node_epoch) for t in refused] == [("ASSIGNED", old)]
     run(url, body)
+
+
+def test_a_finished_tasks_output_is_final_and_a_late_append_is_recorded(url: str) -> None:
+    async def body(store: Store) -> None:
+        t, _ = await store.create_task(task())
+        await store.transition(t.task_id, attempt=0, node_epoch=0, to=State.ASSIGNED,
+                               new_attempt=True, node_id="n1", new_node_epoch=5, now_ms=2)
+        assert await store.append_output(t.task_id, 1, 5, 0, b"abc") == (0, 3)
+        await store.transition(t.task_id, attempt=1, node_epoch=5, to=State.SUCCEEDED,
+                               exit_code=0, now_ms=3)
+        with pytest.raises(StaleWrite):  # the same session, after the end
+            await store.append_output(t.task_id, 1, 5, 3, b"def")
+        with pytest.raises(StaleWrite):  # a later Finished cannot change the state either
+            await store.transition(t.task_id, attempt=1, node_epoch=5, to=State.FAILED,
+                                   exit_code=1, now_ms=4)
+        done = await store.get_task(t.task_id)
+        assert done is not None and (done.state, done.output_bytes) == (State.SUCCEEDED, 3)
+        assert await store.read_output(t.task_id, 1, 0, 100) == b"abc"
+        refused = [h for h in await store.transitions(t.task_id) if not h.accepted]
+        assert [h.reason for h in refused][0] == "output after the end refused: 3 bytes at " \
+            "offset 3"
+        assert len(refused) == 2
+
+    run(url, body)
