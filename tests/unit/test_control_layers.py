@@ -15,7 +15,7 @@ LAYERS = [
     {"janitor"}, {"cluster"},
     {"inbox"},
     {"tasks"}, {"intake", "nodes", "shards", "browse"}, {"runs", "watching", "agents"},
-    {"hub"}, {"figures", "service"}, {"monitorapi"}, {"process"},
+    {"hub"}, {"figures", "service", "shells"}, {"monitorapi"}, {"process"},
 ]
 
 
