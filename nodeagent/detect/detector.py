@@ -18,8 +18,9 @@ Invariants:
 - The kernel alone fires only for a blocking ``read`` on the terminal, never for
   poll/select (a dev server polling stdin is not waiting for a person) — except on the
   alternate screen, where a full-screen program (pager, editor, ``top``) waiting on the
-  terminal in any way is a pager-like prompt. Entering the alternate screen is not an
-  event by itself.
+  terminal in any way is a pager-like prompt, and for an interactive shell
+  (:data:`INTERACTIVE_SHELLS`), whose line editor polls the terminal only at a prompt.
+  Entering the alternate screen is not an event by itself.
 - A ``133;D`` (command finished) counts only after a prompt was marked.
 - Offsets are the caller's spool offsets; a detection's ``offset`` is just past the bytes
   that triggered it (for a pattern: the end of the piece in which the line matched).
@@ -51,6 +52,7 @@ STANDOUT_CONFIDENCE = 0.8
 _STANDOUT_LINE = re.compile(rb"\x1b\[7m[^\x1b\r\n]{1,200}\x1b\[(?:27|0)?m(?:\x1b\[K)?")
 KERNEL_READ_CONFIDENCE = 0.7
 KERNEL_WEAK_CONFIDENCE = 0.85
+INTERACTIVE_SHELLS = frozenset({"bash", "zsh", "fish", "ksh", "mksh", "dash", "sh", "tcsh"})
 
 
 def excerpt_of(text: str) -> bytes:
@@ -167,6 +169,11 @@ class PromptDetector:
             kind = PASSWORD if facts.echo is False else INPUT_REQUIRED
             det = Detection(kind, KERNEL, KERNEL_READ_CONFIDENCE, excerpt_of(line.text),
                             self._end, rule=f"kernel_read:{facts.comm}")
+        elif facts.waiting == "poll" and facts.comm in INTERACTIVE_SHELLS:
+            # An interactive shell polls its terminal only in its line editor, at a prompt
+            # (bash's readline waits in pselect6); a server polling stdin is no shell.
+            det = Detection(INPUT_REQUIRED, KERNEL, KERNEL_READ_CONFIDENCE,
+                            excerpt_of(line.text), self._end, rule=f"kernel_poll:{facts.comm}")
         if det is not None:
             self._fired_segment = line.segment_start
             return [det]
