@@ -412,6 +412,61 @@ def capture(sc: Scenario,  # noqa: C901
     return bytes(data), reads, expected
 
 
+# Quiet programs that do not wait for a person, each cut once it has been quiet a while:
+# the kernel corpus's negatives (the kernel layer must raise nothing for them), and new
+# waits of programs the pattern corpus does not have (REPLs and TUIs), scored as waits.
+KERNEL_EXTRA: tuple[tuple[str, str, bytes, bool], ...] = (
+    # (name, command, output to wait for, waits for a person)
+    ("neg-sleep", "echo working; sleep 30", b"working", False),
+    ("neg-python-sleep", PY + "\"print('crunching', flush=True); import time; "
+     "time.sleep(30)\"", b"crunching", False),
+    ("neg-node-stdin-server", "node -e \"process.stdin.on('data', () => {}); "
+     "console.log('listening on 3000'); setInterval(() => {}, 1000)\"", b"listening", False),
+    ("neg-python-select-stdin", PY + "\"import select, sys; print('serving', flush=True); "
+     "select.select([sys.stdin], [], [], 30)\"", b"serving", False),
+    ("neg-tail-follow", "echo started > /tmp/cc-tail.log; tail -f /tmp/cc-tail.log",
+     b"started", False),
+    ("sqlite3-repl", "sqlite3", b"sqlite>", True),
+    ("bc-repl", "bc -q", b"", True),
+    ("less-pager", "seq 1 200 | less", b"", True),
+)
+EXTRA_QUIET_S = 1.5
+
+
+def capture_extra(name: str, command: str, wait_for: bytes, waits: bool,
+                  records: dict[str, object]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CORTEX_", "PROMPT_"))}
+    env.update({"TERM": "xterm-256color", "LANG": "C.UTF-8", "HOME": "/tmp/cc-home"})
+    pid, fd = spawn_in_pty(command, env, rows=30, cols=100)
+    data, reads = bytearray(), []
+    try:
+        deadline = time.monotonic() + STEP_TIMEOUT_S
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], 0.1)
+            if r:
+                chunk = os.read(fd, 65536)
+                data += chunk
+                reads.append(len(chunk))
+                quiet_since = time.monotonic()
+            elif wait_for in data and time.monotonic() - quiet_since > EXTRA_QUIET_S:
+                break
+        snap = snapshot(pid)
+    finally:
+        os.close(fd)
+        os.killpg(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    (KERNEL_OUT / f"{name}.k0.raw").write_bytes(bytes(data))
+    (KERNEL_OUT / f"{name}.k0.reads").write_text("# cols 100\n" + "".join(f"{n}\n" for n in reads))
+    lines = [json.dumps({"scenario": name, "command": command, "meta": True})]
+    if waits:
+        lines.append(json.dumps({"offset": len(data), "kind": "input_required",
+                                 "kernel_only": True, "any_wait": True}))
+    (KERNEL_OUT / f"{name}.k0.expected.jsonl").write_text("\n".join(lines) + "\n")
+    records[f"{name}.k0.raw"] = snap
+    print(f"{name}: {len(data)} bytes, kernel says {facts_from_record(snap).waiting or '-'}")
+
+
 def write_cuts(sc: Scenario, raw: bytes, reads: list[int],
                expected: list[dict[str, object]], cuts: list[Cut],
                records: dict[str, object]) -> None:
@@ -447,6 +502,9 @@ def main(argv: list[str]) -> int:
             raw, reads, expected = capture(sc, cuts)
             write_cuts(sc, raw, reads, expected, cuts, records)
             print(f"{sc.name}: {len(cuts)} kernel cuts")
+        for extra in KERNEL_EXTRA:
+            if not argv or extra[0] in argv:
+                capture_extra(*extra, records)
         index.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
         return 0
     for sc in chosen:

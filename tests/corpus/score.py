@@ -73,14 +73,21 @@ def score_file(raw: Path, score: Score, facts: KernelFacts | None = None) -> Non
     score.files += 1
     score.produced += len(produced)
     used: set[int] = set()
-    for exp in expected:
-        if exp.get("kernel_only") and not (facts is not None and exp.get("any_wait")):
-            score.kernel_only += 1
-            continue
-        score.expected += 1
+
+    def unscored(exp: dict[str, object]) -> bool:
+        return bool(exp.get("kernel_only")) and not (facts is not None and exp.get("any_wait"))
+    # Scored expectations take their events first; an unscored one only takes what is left.
+    for exp in sorted(expected, key=unscored):
         hit = next((i for i, d in enumerate(produced) if i not in used
                     and d.kind in _kinds(exp)
                     and abs(d.offset - int(str(exp["offset"]))) <= OFFSET_TOLERANCE), None)
+        if unscored(exp):
+            score.kernel_only += 1
+            if hit is not None:  # found anyway (a REPL's prompt pattern): neither way scored
+                used.add(hit)
+                score.produced -= 1
+            continue
+        score.expected += 1
         if hit is None:
             score.misses.append(f"{raw.stem}: {exp['kind']} at {exp['offset']}")
         else:
