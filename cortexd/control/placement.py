@@ -6,9 +6,19 @@ take are offered to other hosts (offers.py). A placement is durable before its
 envelope is sent: QUEUED -> ASSIGNED is a conditional write, all of a pass's
 writes in flight together so they share one group commit. Dispatch is
 at-least-once (an ASSIGNED task is sent again when its node re-attaches).
+
+The Placer (a heap over the attached nodes) is kept across passes and rebuilt at
+most every ``PLACER_REBUILD_S`` — building it is O(nodes), and at 10,000 nodes one
+build per pass was the part of a task's cost that grew with the fleet (issue 9).
+A pick from a kept Placer is checked against the node's current state (the same
+session object, attached, not draining; the Placer checks room and key); when it
+fails, or a kept Placer finds no node, the Placer is rebuilt and asked again, so a
+task is never left queued because the Placer was old. What an old Placer can cost
+is spread: a node freed since the build waits for the next rebuild to be preferred.
 """
 
 import asyncio
+import time
 
 from cortex.v1 import artifacts_pb2, node_pb2
 from cortexd.control.offers import Offers
@@ -19,6 +29,7 @@ from cortexd.serializers.envelope import EnvelopeRequest, frame_bound
 from cortexd.store import StaleWrite, TaskRow
 
 MAX_PLACEMENTS_PER_PASS = 512
+PLACER_REBUILD_S = 0.1
 
 
 def spec_of(task: TaskRow) -> bytes:
@@ -64,6 +75,10 @@ class Placement:
         self.state = state
         self.offers = offers
         self._picks = 0
+        self._placer: Placer[NodeState] | None = None
+        self._built_at = 0.0
+        self._built_for = 0  # len(st.nodes) at the build: a new node forces a rebuild
+        self._pass_at = 0.0  # when the current pass started: a Placer built since is fresh
 
     async def run(self) -> None:
         while True:
@@ -78,20 +93,19 @@ class Placement:
         st = self.state
         if not st.queue:  # most kicks (a task ended) find nothing queued: skip O(nodes)
             return
-        local = [n for n in st.nodes.values() if n.attached and not n.draining]
-        if not local:
+        self._pass_at = time.monotonic()
+        if self._fresh_placer() is None:
             if st.coord.clustered:
                 self.offers.offer_soon(list(st.queue.values()))
             return
         placed: list[tuple[TaskRow, NodeState]] = []
         unplaced: list[TaskRow] = []
-        placer = Placer(local, _running)  # the nodes themselves: no copy per pass
         for task in list(st.queue.values()):
             if len(placed) >= MAX_PLACEMENTS_PER_PASS:
                 st.kick()  # more next pass
                 break
-            node = placer.pick(task.selector, task.node_pin, task.tool)
-            if node is None:
+            node, placer = self._pick(task)
+            if node is None or placer is None:
                 unplaced.append(task)
                 continue
             self._picks += 1
@@ -106,6 +120,33 @@ class Placement:
         rows = await asyncio.gather(*(self._assign(task, node) for task, node in placed))
         await self.dispatch([(row, node) for row, (_, node) in zip(rows, placed, strict=True)
                              if row is not None])
+
+    def _fresh_placer(self, force: bool = False) -> Placer[NodeState] | None:
+        """The kept Placer, rebuilt when old (or ``force``); None: no local node at all."""
+        st = self.state
+        now = time.monotonic()
+        if (force or self._placer is None or now - self._built_at >= PLACER_REBUILD_S
+                or len(st.nodes) != self._built_for):
+            local = [n for n in st.nodes.values() if n.attached and not n.draining]
+            # The nodes themselves: no copy per build.
+            self._placer = Placer(local, _running) if local else None
+            self._built_at, self._built_for = now, len(st.nodes)
+        return self._placer
+
+    def _pick(self, task: TaskRow) -> tuple[NodeState | None, Placer[NodeState] | None]:
+        for _ in range(2):  # the kept Placer, then (if it fails) a rebuilt one
+            placer = self._fresh_placer()
+            if placer is None:
+                return None, None
+            fresh = self._built_at >= self._pass_at
+            node = placer.pick(task.selector, task.node_pin, task.tool)
+            if node is not None and node.attached and not node.draining \
+                    and self.state.nodes.get(node.node_id) is node:
+                return node, placer
+            if fresh:
+                return None, placer
+            self._fresh_placer(force=True)
+        return None, None
 
     async def _assign(self, task: TaskRow, node: NodeState) -> TaskRow | None:
         st = self.state

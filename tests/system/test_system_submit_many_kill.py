@@ -16,7 +16,7 @@ import pytest
 
 from cortex.v1 import control_pb2 as pb
 from cortexctl.client import HubClient, HubSettings, client_tls
-from examples.localfleet import wait_until
+from examples.localfleet import start_time, wait_until
 
 pytestmark = pytest.mark.system
 
@@ -77,12 +77,19 @@ def test_kill_control_and_a_shard_during_submit_many(fleet, hub, tmp_path):
     ran = tmp_path / "ran.log"
     ran.touch()
 
+    old_shards: set[int] = set()
+
     def kill_control() -> None:
-        os.kill(hub.read_info()["control_pid"], signal.SIGKILL)
+        info = hub.read_info()
+        old_shards.update(int(s["pid"]) for s in info["shards"])
+        os.kill(info["control_pid"], signal.SIGKILL)
 
     def kill_shard() -> None:
         # The supervisor restarted the shards with the control process: their new pids.
-        wait_until(lambda: all(s["pid"] for s in hub.read_info()["shards"]), 30, "shards")
+        def restarted() -> bool:
+            pids = [int(s["pid"]) for s in hub.read_info()["shards"]]
+            return all(p and p not in old_shards and start_time(p) is not None for p in pids)
+        wait_until(restarted, 60, "the restarted shards")
         hub.kill_shard(0)
 
     submitter = Submitter(hub, ran, {3: kill_control, 7: kill_shard})
