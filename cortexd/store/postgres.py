@@ -167,6 +167,8 @@ async def migrate(conn: psycopg.AsyncConnection[Any], where: str) -> tuple[int, 
             if current > known:
                 raise SchemaError(migrations.ahead_message(where, current, known))
             if current == known:
+                # The stored functions live in one file, re-applied here (idempotent).
+                await conn.execute(migrations.functions(KIND).encode())
                 return first, known
             m = migrations.pending(KIND, current)[0]
             await conn.execute(

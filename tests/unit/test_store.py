@@ -669,3 +669,46 @@ def test_a_finished_tasks_output_is_final_and_a_late_append_is_recorded(url: str
         assert len(refused) == 2
 
     run(url, body)
+
+
+def test_every_allowed_transition_is_taken_and_every_other_refused(url: str) -> None:
+    """The transition rule of both backends against cortexd/lifecycle.py's table: each
+    (from, to) pair is driven through the store, allowed ones accepted, others refused."""
+    from cortexd.lifecycle import ALLOWED
+
+    async def reach(store: Store, n: int, state: State) -> TaskRow:
+        t, _ = await store.create_task(task(f"t-{n:020d}"))
+        if state is State.QUEUED:
+            return t
+        row = await store.transition(t.task_id, attempt=0, node_epoch=0, to=State.ASSIGNED,
+                                     new_attempt=True, node_id="n1", new_node_epoch=5,
+                                     now_ms=2)
+        if state is State.ASSIGNED:
+            return row
+        if state is not State.RUNNING:  # a terminal state, from RUNNING
+            row = await store.transition(t.task_id, attempt=1, node_epoch=5,
+                                         to=State.RUNNING, now_ms=3)
+        return await store.transition(t.task_id, attempt=1, node_epoch=5, to=state,
+                                      now_ms=4)
+
+    async def body(store: Store) -> None:
+        n = 0
+        for src in State:
+            for dst in State:
+                n += 1
+                row = await reach(store, n, src)
+                assert row.state is src
+                kw: dict[str, object] = {}
+                if src is State.QUEUED and dst is State.ASSIGNED:
+                    kw = {"new_attempt": True, "node_id": "n1", "new_node_epoch": 5}
+                try:
+                    after = await store.transition(row.task_id, attempt=row.attempt,
+                                                   node_epoch=row.node_epoch, to=dst,
+                                                   now_ms=9, **kw)  # type: ignore[arg-type]
+                except StaleWrite:
+                    assert dst not in ALLOWED[src], f"{src} -> {dst} refused"
+                else:
+                    assert dst in ALLOWED[src], f"{src} -> {dst} accepted"
+                    assert after.state is dst
+
+    run(url, body)

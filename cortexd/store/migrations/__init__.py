@@ -45,6 +45,13 @@ def load(kind: str) -> list[Migration]:
     return found
 
 
+def functions(kind: str) -> str:
+    """``<kind>/functions.sql``: stored functions, re-applied after every migrate (the
+    numbered migrations hold tables and data only); "" when the kind has none."""
+    path = resources.files(__name__).joinpath(kind).joinpath("functions.sql")
+    return path.read_text() if path.is_file() else ""
+
+
 def latest(kind: str) -> int:
     return len(load(kind))
 
