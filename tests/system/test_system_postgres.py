@@ -56,12 +56,15 @@ def test_check_config_and_migrate_say_what_is_wrong(tmp_path):
         r = run("cortexd", *flags, "--store", url)
         assert r.returncode == 0 and f"version {latest('pg')} (current)" in r.stdout, r.stderr
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("INSERT INTO schema_migrations VALUES (7, 'future', 0)")
+            conn.execute("INSERT INTO schema_migrations VALUES (%s, 'future', 0)",
+                         (latest("pg") + 1,))
         r = run("cortexd", *flags, "--store", url)
-        assert r.returncode == 2 and "schema version 7, newer than" in r.stderr, r.stderr
+        future = f"schema version {latest('pg') + 1}, newer than"
+        assert r.returncode == 2 and future in r.stderr, r.stderr
         # The hub itself refuses to start on it, with the same message and exit code 2.
         r = run("cortexd", *flags[:-1], "--store", url, "--shards", "1",
                 "--node-listen", "127.0.0.1:0", "--control-listen", "127.0.0.1:0")
-        assert r.returncode == 2 and "schema version 7, newer than" in r.stderr, r.stderr
+        future = f"schema version {latest('pg') + 1}, newer than"
+        assert r.returncode == 2 and future in r.stderr, r.stderr
         r = run("cortexctl", "db", "migrate", "--store", url)
         assert r.returncode == 1 and "newer than this cortexd" in r.stderr, r.stderr
