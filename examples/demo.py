@@ -26,6 +26,7 @@ from pathlib import Path
 
 from cortexctl.render import table
 from examples.demobrowse import BROWSER_ARGS, BROWSER_NODE, browse_tour
+from examples.demomonitor import monitor_tour
 from examples.localfleet import Ctl, FleetError, LocalHub, LocalNode, tail
 
 NODES = {"node-1": "a", "node-2": "b", "node-3": "c"}
@@ -176,6 +177,7 @@ def main() -> int:
     try:
         demo.start()
         demo.run_tasks()
+        monitor_tour(demo, step, indent)
         browse_tour(demo, step, indent)
         demo.shutdown()
     except (FleetError, TimeoutError, OSError) as e:
