@@ -55,7 +55,13 @@ $(VENV)/.llm-installed: $(VENV)/.installed
 
 llm: $(VENV)/.llm-installed
 
-test: lint $(CHROMIUM) $(VENV)/.llm-installed
+# tests/system/test_system_systemd.py verifies every unit with systemd-analyze.
+SYSTEMD_ANALYZE := /usr/bin/systemd-analyze
+$(SYSTEMD_ANALYZE):
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q systemd
+
+test: lint $(CHROMIUM) $(VENV)/.llm-installed $(SYSTEMD_ANALYZE)
 	$(PY) -m pytest tests
 
 # Micro-benchmarks (signing inline vs pool, rings vs socketpair); not part of `make test`.

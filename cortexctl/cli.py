@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cortex.v1 import control_pb2 as pb
+from cortex.version import line as version_line
 from cortexctl import (
     artcmds,
     browse,
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cortexctl", description="Operate a Cortex hub: submit and follow tasks, "
         "list nodes, tasks and shards.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_line("cortexctl"))
     add_global_flags(parser, on_command=False)
     sub = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True)
 

@@ -17,6 +17,7 @@ from typing import Any
 from cortex import logs
 from cortex.errors import ConfigError
 from cortex.tokens import TokenTable
+from cortex.version import line
 from cortexd import config, exitcodes
 
 FLAGS: list[tuple[str, dict[str, Any]]] = [
@@ -47,13 +48,15 @@ FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--shutdown-grace-s", {"type": float}),
     ("--metrics-listen", {"help": "HOST:PORT (or PORT, on loopback) for /metrics, /healthz "
                                   "and /readyz; off when not set"}),
-    ("--log-format", {"choices": ["json", "console"]}),
+    ("--log-format", {"choices": ["auto", "json", "console"],
+                      "help": "auto (default): JSON lines unless stderr is a terminal"}),
     ("--log-level", {"choices": ["debug", "info", "warning", "error"]}),
 ]
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cortexd", description="The Cortex hub daemon.")
+    p.add_argument("--version", action="version", version=line("cortexd"))
     p.add_argument("--config", type=Path, help="TOML settings file (or CORTEX_CONFIG)")
     for flag, kw in FLAGS:
         p.add_argument(flag, **kw)
@@ -120,10 +123,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cortexd: {e}", file=sys.stderr)
             return exitcodes.CONFIG_ERROR
         return exitcodes.OK
-    logs.configure("supervisor", json=settings.log_format == "json", level=settings.log_level)
+    logs.configure("supervisor", json=logs.wants_json(settings.log_format),
+                   level=settings.log_level)
     from cortexd.supervisor import Supervisor
 
-    return Supervisor(settings).run()
+    return Supervisor(settings, lambda: config.load(args.config, overrides)).run()
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ class Settings:
     # Fault injection for tests only: hold each decision this long between recording it
     # and applying it (the window a kill -9 must hit).
     monitor_hold_before_apply_ms: int = 0
-    log_format: str = "json"  # json | console
+    log_format: str = "auto"  # auto (JSON unless stderr is a terminal) | json | console
     log_level: str = "info"
 
     @property
@@ -131,8 +131,9 @@ class Settings:
         if self.signer not in ("adaptive", "inline", "pool"):
             raise ConfigError("signer must be 'adaptive', 'inline' or 'pool', not "
                               f"{self.signer!r}")
-        if self.log_format not in ("json", "console"):
-            raise ConfigError(f"log_format must be 'json' or 'console', not {self.log_format!r}")
+        if self.log_format not in ("auto", "json", "console"):
+            raise ConfigError("log_format must be 'auto', 'json' or 'console', not "
+                              f"{self.log_format!r}")
         if not self.store_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ConfigError(f"store {self.store!r}: expected sqlite:///PATH or "
                               "postgresql://USER@HOST:PORT/DB")

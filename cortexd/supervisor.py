@@ -12,6 +12,9 @@ alive, and runs the stop ladder. It never touches task data.
   nodes reconnect. More than ``max_restarts_per_minute`` crashes halt the hub
   (CRASH_LOOP). A crashed control process takes the shards down with it and all
   children are started again (nodes reconnect and reconcile).
+- systemd: READY=1 once every child is ready, WATCHDOG=1 at half WatchdogSec= only
+  while every child beats (cortexd/watchdog.py), RELOADING=1 … READY=1 around a
+  SIGHUP reload (cortexd/reload.py), STOPPING=1 when the ladder starts.
 - Signals only enqueue; the loop decides. SIGTERM/SIGINT: graceful stop; a
   second one skips to the forced step. The ladder: shards stop accepting and end
   their streams → control flushes the store → SIGKILL whatever is left after
@@ -25,10 +28,12 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from cortex import logs
@@ -42,6 +47,7 @@ from cortexd.ipc.ring import Ring
 from cortexd.metrics import procdir
 from cortexd.monitors.credentials import ensure_monitor_token
 from cortexd.monitors.heartbeat import Heartbeat, beat_path
+from cortexd.reload import plan as reload_plan
 from cortexd.runtime import (
     BootError,
     port_lock_path,
@@ -54,8 +60,18 @@ from cortexd.runtime import (
     take_lock,
     write_ready_file,
 )
+from cortexd.watchdog import Watchdog
+from cortexd.watchdog import interval_s as watchdog_interval_s
 
 BOOT_TIMEOUT_S = 60.0
+
+
+def metrics() -> ModuleType:
+    """The metric definitions, imported after procdir.prepare (prometheus_client picks
+    its multiprocess value store when first imported)."""
+    from cortexd.metrics import hub
+
+    return hub
 TICK_S = 0.5
 
 
@@ -74,8 +90,13 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings,
+                 reread: Callable[[], Settings] | None = None) -> None:
         self.s = settings
+        self.loaded = settings  # as configured (before ports were made concrete)
+        self.reread = reread  # SIGHUP: the same sources read again
+        period = watchdog_interval_s()
+        self.watchdog = Watchdog(period) if period else None
         self.ctx = multiprocessing.get_context("spawn")
         self.log = logs.get()
         self.signals: deque[int] = deque()
@@ -146,10 +167,8 @@ class Supervisor:
         for i in range(s.monitor_processes):
             self.monitor_beats.append(Heartbeat(beat_path(prefix, i), create=True))
             self.monitors.append(Child(f"monitor-{i}", None, monitor=i))
-        from cortexd.metrics import hub as metrics  # after procdir.prepare (see there)
-
         for child in (self.control, *self.shards, *self.monitors):  # exported at 0 at first
-            metrics.CHILD_RESTARTS.labels(s.host_id, child.name)
+            metrics().CHILD_RESTARTS.labels(s.host_id, child.name)
         self._start_all()
         self.log.info("cortexd_ready", **self._write_ready())
         sd_notify("READY=1")
@@ -253,12 +272,13 @@ class Supervisor:
                 while self.signals:
                     sig = self.signals.popleft()
                     if sig == signal.SIGHUP:
-                        self.log.info("sighup_ignored", note="reload is not implemented yet")
+                        self._reload()
                         continue
                     self.log.info("stop_signal", signal=signal.Signals(sig).name)
                     return self._stop_ladder(force=sig == signal.SIGQUIT)
                 if (code := self._check_children()) is not None:
                     return code
+                self._watchdog()
         finally:
             signal.set_wakeup_fd(-1)
             os.close(rfd)
@@ -348,9 +368,64 @@ class Supervisor:
 
     def _count_restart(self, child: Child) -> None:
         procdir.mark_dead(self._pid(child))
-        from cortexd.metrics import hub as metrics  # after procdir.prepare (see there)
+        metrics().CHILD_RESTARTS.labels(self.s.host_id, child.name).inc()
 
-        metrics.CHILD_RESTARTS.labels(self.s.host_id, child.name).inc()
+    # -- systemd: watchdog and reload ------------------------------------------------
+
+    def _children_alive(self, now: float) -> bool:
+        control = self.control
+        if control.proc is None or not control.proc.is_alive() or not self.ring_objs:
+            return False
+        beat = self.ring_objs[1].producer_heartbeat  # control beats its down rings
+        if beat != control.last_beat:
+            control.last_beat, control.last_beat_change = beat, now
+        elif now - control.last_beat_change > self.s.child_timeout_s:
+            return False
+        return all(c.respawn_at is None and c.proc is not None and c.proc.is_alive()
+                   and now - c.last_beat_change <= self.s.child_timeout_s
+                   for c in self.shards) and all(
+            c.respawn_at is None and c.proc is not None and c.proc.is_alive()
+            for c in self.monitors)
+
+    def _watchdog(self) -> None:
+        now = time.monotonic()
+        if self.watchdog is None or not self.watchdog.due(now):
+            return
+        was_withheld = self.watchdog.withheld
+        if self.watchdog.decide(now, self._children_alive(now)):
+            sd_notify("WATCHDOG=1")
+            metrics().WATCHDOG_PINGS.labels(self.s.host_id).inc()
+            if was_withheld:
+                self.log.info("watchdog_resumed")
+        elif not was_withheld:
+            self.log.error("watchdog_withheld", note="a child is not alive or not beating; "
+                           "systemd restarts the unit after WatchdogSec=")
+
+    def _reload(self) -> None:
+        """SIGHUP: apply what can change live, name what needs a restart (cortexd/reload.py)."""
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
+        try:
+            if self.reread is None:
+                raise ConfigError("this cortexd was not started from a configuration to re-read")
+            change = reload_plan(self.loaded, self.reread())
+        except ConfigError as e:
+            self.log.error("reload_failed", message=str(e), note="the running settings stay")
+            metrics().RELOADS.labels(self.s.host_id, "failed").inc()
+            sd_notify("READY=1")
+            return
+        self.s = change.apply(self.s)
+        self.loaded = change.apply(self.loaded)
+        logs.set_level(self.s.log_level)
+        for child in (self.control, *self.shards):
+            if child.conn is not None:
+                with contextlib.suppress(OSError):
+                    report(child.conn, "reload", settings=self.s.to_dict())
+        self.log.info("reloaded", applied=sorted(change.applied), tokens="re-read",
+                      needs_restart=list(change.needs_restart))
+        metrics().RELOADS.labels(self.s.host_id,
+                                 "partial" if change.needs_restart else "ok").inc()
+        sd_notify("READY=1")
 
     def _shard_down(self, child: Child, now: float) -> None:
         self._count_restart(child)

@@ -45,7 +45,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     if ns.check_config:
         print("nodeagent: configuration OK")
         return exitcodes.OK
-    logs.configure("nodeagent", json=config.log_format == "json", level=config.log_level,
+    logs.configure("nodeagent", json=logs.wants_json(config.log_format), level=config.log_level,
                    node=config.node_id)
     agent = NodeAgent(config, token, hub_key, logs.get("nodeagent"))
     if config.metrics_listen:

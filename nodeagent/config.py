@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from cortex.errors import ConfigError
 from cortex.ids import check_labels, is_node_id
 from cortex.tls import ClientTLS, check_plaintext, split_host_port
+from cortex.version import line
 from nodeagent.hubs import parse_hub_list
 
 KIB = 1024
@@ -40,7 +41,7 @@ class AgentConfig:
     shutdown_grace_s: float = 30.0
     backoff_base_s: float = 0.2
     backoff_cap_s: float = 10.0
-    log_format: str = "json"
+    log_format: str = "auto"  # JSON lines unless stderr is a terminal
     log_level: str = "info"
     metrics_listen: str = ""  # HOST:PORT (or PORT, loopback) for /metrics; "" = off
     control_address: str = ""  # the hub's Control port, for artifacts; "" = none
@@ -99,6 +100,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> _Parser:
     env = os.environ.get
     p = _Parser(prog="nodeagent", description="Cortex node agent", add_help=True)
+    p.add_argument("--version", action="version", version=line("nodeagent"))
     p.add_argument("--hub", default=env("CORTEX_HUB"),
                    help="hub node port, HOST:PORT; several hubs of one cluster as "
                         "HOST:PORT,HOST:PORT,… (the node fails over between them)")
@@ -149,7 +151,8 @@ def _parser() -> _Parser:
                    "and restart it when it exits")
     p.add_argument("--browserd-arg", action="append", default=[], metavar="ARG",
                    help="an argument for the browserd the agent starts (repeatable)")
-    p.add_argument("--log-format", choices=("json", "console"), default="json")
+    p.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
+                   help="auto: JSON lines unless stderr is a terminal")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     p.add_argument("--check-config", action="store_true",
                    help="validate the configuration, load the token and hub key, and exit")

@@ -37,7 +37,7 @@ from cortexd.control.hub import Hub
 from cortexd.control.monitorapi import MonitorsService
 from cortexd.control.service import ControlService
 from cortexd.control.shells import ShellService
-from cortexd.control.state import ShardInfo
+from cortexd.control.state import HubState, ShardInfo
 from cortexd.coord import make_coordinator
 from cortexd.ingress.auth import CONTROL_METHODS, Authenticator, AuthInterceptor
 from cortexd.ingress.grpchealth import SERVING, PortHealth
@@ -72,6 +72,7 @@ class Control:
         self.stop = asyncio.Event()
         self.log = logs.get()
         self.figures: ControlFigures
+        self.tokens: TokenTable
 
     async def run(self) -> int:
         s = self.settings
@@ -102,7 +103,7 @@ class Control:
             link.start(loop)
             st.links[index] = link
             st.shards[index] = ShardInfo()
-        table = TokenTable(s.tokens_file)
+        table = self.tokens = TokenTable(s.tokens_file)
         table.load()
         auth = Authenticator(table)
         artifacts = await open_artifacts(s, store, auth)
@@ -147,6 +148,7 @@ class Control:
         tasks.append(asyncio.create_task(hub.sessions.run_housekeeping()))
         tasks.append(asyncio.create_task(watch_parent(self.parent_pid, self.stop.set)))
         tasks.append(asyncio.create_task(artifacts.collector.run_forever()))
+        tasks.append(asyncio.create_task(beat_rings(st)))
         if st.coord.clustered:
             await st.coord.open(hub.cluster.on_message)
             tasks.append(asyncio.create_task(hub.cluster.run()))
@@ -184,6 +186,9 @@ class Control:
         if msg["event"] == "stopping":  # the supervisor began its stop ladder
             self.figures.stopping = True
             return
+        if msg["event"] == "reload":
+            self._reload(hub, Settings.from_dict(msg["settings"]))
+            return
         info = hub.state.shards.setdefault(int(msg.get("shard", 0)), ShardInfo())
         if msg["event"] == "shard_up":
             info.pid, info.alive, info.restarts = msg["pid"], True, msg["restarts"]
@@ -192,12 +197,33 @@ class Control:
             hub.state.spawn(hub.cluster.shard_down(int(msg["shard"])))
 
 
+    def _reload(self, hub: Hub, settings: Settings) -> None:
+        """SIGHUP (cortexd/reload.py): settings read at their use, credentials re-read."""
+        self.settings = hub.state.settings = settings
+        hub.state.watchers.limit = settings.max_watchers
+        logs.set_level(settings.log_level)
+        try:
+            self.tokens.load()
+        except Exception as e:  # a broken tokens file: keep the credentials we had
+            self.log.error("reload_tokens_failed", error=str(e))
+        self.log.info("control_reloaded", log_level=settings.log_level)
+
+
+async def beat_rings(st: HubState, interval_s: float = 1.0) -> None:
+    """Prove this process lives: advance the producer heartbeat of every down ring
+    (the supervisor's watchdog reads it, cortexd/watchdog.py). A hung loop stops it."""
+    while True:
+        for link in list(st.links.values()):
+            link.tx.beat_producer()
+        await asyncio.sleep(interval_s)
+
+
 def main(settings_dict: dict[str, Any], rings: list[RingPaths], conn: Connection,
          parent_pid: int) -> None:
     """Entry point of the spawned control process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = Settings.from_dict(settings_dict)
-    logs.configure("control", json=settings.log_format == "json", level=settings.log_level)
+    logs.configure("control", json=logs.wants_json(settings.log_format), level=settings.log_level)
     try:
         code = uvloop.run(Control(settings, rings, conn, parent_pid).run())
     except Exception as e:

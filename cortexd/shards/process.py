@@ -19,7 +19,13 @@ import uvloop
 from cortex import logs
 from cortex.tokens import TokenTable
 from cortexd import exitcodes
-from cortexd.childproc import RingPaths, install_stop_signals, report, watch_parent
+from cortexd.childproc import (
+    RingPaths,
+    install_stop_signals,
+    read_report,
+    report,
+    watch_parent,
+)
 from cortexd.config import Settings
 from cortexd.ingress.auth import NODE_METHODS, Authenticator, AuthInterceptor
 from cortexd.ingress.grpchealth import SERVING, PortHealth
@@ -79,6 +85,8 @@ class Shard:
         await server.start()
         await health.set(SERVING)
         install_stop_signals(asyncio.get_running_loop(), lambda sig: self.stop.set())
+        asyncio.get_running_loop().add_reader(self.conn.fileno(), self._from_supervisor,
+                                              service, table)
         report(self.conn, "ready", pid=os.getpid())
         self.log.info("shard_ready", address=s.node_listen)
         tasks = [
@@ -102,6 +110,30 @@ class Shard:
                       attaches_retry_later=admission.refused,
                       waits_for_ring_room=service.held_for_room)
         return exitcodes.OK
+
+    def _from_supervisor(self, service: NodeLinkService, table: TokenTable) -> None:
+        """A reload (SIGHUP, cortexd/reload.py): limits, log level, credentials. The node
+        streams are not touched."""
+        try:
+            msg = read_report(self.conn)
+        except (EOFError, OSError, ValueError):
+            asyncio.get_running_loop().remove_reader(self.conn.fileno())
+            return  # the supervisor is gone; watch_parent stops us
+        if msg.get("event") != "reload":
+            return
+        s = self.settings = Settings.from_dict(msg["settings"])
+        logs.set_level(s.log_level)
+        service.attach_timeout_s = s.attach_timeout_s
+        fresh = AttachAdmission.for_shard(s.admit_per_s, s.max_pending_attaches, s.shards,
+                                          time.monotonic(), node_grace_s=s.node_grace_s)
+        admission = service.admission
+        admission.rate_per_s, admission.burst = fresh.rate_per_s, fresh.burst
+        admission.max_pending, admission.max_retry_s = fresh.max_pending, fresh.max_retry_s
+        try:
+            table.load()
+        except Exception as e:  # a broken tokens file: keep the credentials we had
+            self.log.error("reload_tokens_failed", error=str(e))
+        self.log.info("shard_reloaded", log_level=s.log_level)
 
     async def _from_control(self, link: RingLink, sessions: SessionTable,
                             service: NodeLinkService) -> None:
@@ -175,7 +207,7 @@ def main(index: int, settings_dict: dict[str, Any], paths: RingPaths, conn: Conn
          parent_pid: int) -> None:
     """Entry point of a spawned shard process."""
     settings = Settings.from_dict(settings_dict)
-    logs.configure("shard", json=settings.log_format == "json", level=settings.log_level,
+    logs.configure("shard", json=logs.wants_json(settings.log_format), level=settings.log_level,
                    shard=index)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; see install_stop
     try:
