@@ -129,4 +129,6 @@ def sd_notify(message: str) -> None:
     if addr.startswith("@"):
         addr = "\0" + addr[1:]
     with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.sendto(message.encode(), addr)
+        # Never block the supervisor's loop on a notify socket nobody reads (a full
+        # datagram queue blocks sendto): the message is dropped instead.
+        s.sendto(message.encode(), socket.MSG_DONTWAIT, addr)

@@ -132,7 +132,7 @@ def main(settings_dict: dict[str, Any], index: int, count: int, beat: str, conn:
     """Entry point of a spawned monitor process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = Settings.from_dict(settings_dict)
-    logs.configure(f"monitor-{index}", json=settings.log_format == "json",
+    logs.configure(f"monitor-{index}", json=logs.wants_json(settings.log_format),
                    level=settings.log_level)
     try:
         code = uvloop.run(MonitorProcess(settings, index, count, Path(beat), conn,

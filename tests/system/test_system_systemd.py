@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -21,46 +22,59 @@ UNITS = sorted((Path(__file__).resolve().parents[2] / "systemd").glob("*.service
 
 
 class NotifySocket:
+    """The test's end of NOTIFY_SOCKET, read by a thread at once (as systemd would: an
+    unread socket would fill and drop the supervisor's messages)."""
+
     def __init__(self, path: Path) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
         self.messages: list[tuple[float, str]] = []
+        self.cursor = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
 
-    def expect(self, wanted: str, timeout_s: float) -> list[str]:
-        """Read until a message with the line ``wanted`` arrives; return what came."""
-        deadline = time.monotonic() + timeout_s
-        seen = []
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+    def _read(self) -> None:
+        while not self._stop.is_set():
             try:
                 msg = self.sock.recv(4096).decode()
-            except TimeoutError:
-                break
+            except (TimeoutError, OSError):
+                continue
             self.messages.append((time.monotonic(), msg))
-            seen.append(msg)
-            if wanted in msg.splitlines():
-                return seen
-        raise AssertionError(f"no {wanted!r} within {timeout_s} s; got {seen}")
 
-    def quiet_for(self, line: str, seconds: float) -> list[str]:
-        """Everything received over ``seconds``; fails if ``line`` was among it."""
-        got = []
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(left)
-            try:
-                got.append(self.sock.recv(4096).decode())
-            except TimeoutError:
-                break
-        assert not any(line in m.splitlines() for m in got), got
-        return got
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    def expect(self, wanted: str, timeout_s: float) -> list[str]:
+        """Wait for a message (after the last one expected) with the line ``wanted``;
+        return the messages up to it."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for i in range(self.cursor, len(self.messages)):
+                if wanted in self.messages[i][1].splitlines():
+                    seen = [m for _, m in self.messages[self.cursor:i + 1]]
+                    self.cursor = i + 1
+                    return seen
+            time.sleep(0.05)
+        raise AssertionError(f"no {wanted!r} within {timeout_s} s; got "
+                             f"{[m for _, m in self.messages[self.cursor:]]}")
+
+    def quiet_for(self, line: str, seconds: float) -> None:
+        """Fails if ``line`` arrives within ``seconds`` from now."""
+        since = time.monotonic()
+        time.sleep(seconds)
+        late = [m for t, m in self.messages if t >= since and line in m.splitlines()]
+        assert not late, late
 
 
 @pytest.fixture
 def notify(tmp_path):
     sock = NotifySocket(tmp_path / "notify.sock")
     yield sock
-    sock.sock.close()
+    sock.close()
 
 
 @pytest.mark.timeout(150)
@@ -104,12 +118,6 @@ def test_notify_protocol_watchdog_and_reload(fleet, tmp_path, monkeypatch, notif
         # Pings may go on until the 2 s child timeout has passed; then none for 3 s.
         wait_until(lambda: log_events(hub.log_path, "watchdog_withheld"), 15,
                    "the supervisor to withhold the watchdog ping")
-        notify.sock.setblocking(False)
-        while True:  # drop what was sent before the ping was withheld
-            try:
-                notify.sock.recv(4096)
-            except BlockingIOError:
-                break
         notify.quiet_for("WATCHDOG=1", 3.0)
         assert log_events(hub.log_path, "watchdog_withheld")
     finally:
