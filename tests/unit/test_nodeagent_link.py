@@ -62,13 +62,17 @@ class Conn:
         self.outbox.put_nowait(node_pb2.HubFrame(**frame))
 
     async def expect(self, kind: str) -> Any:
-        """The next frame of ``kind`` (heartbeats are counted and skipped; others fail)."""
+        """The next frame of ``kind``. Heartbeats are counted and skipped, and so are
+        progress reports (they are control frames a timer queues, so one may go ahead of
+        output that is already spooled); any other frame fails."""
         while True:
             frame = await asyncio.wait_for(self.inbox.get(), TIMEOUT_S)
             assert frame is not None, f"stream ended while waiting for {kind}"
             got = frame.WhichOneof("kind")
             if got == "heartbeat":
                 self.heartbeats += 1
+                continue
+            if got == "progress" and kind != "progress":
                 continue
             assert got == kind, f"expected {kind}, got {frame}"
             return getattr(frame, kind)
