@@ -4,7 +4,9 @@ tests of the monitors' LLM rung (the real model is tests/llmserver.py).
 Each POST /v1/chat/completions takes the next step of the script (the last one
 repeats): ``Reply(content)`` answers with that message content, ``Status(429)``
 answers an error status (with ``retry-after-ms``), and any step may ``delay_s``
-first (a slow endpoint, or one slower than the client's timeout). Every request
+first (a slow endpoint, or one slower than the client's timeout); a ``Reply`` may also
+``hold`` until the test releases it (an endpoint slow for exactly as long as the test
+needs, whatever the machine's load). Every request
 body is kept (``requests``) and the most calls seen in flight at once
 (``max_in_flight``).
 """
@@ -23,6 +25,7 @@ from typing import Any
 class Reply:
     content: str
     delay_s: float = 0.0
+    hold: threading.Event | None = None  # answer only once the test sets it (≤ 300 s)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
             try:
                 if step.delay_s:
                     time.sleep(step.delay_s)
+                if isinstance(step, Reply) and step.hold is not None:
+                    step.hold.wait(300)
                 if isinstance(step, Status):
                     self._send(step.code, {"error": {"message": "scripted", "type": "x"}},
                                {"retry-after-ms": "10"})

@@ -10,6 +10,8 @@ the real model (SmolLM2-135M served by llama-cpp-python, tests/llmserver.py).
 """
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -56,8 +58,9 @@ def hub_with_llm(fleet, tmp_path: Path, url: str, model: str, fmt: str = "json_s
 
 def test_a_slow_llm_decides_and_stalls_nothing_else(fleet, tmp_path: Path) -> None:
     answer = json.dumps({"action": "SEND_INPUT", "text": "yes\n"})
-    with scripted_llm([Reply(answer, delay_s=6.0)]) as (url, script):
-        ctl = hub_with_llm(fleet, tmp_path, url, "scripted-model")
+    release = threading.Event()  # the LLM answers only after the quick task has ended
+    with scripted_llm([Reply(answer, hold=release)]) as (url, script):
+        ctl = hub_with_llm(fleet, tmp_path, url, "scripted-model", timeout_s=120.0)
         (tmp_path / "ask.toml").write_text(ASK_LLM)
         (tmp_path / "rule.toml").write_text(RULE)
         slow = ctl.submit("stty -echo; printf 'Password: '; read pw; stty echo; "
@@ -67,12 +70,15 @@ def test_a_slow_llm_decides_and_stalls_nothing_else(fleet, tmp_path: Path) -> No
                    interval_s=0.1)
         ctl.ok("input", slow, "hunter2")
         wait_until(lambda: script.in_flight == 1, 60, "the LLM call", interval_s=0.05)
+        held_from = time.monotonic()
         # While the LLM thinks, a rule-answered task runs from start to end.
         quick = ctl.submit("printf 'Proceed? [y/N] '; read a; echo ok=$a",
                            "--policy-file", str(tmp_path / "rule.toml"))
         out, status = ctl.watch(quick, timeout_s=60)
         assert status == 0 and b"ok=y" in out
         assert script.in_flight == 1, "the rule waited for the LLM"
+        held_ms = (time.monotonic() - held_from) * 1000
+        release.set()
         out, status = ctl.watch(slow, timeout_s=90)
     assert status == 0 and b"answer=yes" in out, out
     llm = [d for d in ctl.json("decisions", slow) if d["model"]]
@@ -82,7 +88,7 @@ def test_a_slow_llm_decides_and_stalls_nothing_else(fleet, tmp_path: Path) -> No
                                                     "scripted-model")
     assert (d["prompt_tokens"], d["completion_tokens"]) == (11, 7)
     assert len(d["context_digest"]) == 64 and 0 < d["context_bytes"] <= 40_000
-    assert d["latency_ms"] >= 5000
+    assert d["latency_ms"] >= held_ms - 100  # the decision waited for the held answer
     sent = json.dumps(script.requests)
     assert "hunter2" not in sent and "[secret]" in sent  # typed at a password prompt
     assert b"typed hunter2" in out  # the task itself printed it: only the hub redacts
