@@ -305,14 +305,7 @@ class Supervisor:
         for child in self.shards:
             assert child.shard is not None
             if child.respawn_at is not None:
-                if now >= child.respawn_at:
-                    self._spawn(child)
-                    try:
-                        self._await_ready(child)
-                        self._write_ready()
-                    except BootError as e:
-                        self.log.error("respawn_failed", child=child.name, message=str(e))
-                        child.respawn_at = now + self._backoff(child)
+                self._respawn_if_due(child, now)
                 continue
             assert child.proc is not None
             if not child.proc.is_alive():
@@ -332,19 +325,26 @@ class Supervisor:
                 self._shard_down(child, now)
         return self._check_monitors(now)
 
+    def _respawn_if_due(self, child: Child, now: float) -> None:
+        """A dead shard or monitor whose backoff has passed: spawn it again; a failed boot
+        backs off once more."""
+        assert child.respawn_at is not None
+        if now < child.respawn_at:
+            return
+        self._spawn(child)
+        try:
+            self._await_ready(child)
+            self._write_ready()
+        except BootError as e:
+            self.log.error("respawn_failed", child=child.name, message=str(e))
+            child.respawn_at = now + self._backoff(child)
+
     def _check_monitors(self, now: float) -> int | None:
         """Monitor processes: respawned with backoff when they die or stop beating."""
         for child in self.monitors:
             assert child.monitor is not None
             if child.respawn_at is not None:
-                if now >= child.respawn_at:
-                    self._spawn(child)
-                    try:
-                        self._await_ready(child)
-                        self._write_ready()
-                    except BootError as e:
-                        self.log.error("respawn_failed", child=child.name, message=str(e))
-                        child.respawn_at = now + self._backoff(child)
+                self._respawn_if_due(child, now)
                 continue
             assert child.proc is not None
             beat = self.monitor_beats[child.monitor].value
