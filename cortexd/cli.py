@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         shown = settings.to_dict()
         from cortexd.coord.redis import redact as redact_coordination
-        from cortexd.store.postgres import redact
+        from cortexd.store.pgschema import redact
 
         shown["store"] = redact(shown["store"])
         shown["coordination"] = redact_coordination(shown["coordination"])

@@ -8,28 +8,18 @@ one event loop, so no locks. Invariants:
   attempt was durably recorded in the ran log.
 - Every output byte is in the spool before the table may offer it; frames are read back
   from the spool, so a resend after reconnect is byte-identical.
-- A task leaves the table only on ``FinishedAck`` or ``KILL``. ``KILL`` deletes its spool;
-  after ``FinishedAck`` the spool is kept for ``cortexctl logs`` under the retention
-  limits (``nodeagent/retention.py``), pruned oldest first.
-- Control frames (started, rejected, heartbeat, draining) go before output frames, and a
-  task's ``TaskStarted`` is queued before any of its output can be offered.
-- Folding (issue 9, when the Welcome says ``fold_frames``): for ``fold_window_ms`` after
-  its start a task's ``TaskStarted`` and output wait. A task that ends within the window
-  never sends ``TaskStarted`` (its ``TaskFinished`` says it ran) and its output, up to
-  ``fold_output_bytes``, travels inside the ``TaskFinished``: one frame instead of
-  three. At the window's end a running task's ``TaskStarted`` is queued, then its output.
-- Every task is run by its tool (:mod:`nodeagent.tools`): the host builds the tool's
-  :class:`~nodeagent.tools.base.TaskRunner` with a per-attempt :class:`_AttemptEvents` and
-  holds only that contract. A tool that raises, or whose ``done`` fails, ends its task
+- A task leaves the table only on ``FinishedAck`` or ``KILL``; what then becomes of its
+  spool: :mod:`nodeagent.spools`.
+- A task's ``TaskStarted`` is queued before any of its output can be offered; what is
+  sent, in which order, and folding (issue 9): :mod:`nodeagent.outbox`.
+- Every task is run by its tool (:mod:`nodeagent.tools`) through the per-attempt contract
+  of :mod:`nodeagent.attempt`. A tool that raises, or whose ``done`` fails, ends its task
   (exit 70, the error as reason); it never reaches the agent's loop.
 """
 
 import asyncio
 import collections
 import contextlib
-import os
-import shutil
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,62 +28,26 @@ from cortex.envelope import EnvelopeVerifier
 from cortex.v1 import node_pb2, nodecall_pb2
 from nodeagent import procgroup
 from nodeagent.admission import Rejection, admit
+from nodeagent.attempt import AttemptEvents, cannot_start, exit_of, tool_task
 from nodeagent.browsertool import TOOL as BROWSER_TOOL
 from nodeagent.browsertool import BrowserTool
 from nodeagent.cgroup import PROCESS_GROUP, CgroupTree, Limits, TaskCgroup
 from nodeagent.config import AgentConfig
 from nodeagent.detect.live import TaskPrompts
 from nodeagent.errors import NodeAgentError, SpoolError
+from nodeagent.outbox import Outbox
 from nodeagent.pacing import StreamPacer
 from nodeagent.ranlog import RanLog
-from nodeagent.retention import RetainedSpool, RetainedSpools
-from nodeagent.runner import RunSpec, TaskExit
-from nodeagent.spool import SpoolMeta, TaskSpool
-from nodeagent.spoolreads import answer as answer_log_request
+from nodeagent.runner import TaskExit
+from nodeagent.runners import Runners
+from nodeagent.spool import TaskSpool
+from nodeagent.spools import AttemptSpools
 from nodeagent.taskfiles import TaskFiles
-from nodeagent.tasktable import SendFinished, SendOutput, TaskEntry, TaskKey, TaskTable
-from nodeagent.tools.base import EX_DATAERR, EX_SOFTWARE, TaskRunner, ToolError, ToolTask
+from nodeagent.tasktable import TaskEntry, TaskKey, TaskTable
+from nodeagent.tools.base import EX_DATAERR, EX_SOFTWARE, TaskRunner, ToolError
 from nodeagent.tools.registry import ToolInputError, ToolSet, load_tools
 
-META_SAVE_INTERVAL_S = 1.0
 SPAWN_FAILED_EXIT = 127
-PRUNE_INTERVAL_S = 60.0
-MAX_CONTROL_FRAMES = 10_000
-
-
-class _AttemptEvents:
-    """The host's side of one attempt's runner contract (``nodeagent.tools.base``)."""
-
-    def __init__(self, host: "TaskHost", env: node_pb2.TaskEnvelope,
-                 cgroup: TaskCgroup | None) -> None:
-        self._host = host
-        self._env = env
-        self._cgroup = cgroup
-        self._key = (env.task_id, env.attempt)
-        self.reported = False  # started or start_failed said (once)
-
-    def started(self, pid: int) -> None:
-        if not self.reported:
-            self.reported = True
-            self._host._started(self._env, pid)
-
-    def start_failed(self, message: str) -> None:
-        if not self.reported:
-            self.reported = True
-            self._host._start_failed(self._env, self._cgroup, message)
-
-    def output(self, data: bytes) -> None:
-        self._host._on_output(self._key, data)
-
-
-def _exit_of(done: "asyncio.Future[TaskExit]", tool: str) -> TaskExit:
-    if done.cancelled():
-        return TaskExit(EX_SOFTWARE, node_pb2.FINISH_KIND_EXITED, f"tool {tool} was cancelled")
-    err = done.exception()
-    if err is not None:
-        return TaskExit(EX_SOFTWARE, node_pb2.FINISH_KIND_EXITED,
-                        f"tool {tool} crashed: {type(err).__name__}: {err}")
-    return done.result()
 
 
 class TaskHost:
@@ -104,18 +58,14 @@ class TaskHost:
         self._verifier = verifier
         self._ranlog = ranlog
         self._log = log
-        self.tasks_dir = config.state_dir / "tasks"
         self.table = TaskTable(window_bytes=config.output_window_bytes,
                                max_frame_bytes=config.max_output_frame_bytes)
-        self._spools: dict[TaskKey, TaskSpool] = {}
-        self._procs: dict[TaskKey, TaskRunner] = {}
-        self._dying: set[TaskRunner] = set()  # dropped from the table, not yet reaped
+        self.spools = AttemptSpools(config, log)
+        self.tasks_dir = self.spools.tasks_dir
+        self.retained = self.spools.retained  # finished and acknowledged, kept for reads
+        self._spools = self.spools.live
+        self._procs = Runners()
         self._starting: set[TaskKey] = set()  # in a worker that has not said `started`
-        self._meta_saved_at: dict[TaskKey, float] = {}
-        self.retained = RetainedSpools(max_age_s=config.spool_retention_s,
-                                       max_bytes=config.spool_retention_bytes)
-        self._pruned_at = 0.0
-        self._control: collections.deque[node_pb2.NodeFrame] = collections.deque()
         self.wake = asyncio.Event()  # set whenever next_frame() may have something new
         # Prompt events go on the control queue: ahead of output the rate limit holds back.
         self.prompts = TaskPrompts(self._queue_prompt)
@@ -126,12 +76,11 @@ class TaskHost:
         self.changed = asyncio.Event()  # set whenever a task finishes or leaves the table
         self.cgroups: CgroupTree | None = None  # opened by the agent at start
         self.session_epoch = 0
-        self.fold = False  # the hub's Welcome.fold_frames, and fold_window_ms > 0
-        self._held_started: dict[TaskKey, node_pb2.NodeFrame | None] = {}
-        self._hold_timers: dict[TaskKey, asyncio.TimerHandle] = {}
         self.draining = False
         self.files = TaskFiles(config.state_dir, log)  # artifacts (taskfiles.py)
         self.counts = collections.Counter[str]()
+        self.outbox = Outbox(config, self.table, self._spools, self.pacer, self.counts,
+                             self.wake)
         # Tools answering the hub's NodeCalls (nodeagent/browsertool.py), and their labels.
         self.browser: BrowserTool | None = None
 
@@ -143,7 +92,7 @@ class TaskHost:
             meta = spool.meta
             key = (meta.task_id, meta.attempt)
             if meta.retained_at is not None:  # acknowledged: kept for reads only
-                self._keep_for_reads(spool)
+                self.spools.keep_for_reads(spool)
                 continue
             self.table.add(TaskEntry(meta.task_id, meta.attempt, output_end=spool.end,
                                      acked=min(meta.acked_offset, spool.end)))
@@ -166,9 +115,8 @@ class TaskHost:
 
     def welcome(self, welcome: node_pb2.Welcome) -> None:
         """A new session: adopt its epoch and apply its verdicts."""
-        self._control.clear()  # frames for the old session mean nothing to the new one
+        self.outbox.new_session(welcome.fold_frames)
         self.session_epoch = welcome.session_epoch
-        self.fold = welcome.fold_frames and self.config.fold_window_ms > 0
         self.table.new_session()
         self.pacer.new_session()
         outcome = self.table.apply_verdicts(welcome.verdicts)
@@ -187,42 +135,14 @@ class TaskHost:
             self.queue(frame)
 
     def queue(self, frame: node_pb2.NodeFrame) -> None:
-        if len(self._control) >= MAX_CONTROL_FRAMES:
-            raise NodeAgentError("control frame queue is full")
-        self._control.append(frame)
-        self.wake.set()
+        self.outbox.queue(frame)
 
     def next_frame(self) -> node_pb2.NodeFrame | None:
-        if self._control:
-            return self._control.popleft()
-        fold = self.config.fold_output_bytes if self.fold else 0
-        while (step := self.table.next_send(self.pacer.budget, fold)) is not None:
-            if isinstance(step, SendFinished):
-                e = step.entry
-                data = b""
-                if 0 <= step.offset < e.output_end:
-                    data = self._spools[e.key].read(step.offset, e.output_end - step.offset)
-                    self.pacer.sent(e.key, len(data))
-                    self.counts["folded_output"] += 1
-                return node_pb2.NodeFrame(finished=node_pb2.TaskFinished(
-                    task_id=e.task_id, attempt=e.attempt, kind=node_pb2.FinishKind.Name(e.kind),
-                    exit_code=e.exit_code, output_end=e.output_end, reason=e.reason,
-                    output=data))
-            assert isinstance(step, SendOutput)
-            data = self._spools[step.key].read(step.offset, step.length)
-            self.pacer.sent(step.key, len(data))
-            if data:
-                return node_pb2.NodeFrame(output=node_pb2.TaskOutput(
-                    task_id=step.key[0], attempt=step.key[1], offset=step.offset, data=data))
-        self.pacer.idle()
-        return None
+        return self.outbox.next_frame()
 
     def progress_frames(self) -> list[node_pb2.NodeFrame]:
         """``TaskProgress`` for the tasks whose spooled / held-back bytes changed."""
-        now = time.monotonic()
-        if now - self._pruned_at >= PRUNE_INTERVAL_S:  # the age limit, also when idle
-            self._pruned_at = now
-            self.prune_spools()
+        self.spools.prune_if_due()
         return self.pacer.progress(e for e in self.table
                                    if e.key not in self._starting and not e.holding)
 
@@ -235,15 +155,8 @@ class TaskHost:
         if isinstance(verdict, Rejection):
             self._reject(verdict)
             return
-        if self.tools.get(verdict.spec.tool) is None:
-            # Placed on a stale view of this node's tools: "capacity" lets the hub place
-            # it elsewhere (and fail it after its attempts).
-            self._reject(Rejection(verdict.task_id, verdict.attempt, "capacity",
-                                   f"node has no tool {verdict.spec.tool!r}"))
-            return
-        if verdict.spec.cwd and not os.path.isdir(verdict.spec.cwd):
-            self._reject(Rejection(verdict.task_id, verdict.attempt, "malformed",
-                                   f"cwd {verdict.spec.cwd!r} is not a directory on this node"))
+        if (refused := cannot_start(verdict, self.tools)) is not None:
+            self._reject(refused)
             return
         if self.files.wanted(verdict):  # inputs first, then _start_admitted
             self.files.stage(verdict, self._start_admitted, self._reject, lambda: self.draining)
@@ -262,9 +175,7 @@ class TaskHost:
                                    f"node cannot record or spool the run: {e}"))
 
     def _forget_failed_start(self, key: TaskKey) -> None:
-        spool = self._spools.pop(key, None)
-        if spool is not None:
-            spool.delete()
+        self.spools.delete(key)
         self.table.remove(key)
 
     def _reject(self, r: Rejection) -> None:
@@ -281,31 +192,17 @@ class TaskHost:
         self._ranlog.record(env.task_id, env.attempt)  # before anything can run
         cgroup = self.cgroups.create(f"{env.task_id}-{env.attempt}", Limits(
             env.spec.memory_max_bytes, env.spec.pids_max)) if self.cgroups else None
-        spool = TaskSpool.create(self.tasks_dir, SpoolMeta(
-            task_id=env.task_id, attempt=env.attempt, command=env.spec.command,
-            started_at=time.time()))
-        run = RunSpec(command=env.spec.command, env=dict(env.spec.env), cwd=env.spec.cwd,
-                      cols=env.spec.cols or 200, rows=env.spec.rows or 50,
-                      timeout_s=float(env.spec.timeout_s),
-                      idle_timeout_s=float(env.spec.idle_timeout_s),
-                      allow_prompts=env.spec.allow_prompts,
-                      prompt_env=self.prompts.env(key, env.spec.allow_prompts))
-        events = _AttemptEvents(self, env, cgroup)
-        entry = self.table.admit(*key)
-        if self.fold:
-            entry.holding = True
-            self._held_started[key] = None  # the frame, once the process runs
-            self._hold_timers[key] = asyncio.get_running_loop().call_later(
-                self.config.fold_window_ms / 1000, self._release_hold, key)
+        spool = self.spools.create(env)
+        prompt_env = self.prompts.env(key, env.spec.allow_prompts)
+        events = AttemptEvents(self, env, cgroup)
+        self.table.admit(*key)
+        if self.outbox.fold:
+            self.outbox.hold(key)
         self._spools[key] = spool
         self._starting.add(key)  # no progress frame before TaskStarted
         try:
-            task = ToolTask(env.task_id, env.attempt, env.tenant,
-                            self.tools.parse_input(tool_name, env.spec.command), run, cgroup,
-                            cancel_grace_s=self.config.cancel_grace_s,
-                            drain_quiet_s=self.config.drain_quiet_s,
-                            in_worker=self.config.task_runner == "worker")
-            runner = self._procs[key] = tool.runner(task, events)
+            task = tool_task(env, self.tools, self.config, prompt_env, cgroup)
+            runner = self._procs.add(key, tool.runner(task, events))
             runner.start()  # reports started (now or later) or start_failed
         except ToolInputError as e:
             self._start_refused(key, events, EX_DATAERR, str(e))
@@ -317,26 +214,26 @@ class TaskHost:
             self._start_refused(key, events, EX_SOFTWARE,
                                 f"tool {tool_name} crashed: {type(e).__name__}: {e}")
         else:
-            runner.done.add_done_callback(lambda fut: self._on_exit(key, _exit_of(fut, tool_name)))
+            runner.done.add_done_callback(lambda fut: self._on_exit(key, exit_of(fut, tool_name)))
 
-    def _start_refused(self, key: TaskKey, events: _AttemptEvents, code: int,
+    def _start_refused(self, key: TaskKey, events: AttemptEvents, code: int,
                        message: str) -> None:
         """Nothing of the task runs: report it started and ended with ``message``."""
-        self._procs.pop(key, None)
+        self._procs.pop(key)
         events.start_failed(message)
         self._on_exit(key, TaskExit(code, node_pb2.FINISH_KIND_EXITED, message))
 
-    def _start_failed(self, env: node_pb2.TaskEnvelope, cgroup: TaskCgroup | None,
-                      message: str) -> None:
+    def attempt_start_failed(self, env: node_pb2.TaskEnvelope, cgroup: TaskCgroup | None,
+                             message: str) -> None:
         """The task could not start (nothing ran); its exit is reported next."""
         self._starting.discard((env.task_id, env.attempt))
         if cgroup is not None:
             cgroup.remove()
         self.queue(node_pb2.NodeFrame(started=node_pb2.TaskStarted(
             task_id=env.task_id, attempt=env.attempt, pid=0)))
-        self._on_output((env.task_id, env.attempt), f"nodeagent: {message}\r\n".encode())
+        self.attempt_output((env.task_id, env.attempt), f"nodeagent: {message}\r\n".encode())
 
-    def _started(self, env: node_pb2.TaskEnvelope, pid: int) -> None:
+    def attempt_started(self, env: node_pb2.TaskEnvelope, pid: int) -> None:
         """The task runs (as ``pid``, 0 for a tool without a process of its own); called
         before any of its output is delivered."""
         key = (env.task_id, env.attempt)
@@ -347,57 +244,22 @@ class TaskHost:
             spool.meta.pid, spool.meta.pid_start_ticks = pid, st.start_ticks if st else 0
             with contextlib.suppress(SpoolError):
                 spool.save_meta(durable=True)
-        self.prompts.start(key, pid, lambda: self._pty_fd(key), env.spec.cols or 200)
+        self.prompts.start(key, pid, lambda: self._procs.pty_fd(key), env.spec.cols or 200)
         self.counts["started"] += 1
         self._log.info("task_started", task=env.task_id, attempt=env.attempt, pid=pid,
                        tenant=env.tenant, tool=env.spec.tool or "shell")
         frame = node_pb2.NodeFrame(started=node_pb2.TaskStarted(
             task_id=env.task_id, attempt=env.attempt, pid=pid))
-        if key in self._held_started:
-            self._held_started[key] = frame  # sent when the fold window ends, if it runs on
-        else:
-            self.queue(frame)
-
-    def _release_hold(self, key: TaskKey) -> None:
-        """The fold window ended with the task still running: Started, then its output."""
-        self._hold_timers.pop(key, None)
-        frame = self._held_started.pop(key, None)
-        if frame is not None:
-            with contextlib.suppress(NodeAgentError):
-                self.queue(frame)
-        entry = self.table.get(key)
-        if entry is not None:
-            entry.holding = False
-        self.wake.set()
-
-    def _end_hold(self, key: TaskKey) -> None:
-        """The task ended (or left) within its fold window: no Started is sent."""
-        if (timer := self._hold_timers.pop(key, None)) is not None:
-            timer.cancel()
-        if self._held_started.pop(key, None) is not None:
-            self.counts["folded_started"] += 1
-        entry = self.table.get(key)
-        if entry is not None:
-            entry.holding = False
-
-    def _pty_fd(self, key: TaskKey) -> int:
-        runner = self._procs.get(key)
-        return runner.pty_fd if runner is not None else -1
+        self.outbox.started(key, frame)
 
     def on_ack(self, ack: node_pb2.OutputAck) -> None:
         key = (ack.task_id, ack.attempt)
         if not self.table.ack(key, ack.offset):
             return
         self.wake.set()
-        now = time.monotonic()
-        spool = self._spools.get(key)
-        if spool is not None and now - self._meta_saved_at.get(key, 0.0) >= META_SAVE_INTERVAL_S:
-            entry = self.table.get(key)
-            assert entry is not None
-            spool.meta.acked_offset = entry.acked
-            self._meta_saved_at[key] = now
-            with contextlib.suppress(SpoolError):
-                spool.save_meta()
+        entry = self.table.get(key)
+        assert entry is not None
+        self.spools.acked(key, entry.acked)
 
     def on_cancel(self, cancel: node_pb2.CancelTask) -> None:
         proc = self._procs.get((cancel.task_id, cancel.attempt))
@@ -419,25 +281,7 @@ class TaskHost:
             spool = self._spools.pop(key, None)
             self._drop(key, None)
             if spool is not None:
-                self._keep_for_reads(spool)
-
-    def _keep_for_reads(self, spool: TaskSpool) -> None:
-        """The hub holds all of it: keep the spool for ``cortexctl logs``, within limits."""
-        meta = spool.meta
-        if meta.retained_at is None:
-            meta.retained_at = time.time()
-            with contextlib.suppress(SpoolError):
-                spool.save_meta()
-        spool.close()
-        self.retained.add(RetainedSpool((meta.task_id, meta.attempt), spool.path, spool.end,
-                                        meta.finished_at or meta.retained_at))
-        self.prune_spools()
-
-    def prune_spools(self) -> None:
-        for gone in self.retained.due(time.time()):
-            shutil.rmtree(gone.path, ignore_errors=True)
-            self._log.info("spool_pruned", task=gone.key[0], attempt=gone.key[1],
-                           bytes=gone.size_bytes, retained_bytes=self.retained.total_bytes)
+                self.spools.keep_for_reads(spool)
 
     def on_call(self, call: nodecall_pb2.NodeCall) -> None:
         if self.browser is not None:
@@ -449,15 +293,13 @@ class TaskHost:
                 error_message=f"this node has no tool {call.tool!r}")))
 
     def on_log_request(self, req: node_pb2.LogRequest) -> None:
-        key = (req.task_id, req.attempt)
         with contextlib.suppress(NodeAgentError):  # a full queue: the hub's read times out
-            for frame in answer_log_request(req, self._spools.get(key),
-                                            self.retained.get(key)):
+            for frame in self.spools.answer(req):
                 self.queue(frame)
 
     # ---- task events --------------------------------------------------------
 
-    def _on_output(self, key: TaskKey, data: bytes) -> None:
+    def attempt_output(self, key: TaskKey, data: bytes) -> None:
         spool = self._spools.get(key)
         if spool is None:
             return  # dropped by a KILL verdict; the process is being killed
@@ -473,12 +315,12 @@ class TaskHost:
         self.prompts.feed(key, data, end)
 
     def _on_exit(self, key: TaskKey, result: TaskExit) -> None:
-        self._procs.pop(key, None)
+        self._procs.pop(key)
         if self.files.on_exit(key, lambda: self._on_exit(key, result)):
             return  # outputs are collected first (taskfiles.py)
         self._starting.discard(key)
         self.prompts.stop(key)
-        self._end_hold(key)
+        self.outbox.end_hold(key)
         spool = self._spools.get(key)
         if spool is None:
             return
@@ -498,20 +340,13 @@ class TaskHost:
 
     def _drop(self, key: TaskKey, kill_reason: str | None) -> None:
         """Forget a task: kill what is left of it, delete its spool, leave the table."""
-        proc = self._procs.pop(key, None)
+        self._procs.kill(key, kill_reason or "forgotten")
         self._starting.discard(key)
         self.prompts.stop(key)
-        self._end_hold(key)
-        if proc is not None:
-            proc.kill_now(node_pb2.FINISH_KIND_CANCELLED, kill_reason or "forgotten")
-            self._dying.add(proc)
-            proc.done.add_done_callback(lambda _: self._dying.discard(proc))
+        self.outbox.end_hold(key)
         if kill_reason:
             self._log.warning("task_killed", task=key[0], attempt=key[1], reason=kill_reason)
-        spool = self._spools.pop(key, None)
-        if spool is not None:
-            spool.delete()
-        self._meta_saved_at.pop(key, None)
+        self.spools.delete(key)
         self.pacer.forget(key)
         self.table.remove(key)
         self.changed.set()
@@ -521,20 +356,18 @@ class TaskHost:
     @property
     def processes(self) -> list[TaskRunner]:
         """Every task process not yet reaped, including those already dropped."""
-        return [*self._procs.values(), *self._dying]
+        return self._procs.processes
 
     def protected_pids(self) -> set[int]:
         """Task main pids this host reaps itself; an orphan reaper must leave them alone."""
-        return {pid for p in self.processes for pid in p.protected_pids if pid} | (
+        return self._procs.protected_pids() | (
             self.browser.pids if self.browser is not None else set())
 
     def cancel_all(self, reason: str) -> None:
-        for proc in self.processes:
-            proc.cancel(node_pb2.FINISH_KIND_CANCELLED, reason)
+        self._procs.cancel_all(reason)
 
     def kill_all(self, reason: str) -> None:
-        for proc in self.processes:
-            proc.kill_now(node_pb2.FINISH_KIND_CANCELLED, reason)
+        self._procs.kill_all(reason)
 
     async def wait_until(self, predicate: Callable[["TaskHost"], bool], timeout_s: float) -> bool:
         """Wait (event-driven) until ``predicate(self)`` holds; False on timeout."""
@@ -551,8 +384,7 @@ class TaskHost:
 
     def close(self) -> None:
         self.pacer.close()
-        for spool in self._spools.values():
-            spool.close()
+        self.spools.close()
         if self.cgroups is not None:
             self.cgroups.close()
 

@@ -2,11 +2,8 @@
 
 - **Directory** (``P:dir``): where each node is attached. A hub publishes on attach
   and withdraws on detach; both are queued and sent in pipelined batches by one
-  writer task (a 10,000-node storm is a few hundred round trips, not 10,000). The
-  publish is a compare-and-set on the session epoch (a Lua script), so a slow
-  hub can never overwrite a newer session's entry with an older one. When the
-  entry it replaced named another host, that host is told to close its stale
-  session (``["close", node, epoch]``).
+  writer task (``dirwriter.py``: the epoch compare-and-set, and the stale session's
+  host told to close it).
 - **Leases**: ``P:lease:host:H`` and one per live shard, set with a TTL every
   TTL/3 by :meth:`renew`, deleted on a clean stop (drain releases them). A host
   whose lease is gone is dead to the others: its nodes are not scheduled onto,
@@ -25,7 +22,6 @@ critical.
 import asyncio
 import contextlib
 import time
-from collections import deque
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -36,32 +32,12 @@ from redis.exceptions import RedisError, ResponseError
 from cortex import logs
 from cortex.errors import ConfigError
 from cortexd.coord.base import DirEntry, Handler, Message, ShardReport
+from cortexd.coord.dirwriter import DirectoryWriter
 from cortexd.coord.keys import DEFAULT_PREFIX, INBOX_GROUP, Keys
 
-MAX_PENDING_UPDATES = 100_000
-UPDATES_PER_PIPELINE = 1_000
 INBOX_MAXLEN = 10_000
 READ_COUNT = 256
 READ_BLOCK_MS = 1000
-
-# KEYS: dir, dir:epoch; ARGV: node, epoch, value. Returns {applied, previous value}.
-_PUBLISH = """
-local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if tonumber(ARGV[2]) < cur then return {0, false} end
-local prev = redis.call('HGET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return {1, prev}
-"""
-# KEYS: dir, dir:epoch; ARGV: node, epoch. Deletes the entry if it is still that session's.
-_WITHDRAW = """
-if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  return 1
-end
-return 0
-"""
-
 
 def split_url(url: str) -> tuple[str, str]:
     """``redis://host:port/db?prefix=NAME`` -> (URL for the client, key prefix)."""
@@ -112,12 +88,8 @@ class RedisCoordinator:
         # Any: redis-py's replies are typed bytes | str (decode_responses); ours are bytes.
         self.redis: Any = aioredis.Redis.from_url(client_url, socket_connect_timeout=2,
                                                   socket_timeout=5)
-        self._publish = self.redis.register_script(_PUBLISH)
-        self._withdraw = self.redis.register_script(_WITHDRAW)
-        self._updates: deque[tuple[str, str, int, bytes]] = deque()
-        self._updates_ready = asyncio.Event()
+        self.dir_writer = DirectoryWriter(self.redis, self.keys, host_id, self.send)
         self._stopping = asyncio.Event()
-        self.updates_dropped = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._dir_cache: tuple[float, dict[str, DirEntry]] = (0.0, {})
         self._hosts_cache: tuple[float, set[str]] = (0.0, set())
@@ -151,13 +123,13 @@ class RedisCoordinator:
         cancelling redis-py in the middle of a blocking XREADGROUP can leave the task
         cancelling forever, and a stop must not hang on it."""
         self._stopping.set()
-        self._updates_ready.set()
+        self.dir_writer.ready.set()
         _, pending = await asyncio.wait(self._tasks, timeout=READ_BLOCK_MS / 1000 + 1.0) \
             if self._tasks else (set(), set())
         for t in pending:
             t.cancel()  # not awaited: see above
         with contextlib.suppress(RedisError, OSError):
-            await self._flush_updates()
+            await self.dir_writer.flush()
             keys = [self.keys.host_lease(self.host_id), self.keys.shards(self.host_id)]
             keys += [self.keys.shard_lease(self.host_id, s) for s in self._shards]
             await self.redis.delete(*keys)
@@ -184,54 +156,27 @@ class RedisCoordinator:
     # -- directory ----------------------------------------------------------------
 
     def node_up(self, entry: DirEntry, node_id: str) -> None:
-        self._queue(("up", node_id, entry.epoch, msgpack.packb(entry.pack())))
+        self.dir_writer.queue(("up", node_id, entry.epoch, msgpack.packb(entry.pack())))
 
     def node_down(self, node_id: str, epoch: int) -> None:
-        self._queue(("down", node_id, epoch, b""))
-
-    def _queue(self, op: tuple[str, str, int, bytes]) -> None:
-        if len(self._updates) >= MAX_PENDING_UPDATES:
-            self._updates.popleft()  # a hint lost; the next renewal republishes
-            self.updates_dropped += 1
-        self._updates.append(op)
-        self._updates_ready.set()
+        self.dir_writer.queue(("down", node_id, epoch, b""))
 
     async def _write_updates(self) -> None:
         delay = 0.05
         while not self._stopping.is_set():
-            await self._updates_ready.wait()
-            self._updates_ready.clear()
+            await self.dir_writer.ready.wait()
+            self.dir_writer.ready.clear()
             if self._stopping.is_set():
                 return  # close() flushes what is left
             try:
-                await self._flush_updates()
+                await self.dir_writer.flush()
                 self._ok()
                 delay = 0.05
             except (RedisError, OSError) as e:
                 self._failed("directory", e)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-                self._updates_ready.set()
-
-    async def _flush_updates(self) -> None:
-        keys = [self.keys.directory, self.keys.directory_epochs]
-        while self._updates:
-            batch = [self._updates[i] for i in range(min(len(self._updates),
-                                                         UPDATES_PER_PIPELINE))]
-            pipe = self.redis.pipeline(transaction=False)
-            for kind, node_id, epoch, value in batch:
-                if kind == "up":
-                    await self._publish(keys=keys, args=[node_id, epoch, value], client=pipe)
-                else:
-                    await self._withdraw(keys=keys, args=[node_id, epoch], client=pipe)
-            results = await pipe.execute()
-            for _ in batch:
-                self._updates.popleft()
-            for (kind, node_id, epoch, _v), res in zip(batch, results, strict=True):
-                if kind == "up" and res and res[0] == 1 and res[1]:
-                    prev = DirEntry.unpack(msgpack.unpackb(res[1]))
-                    if prev.host != self.host_id and prev.epoch < epoch:
-                        await self.send(prev.host, ["close", node_id, prev.epoch])
+                self.dir_writer.ready.set()
 
     async def directory(self, max_age_s: float = 1.0) -> dict[str, DirEntry]:
         at, cached = self._dir_cache

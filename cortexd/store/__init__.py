@@ -39,9 +39,9 @@ async def check_store(url: str) -> str:
     """Connect, read the schema version, change nothing: one line if usable, else raise
     StoreError (SchemaError for a schema this release cannot run against)."""
     if url.startswith(PG_SCHEMES):
-        from cortexd.store import postgres
+        from cortexd.store import pgschema
 
-        return await postgres.check(url)
+        return await pgschema.check(url)
     from cortexd.store import migrations
     from cortexd.store.sqlite import KIND, schema_version
 
@@ -69,13 +69,13 @@ async def migrate_store(url: str) -> tuple[int, int]:
     if url.startswith(PG_SCHEMES):
         import psycopg
 
-        from cortexd.store import postgres
+        from cortexd.store import pgschema
 
-        conn = await postgres.connect(url)
+        conn = await pgschema.connect(url)
         try:
-            return await postgres.migrate(conn, postgres.redact(url))
+            return await pgschema.migrate(conn, pgschema.redact(url))
         except psycopg.Error as e:
-            raise StoreError(f"store {postgres.redact(url)}: migration failed: {e}") from e
+            raise StoreError(f"store {pgschema.redact(url)}: migration failed: {e}") from e
         finally:
             await conn.close()
     from cortexd.store.sqlite import migrate

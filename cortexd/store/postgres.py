@@ -14,7 +14,8 @@ both). What differs:
   pipelined transaction per batch (one round trip instead of one per row).
 - **Schema**: checked at open; an empty database is migrated (first start,
   serialized by an advisory lock), a schema that is behind is refused with the
-  ``cortexctl db migrate`` command to run, one that is ahead is refused.
+  ``cortexctl db migrate`` command to run, one that is ahead is refused
+  (connecting and migrating: ``pgschema.py``).
 - **Outages** (``outage.py``): every call after ``open`` is retried through a
   lost connection, a restarting server or a pool timeout, with capped jittered
   backoff, and logged once per outage. Every retried call is idempotent: reads
@@ -24,10 +25,8 @@ both). What differs:
 """
 
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import psycopg
@@ -40,6 +39,15 @@ from cortexd.store.groupcommit import GroupCommit
 from cortexd.store.migrations import SchemaError
 from cortexd.store.monitoring import MonitorTables
 from cortexd.store.outage import Outages
+from cortexd.store.pgschema import (
+    CONNECT_TIMEOUT_S,
+    KIND,
+    connect,
+    migrate,
+    redact,
+    require_schema,
+    schema_state,
+)
 from cortexd.store.rows import (
     NODE_COLS,
     TASK_COL_COUNT,
@@ -54,8 +62,6 @@ from cortexd.store.rows import (
     task_params,
 )
 
-KIND = "pg"
-CONNECT_TIMEOUT_S = 5
 #: How long a call waits for a pooled connection before the wait counts as a failure
 #: (and is retried): short, so an outage is noticed while it lasts, and a call that
 #: waits on a pool that gave up reconnecting asks again soon (a new getconn grows the
@@ -70,8 +76,6 @@ POOL_RECONNECT_S = 3.0
 #: After close() starts, calls still failing give up this long after (the stop ladder
 #: must not wait on a database that is gone).
 CLOSE_RETRY_S = 5.0
-#: Serializes migrations of one database between hubs and cortexctl (any 64-bit key).
-MIGRATION_LOCK = 0x636F72746578  # "cortex"
 
 _APPEND_SQL = "SELECT cortex_append_output(%s, %s, %s, %s, %s, %s, %s::uuid)"
 _TRANSITION_SQL = ("SELECT cortex_transition(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
@@ -86,121 +90,6 @@ def is_transient(e: BaseException) -> bool:
     PoolTimeout; PoolClosed (ours: the store is closing) is not transient.
     """
     return isinstance(e, psycopg.OperationalError) and not isinstance(e, PoolClosed)
-
-
-def redact(url: str) -> str:
-    """``url`` without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
-
-
-def _hint(text: str) -> str:
-    if "Connection refused" in text:
-        return "nothing listens there: is PostgreSQL running, on that host and port?"
-    if "resolve host" in text:
-        return "the host name does not resolve"
-    if "timeout expired" in text:
-        return "no answer within the connect timeout: host down or a firewall"
-    if "database" in text and "does not exist" in text:
-        return "create the database (createdb), or fix its name in the URL"
-    if "role" in text and "does not exist" in text:
-        return "no such user: fix the user name in the URL"
-    if "password" in text or "authentication" in text:
-        return "authentication failed: check the user and password (URL, PGPASSWORD, ~/.pgpass)"
-    return ""
-
-
-async def connect(url: str) -> psycopg.AsyncConnection[Any]:
-    """One autocommit connection, or a StoreError that says what is wrong."""
-    try:
-        return await psycopg.AsyncConnection.connect(url, autocommit=True,
-                                                     connect_timeout=CONNECT_TIMEOUT_S)
-    except psycopg.Error as e:
-        text = " ".join(str(e).split())
-        hint = _hint(text)
-        raise StoreError(f"cannot connect to PostgreSQL store {redact(url)}: {text}"
-                         + (f" ({hint})" if hint else "")) from e
-
-
-async def schema_state(conn: psycopg.AsyncConnection[Any]) -> tuple[int, bool]:
-    """(applied version, whether the schema holds none of our tables)."""
-    cur = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL, "
-                             "to_regclass('tasks') IS NULL")
-    row = await cur.fetchone()
-    assert row is not None
-    has_ledger, no_tasks = bool(row[0]), bool(row[1])
-    if not has_ledger:
-        return 0, no_tasks
-    cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0]), False
-
-
-async def require_schema(conn: psycopg.AsyncConnection[Any], where: str) -> None:
-    """Fail with a message when no schema on the search_path exists (nowhere to create)."""
-    cur = await conn.execute("SELECT current_schema(), current_setting('search_path')")
-    row = await cur.fetchone()
-    assert row is not None
-    if row[0] is None:
-        raise SchemaError(f"store {where}: no schema on its search_path ({row[1]}) exists: "
-                          "create it (CREATE SCHEMA …) or fix the URL's options")
-
-
-async def migrate(conn: psycopg.AsyncConnection[Any], where: str) -> tuple[int, int]:
-    """Apply pending migrations, each in its own transaction; (before, after)."""
-    known = migrations.latest(KIND)
-    first: int | None = None
-    await require_schema(conn, where)
-    while True:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            current, empty = await schema_state(conn)
-            first = current if first is None else first
-            if current == 0 and not empty:
-                raise SchemaError(f"store {where} has a 'tasks' table but no schema_migrations:"
-                                  " it is not a Cortex schema this release knows")
-            if current > known:
-                raise SchemaError(migrations.ahead_message(where, current, known))
-            if current == known:
-                # The stored functions live in one file, re-applied here (idempotent).
-                await conn.execute(migrations.functions(KIND).encode())
-                return first, known
-            m = migrations.pending(KIND, current)[0]
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
-                "name text NOT NULL, applied_ms bigint NOT NULL)")
-            await conn.execute(m.sql.encode())
-            await conn.execute("INSERT INTO schema_migrations VALUES (%s, %s, %s)",
-                               (m.version, m.name, int(time.time() * 1000)))
-
-
-async def check(url: str) -> str:
-    """Connect and compare the schema with this release's; a line if fine, else raise."""
-    conn = await connect(url)
-    try:
-        await require_schema(conn, redact(url))
-        current, empty = await schema_state(conn)
-    except psycopg.Error as e:
-        raise StoreError(f"store {redact(url)}: cannot read its schema: {e}") from e
-    finally:
-        await conn.close()
-    known = migrations.latest(KIND)
-    where = redact(url)
-    if current > known:
-        raise SchemaError(migrations.ahead_message(where, current, known))
-    if current == 0 and empty:
-        return (f"store {where}: reachable, empty database (cortexd will create schema "
-                f"version {known} at first start)")
-    if current == 0:
-        raise SchemaError(f"store {where} has a 'tasks' table but no schema_migrations")
-    if current < known:
-        raise SchemaError(migrations.behind_message(where, current, known, where))
-    return f"store {where}: reachable, schema version {current} (current)"
 
 
 class PostgresStore(BatchedWrites, MonitorTables):
@@ -465,3 +354,7 @@ def _statement(op: WriteOp) -> tuple[str, tuple[Any, ...]]:
         op.task_id, op.attempt, op.node_epoch, op.to.value, [s.value for s in op.allowed],
         op.to.terminal, op.new_attempt, op.node_id, op.new_node_epoch, op.exit_code, op.reason,
         op.now_ms, op.write_id)
+
+
+# ``redact`` is re-exported: cortexctl and cortexd's config check name it from here.
+__all__ = ["PostgresStore", "is_transient", "redact"]

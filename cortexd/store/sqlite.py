@@ -6,8 +6,8 @@ control process's event loop never blocks on disk. Each public method is one
 transaction, except the hot path's calls — output appends, transitions, task
 inserts and ``get_task`` — which go through the group commit writer: one
 ``BEGIN IMMEDIATE … COMMIT`` (and one thread hop) per batch, in submission order,
-so a read queued after a write sees it. A result (read or write) is handed out
-only after its batch committed.
+so a read queued after a write sees it (the batch's writes: ``sqlitewrites.py``).
+A result (read or write) is handed out only after its batch committed.
 
 The schema is versioned by the files in ``migrations/sqlite``; the store
 migrates itself at open (embedded means zero setup) and refuses a database
@@ -16,57 +16,31 @@ written by a newer schema. Stores from before versioned migrations recorded
 """
 
 import asyncio
-import dataclasses
 import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cortexd.lifecycle import State
 from cortexd.store import migrations
-from cortexd.store.base import NodeRow, StaleWrite, StoreError, TaskRow, TransitionRow
+from cortexd.store.base import NodeRow, StoreError, TaskRow, TransitionRow
 from cortexd.store.groupcommit import GroupCommit
 from cortexd.store.migrations import SchemaError
 from cortexd.store.monitoring import MonitorTables
 from cortexd.store.rows import (
     NODE_COLS,
-    TASK_COL_COUNT,
     TASK_COLS,
-    Append,
     BatchedWrites,
-    Transition,
-    WriteOp,
-    WriteResult,
     node_from_row,
     task_from_row,
-    task_params,
 )
+from cortexd.store.sqlitewrites import Create, Read, SQLiteOp, SQLiteResult, SQLiteWrites
 
 T = TypeVar("T")
 KIND = "sqlite"
-
-
-@dataclass(frozen=True, slots=True)
-class Create:
-    """Insert a task (or find the one its idempotency key names); (row, created)."""
-
-    task: TaskRow
-
-
-@dataclass(frozen=True, slots=True)
-class Read:
-    """Read a task (None when unknown), in order with the writes queued before it."""
-
-    task_id: str
-
-
-#: What the SQLite writer queues: the shared conditional writes plus its own two.
-SQLiteOp = WriteOp | Create | Read
-SQLiteResult = WriteResult | tuple[TaskRow, bool] | TaskRow | None
 
 
 def schema_version(db: sqlite3.Connection) -> int:
@@ -112,12 +86,7 @@ def _script(db: sqlite3.Connection, sql: str) -> None:
         raise
 
 
-_INSERT_TASK = (f"INSERT INTO tasks ({TASK_COLS}) VALUES ({','.join('?' * TASK_COL_COUNT)}) "
-                "ON CONFLICT(task_id) DO NOTHING")
-_SELECT_TASK = f"SELECT {TASK_COLS} FROM tasks WHERE task_id=?"
-
-
-class SQLiteStore(BatchedWrites, MonitorTables):
+class SQLiteStore(SQLiteWrites, BatchedWrites, MonitorTables):
     def __init__(self, path: str, *, batch_max: int = 512, flush_delay_ms: float = 0.0) -> None:
         self.path = Path(path)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
@@ -210,27 +179,6 @@ class SQLiteStore(BatchedWrites, MonitorTables):
         # autocommit INSERT each cost ~200 µs of the store thread here).
         result: tuple[TaskRow, bool] = await self.writer.submit(Create(task))
         return result
-
-    def _create(self, task: TaskRow) -> tuple[TaskRow, bool]:
-        if task.idempotency_key:
-            row = self.db.execute(
-                f"SELECT {TASK_COLS} FROM tasks WHERE tenant=? AND idempotency_key=?",
-                (task.tenant, task.idempotency_key)).fetchone()
-            if row is not None:
-                return task_from_row(row), False
-        if self.db.execute(_INSERT_TASK, task_params(task)).rowcount == 1:
-            return task, True
-        # The id is taken: our own insert, committed in a batch whose outcome looked
-        # unknown and is now retried (task ids are random, never reused).
-        row = self._get(task.task_id)
-        if row is None or (row.command, row.tenant) != (task.command, task.tenant):
-            raise StoreError(f"task id {task.task_id} is already used by another task")
-        self.replays += 1
-        return row, True
-
-    def _get(self, task_id: str) -> TaskRow | None:
-        row = self.db.execute(_SELECT_TASK, (task_id,)).fetchone()
-        return None if row is None else task_from_row(row)
 
     async def get_task(self, task_id: str) -> TaskRow | None:
         # Through the writer: it shares a batch (and thread hop) with the writes
@@ -326,131 +274,7 @@ class SQLiteStore(BatchedWrites, MonitorTables):
     async def _m_all(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return await self._run(lambda: self.db.execute(sql, args).fetchall())
 
-    # -- the group commit writer's flush ---------------------------------------------
+    # -- the group commit writer's flush (sqlitewrites.py runs it) ---------------------
 
     async def _flush(self, ops: Sequence[SQLiteOp]) -> list[SQLiteResult | Exception]:
         return await self._run(self._flush_sync, ops)
-
-    def _flush_sync(self, ops: Sequence[SQLiteOp]) -> list[SQLiteResult | Exception]:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            results: list[SQLiteResult | Exception] = []
-            for op in ops:
-                try:
-                    if isinstance(op, Append):
-                        results.append(self._append(op))
-                    elif isinstance(op, Transition):
-                        results.append(self._transition(op))
-                    elif isinstance(op, Read):
-                        results.append(self._get(op.task_id))
-                    else:
-                        results.append(self._create(op.task))
-                except StaleWrite as e:
-                    results.append(e)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        if self.after_commit is not None:
-            self.after_commit([op for op in ops if isinstance(op, Append | Transition)])
-        return results
-
-    def _transition(self, op: Transition) -> TaskRow:
-        db = self.db
-        current = self._get(op.task_id)
-        if current is None:
-            raise StaleWrite(f"task {op.task_id} does not exist")
-        if not (current.attempt == op.attempt and current.node_epoch == op.node_epoch
-                and current.state in op.allowed):
-            seen = db.execute("SELECT accepted FROM transitions WHERE task_id=? AND write_id=?",
-                              (op.task_id, op.write_id.hex)).fetchone()
-            if seen is not None:  # a retry of a write that committed: answer as it did
-                self.replays += 1
-                if seen[0]:
-                    return current
-                raise op.refused(current)
-            db.execute("INSERT INTO transitions (task_id, attempt, from_state, to_state, "
-                       "node_epoch, accepted, at_ms, reason, write_id, node_id) "
-                       "VALUES (?,?,?,?,?,0,?,?,?,?)",
-                       (op.task_id, op.attempt, current.state.value, op.to.value,
-                        op.node_epoch, op.now_ms, op.refusal_reason(current), op.write_id.hex,
-                        op.node_id or ""))
-            raise op.refused(current)
-        if op.to is State.ASSIGNED and op.new_node_epoch is not None and op.node_id:
-            # Placement is fenced too: only onto the node's current session.
-            row = db.execute("SELECT session_epoch FROM nodes WHERE node_id=?",
-                             (op.node_id,)).fetchone()
-            if row is not None and row[0] != op.new_node_epoch:
-                db.execute("INSERT INTO transitions (task_id, attempt, from_state, to_state, "
-                           "node_epoch, accepted, at_ms, reason, write_id, node_id) "
-                           "VALUES (?,?,?,?,?,0,?,?,?,?)",
-                           (op.task_id, op.attempt, current.state.value, op.to.value,
-                            op.new_node_epoch, op.now_ms,
-                            f"stale: node {op.node_id} is in session {row[0]}, not "
-                            f"{op.new_node_epoch}", op.write_id.hex, op.node_id))
-                raise StaleWrite(f"node {op.node_id} is in session {row[0]}, not "
-                                 f"{op.new_node_epoch}")
-        nxt_attempt = op.attempt + 1 if op.new_attempt else op.attempt
-        nxt_node = current.node_id if op.node_id is None else op.node_id
-        nxt_epoch = op.node_epoch if op.new_node_epoch is None else op.new_node_epoch
-        out_bytes = 0 if op.new_attempt else current.output_bytes
-        if op.to is State.QUEUED:
-            nxt_node, nxt_epoch = "", 0
-        db.execute(
-            "UPDATE tasks SET state=?, attempt=?, node_id=?, node_epoch=?, exit_code=?, "
-            "reason=?, output_bytes=?, updated_ms=? WHERE task_id=?",
-            (op.to.value, nxt_attempt, nxt_node, nxt_epoch, op.exit_code, op.reason, out_bytes,
-             op.now_ms, op.task_id))
-        if op.new_attempt:
-            db.execute("INSERT INTO attempts (task_id, attempt, node_id, node_epoch, state, "
-                       "started_ms) VALUES (?,?,?,?,?,?)",
-                       (op.task_id, nxt_attempt, nxt_node, nxt_epoch, op.to.value, op.now_ms))
-        elif op.attempt > 0:
-            db.execute("UPDATE attempts SET state=?, exit_code=?, node_epoch=?, "
-                       "finished_ms=? WHERE task_id=? AND attempt=?",
-                       (op.to.value, op.exit_code, nxt_epoch,
-                        op.now_ms if op.to.terminal else None, op.task_id, op.attempt))
-        db.execute("INSERT INTO transitions (task_id, attempt, from_state, to_state, "
-                   "node_epoch, accepted, at_ms, reason, write_id, node_id) "
-                   "VALUES (?,?,?,?,?,1,?,?,?,?)",
-                   (op.task_id, nxt_attempt, current.state.value, op.to.value, nxt_epoch,
-                    op.now_ms, op.reason, op.write_id.hex,
-                    current.node_id if op.to is State.QUEUED else nxt_node))
-        # The row as the UPDATE above left it, without reading it back.
-        return dataclasses.replace(
-            current, state=op.to, attempt=nxt_attempt, node_id=nxt_node, node_epoch=nxt_epoch,
-            exit_code=op.exit_code, reason=op.reason, output_bytes=out_bytes,
-            updated_ms=op.now_ms)
-
-    def _append(self, op: Append) -> tuple[int, int]:
-        db = self.db
-        row = db.execute("SELECT output_bytes, state FROM tasks WHERE task_id=? AND attempt=? "
-                         "AND node_epoch=?", (op.task_id, op.attempt, op.node_epoch)).fetchone()
-        ended = row is not None and State(row[1]).terminal
-        if row is None or ended or op.offset + len(op.data) <= int(row[0]):
-            mine = db.execute("SELECT off, off + length(data) FROM output WHERE task_id=? "
-                              "AND attempt=? AND write_id=?",
-                              (op.task_id, op.attempt, op.write_id.hex)).fetchone()
-            if mine is not None:  # a retry of an append that committed
-                return int(mine[0]), int(mine[1])
-            if ended:  # a finished task's output is final: refused, and recorded
-                db.execute("INSERT INTO transitions (task_id, attempt, from_state, to_state, "
-                           "node_epoch, accepted, at_ms, reason, write_id, node_id) "
-                           "VALUES (?,?,?,?,?,0,?,?,?,'')",
-                           (op.task_id, op.attempt, row[1], row[1], op.node_epoch, op.now_ms,
-                            op.after_end_reason(), op.write_id.hex))
-            if row is None or ended:
-                raise op.stale()
-        end = int(row[0])
-        if op.offset > end or op.offset + len(op.data) <= end:
-            return end, end
-        chunk = op.data[end - op.offset:]
-        db.execute("INSERT INTO output (task_id, attempt, off, data, write_id) "
-                   "VALUES (?,?,?,?,?)", (op.task_id, op.attempt, end, chunk, op.write_id.hex))
-        new_end = end + len(chunk)
-        db.execute("UPDATE tasks SET output_bytes=?, updated_ms=? WHERE task_id=?",
-                   (new_end, op.now_ms, op.task_id))
-        db.execute("UPDATE attempts SET output_bytes=? WHERE task_id=? AND attempt=?",
-                   (new_end, op.task_id, op.attempt))
-        return end, new_end

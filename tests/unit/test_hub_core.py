@@ -182,7 +182,7 @@ def test_heartbeat_interval_grows_with_the_fleet(tmp_path: Path) -> None:
 
 def test_print_config_hides_the_store_password(capsys: pytest.CaptureFixture[str]) -> None:
     from cortexd.cli import main
-    from cortexd.store.postgres import redact
+    from cortexd.store.pgschema import redact
 
     assert redact("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert redact("sqlite:///x.db") == "sqlite:///x.db"
