@@ -13,14 +13,14 @@ import re
 from collections.abc import Iterable, Mapping
 
 SHELL = "shell"
-TOOL_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+TOOL_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 LABEL_PREFIX = "cortex.tool/"
 _VERSION_BAD_RE = re.compile(r"[^A-Za-z0-9._:/-]")
 MAX_VERSION_CHARS = 64
 
 
 def is_tool_name(value: str) -> bool:
-    return bool(TOOL_NAME_RE.match(value))
+    return bool(TOOL_NAME_RE.fullmatch(value))
 
 
 def label_key(tool: str) -> str:

@@ -105,11 +105,11 @@ def submit_request(args: argparse.Namespace) -> pb.SubmitRequest:
         raise UsageError(problem)
     env = pairs(args.env, "--env")
     for name in env:
-        if not ids.ENV_NAME_RE.match(name):
+        if not ids.ENV_NAME_RE.fullmatch(name):
             raise UsageError(f"--env {name!r}: not a valid environment variable name")
     if args.node and not ids.is_node_id(args.node):
         raise UsageError(f"--node {args.node!r} is not a valid node id")
-    if args.idempotency_key and not ids.IDEMPOTENCY_KEY_RE.match(args.idempotency_key):
+    if args.idempotency_key and not ids.IDEMPOTENCY_KEY_RE.fullmatch(args.idempotency_key):
         raise UsageError(f"--idempotency-key must match {ids.IDEMPOTENCY_KEY_RE.pattern}")
     if args.task_timeout is not None and args.task_timeout < 0:
         raise UsageError("--task-timeout must not be negative")

@@ -51,7 +51,7 @@ def spec_problem(env: node_pb2.TaskEnvelope) -> str | None:
     if not spec.command or "\0" in spec.command:
         return "command is empty or contains NUL"
     for name, value in spec.env.items():
-        if not ENV_NAME_RE.match(name) or "\0" in value:
+        if not ENV_NAME_RE.fullmatch(name) or "\0" in value:
             return f"environment variable {name[:80]!r} is not a valid name or value"
     if spec.cwd and (not spec.cwd.startswith("/") or "\0" in spec.cwd):
         return "cwd must be an absolute path"

@@ -23,8 +23,8 @@ MAX_CHUNK_BYTES = 1 << 20
 #: What clients send per message: the largest chunk (fewest messages, ByteStream's habit).
 CHUNK_BYTES = 1 << 20
 MIN_CHUNK_BYTES = 64 << 10  # the smallest a reader asks for (the last chunk may be shorter)
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/+-]{0,199}$")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+-]{0,199}")
 MAX_TASK_FILES = 64
 MAX_PATH_BYTES = 1024
 
@@ -42,7 +42,7 @@ def invalid(message: str) -> ArtifactError:
 
 
 def check_digest(sha256: str, size: int, max_bytes: int) -> None:
-    if not SHA256_RE.match(sha256):
+    if not SHA256_RE.fullmatch(sha256):
         raise invalid(f"sha256 {sha256[:80]!r} is not 64 lowercase hex digits")
     if size > max_bytes:
         raise ArtifactError("RESOURCE_EXHAUSTED",
@@ -50,7 +50,7 @@ def check_digest(sha256: str, size: int, max_bytes: int) -> None:
 
 
 def check_name(name: str) -> None:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise invalid(f"artifact name {name[:80]!r} must match {NAME_RE.pattern}")
 
 

@@ -206,7 +206,7 @@ class ArtifactsService(artifacts_pb2_grpc.ArtifactsServicer):
             if found is None:
                 raise ArtifactError("NOT_FOUND", f"no artifact named {name!r}")
             sha = found
-        if not rules.SHA256_RE.match(sha):
+        if not rules.SHA256_RE.fullmatch(sha):
             raise rules.invalid(f"sha256 {sha[:80]!r} is not 64 lowercase hex digits")
         row = await self.store.get(owner, sha)
         if row is None:

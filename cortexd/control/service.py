@@ -68,12 +68,12 @@ def _check_submit(req: control_pb2.SubmitRequest) -> str | None:
         return err
     if req.node_id and not is_node_id(req.node_id):
         return f"node_id {req.node_id!r} is not a valid node id"
-    if req.idempotency_key and not IDEMPOTENCY_KEY_RE.match(req.idempotency_key):
+    if req.idempotency_key and not IDEMPOTENCY_KEY_RE.fullmatch(req.idempotency_key):
         return f"idempotency_key must match {IDEMPOTENCY_KEY_RE.pattern}"
     if len(req.env) > MAX_ENV:
         return f"at most {MAX_ENV} environment variables"
     for name in req.env:
-        if not ENV_NAME_RE.match(name):
+        if not ENV_NAME_RE.fullmatch(name):
             return f"environment variable name {name!r} is not valid"
     if req.cwd and not req.cwd.startswith("/"):
         return "cwd must be an absolute path"

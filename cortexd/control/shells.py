@@ -117,7 +117,7 @@ class ShellService(shell_pb2_grpc.ShellServicer):
         if (err := check_labels(dict(request.selector), "selector")) is not None:
             raise ShellError(invalid, err)
         for name in request.env:
-            if not ENV_NAME_RE.match(name):
+            if not ENV_NAME_RE.fullmatch(name):
                 raise ShellError(invalid, f"environment variable name {name!r} is not valid")
         if request.cwd and not request.cwd.startswith("/"):
             raise ShellError(invalid, "cwd must be an absolute path")
