@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cortex.cliargs import Parser
 from cortex.errors import ConfigError
 
 MIB = 1024 * 1024
@@ -61,7 +62,7 @@ def _env(env: Mapping[str, str], name: str, default: str) -> str:
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="browserd", description="Chromium sessions on a Unix socket")
+    p = Parser(prog="browserd", description="Chromium sessions on a Unix socket")
     p.add_argument("--socket", default=_env(env, "socket", "/run/cortex/browserd.sock"))
     p.add_argument("--state-dir", default=_env(env, "state_dir", "/var/lib/cortex-browserd"))
     p.add_argument("--chromium", default=_env(env, "chromium", str(CHROMIUM)))

@@ -20,6 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from cortex.cliargs import UINT32
 from cortex.v1 import artifacts_pb2 as apb
 from cortex.v1 import control_pb2 as pb
 from cortexctl import commands, exitcodes, render
@@ -191,7 +192,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]",
     a.add_argument("-o", "--output", metavar="FILE", help="where (default: the name)")
     a.add_argument("--progress", action="store_true", help="show the progress bar anyway")
     a = action("ls", cmd_ls, "list artifacts, most recently used first")
-    a.add_argument("--limit", type=int, default=0, help="at most N (hub default 1000)")
+    a.add_argument("--limit", type=UINT32, default=0, help="at most N (hub default 1000)")
     a = action("rm", cmd_rm, "drop a name (or every name of a SHA256)")
     a.add_argument("target", metavar="NAME|SHA256")
     a = action("gc", cmd_gc, "collect expired references and unreferenced bytes (admin)")

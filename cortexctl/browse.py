@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from cortex.cliargs import INT32_MAX, SECONDS, int_range
 from cortex.tokens import bearer
 from cortex.v1 import browse_pb2 as bpb
 from cortex.v1 import browse_pb2_grpc
@@ -184,7 +185,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]",
         a = actions.add_parser(name, help=help_text, description=help_text)
         add_global_flags(a, on_command=True)
         a.add_argument("--json", action="store_true", help="the result as one JSON object")
-        a.add_argument("--call-timeout", type=float, default=DEFAULT_CALL_TIMEOUT_S,
+        a.add_argument("--call-timeout", type=SECONDS, default=DEFAULT_CALL_TIMEOUT_S,
                        metavar="S", help="how long the node may take (default 60)")
         if session:
             a.add_argument("-s", "--session", metavar="SID@NODE",
@@ -221,8 +222,8 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]",
     a.add_argument("--ref")
     a = action("scroll", cmd_call, "scroll REF into view, or the page by --dx/--dy")
     a.add_argument("--ref")
-    a.add_argument("--dx", type=int, default=0)
-    a.add_argument("--dy", type=int, default=600)
+    a.add_argument("--dx", type=int_range(-INT32_MAX, INT32_MAX), default=0)
+    a.add_argument("--dy", type=int_range(-INT32_MAX, INT32_MAX), default=600)
     a = action("eval", cmd_call, "evaluate JS in the page; print its JSON value")
     a.add_argument("js")
     a = action("screenshot", cmd_call, "a PNG of the viewport (or --full-page, or --ref)")

@@ -1,12 +1,15 @@
 """cortexctl's command line: the parser, and ``main`` which never shows a traceback
 for an operator's mistake or an unreachable hub.
 
-Global flags may be given before or after the command name
-(``cortexctl --json tasks`` is refused, ``cortexctl tasks --json`` and
-``cortexctl --hub H tasks`` / ``cortexctl tasks --hub H`` both work). ``submit``
-takes its options before the command: everything from the first word that is
-not an option is the command, joined with spaces and run by ``/bin/sh -c`` on
-the node, as ssh does.
+Global flags, ``--json`` among them, may be given before or after the command name
+(``cortexctl --json tasks`` and ``cortexctl tasks --json``, ``cortexctl --hub H tasks``
+and ``cortexctl tasks --hub H`` all work). No option may be abbreviated (``--fol`` is
+not ``--follow``: :mod:`cortex.cliargs`), and every integer flag is range-checked.
+``submit`` and ``run`` take their options before the command: everything from the
+first word that is not an option is the command, joined with spaces and run by
+``/bin/sh -c`` on the node, as ssh does. One of their own options after the command
+(``submit 'make' --follow``) is refused rather than passed to the command; after
+``--`` every word is the command's (``submit --follow -- grep --follow x``).
 """
 
 import argparse
@@ -14,6 +17,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from cortex.cliargs import (
+    OFFSET,
+    PIDS_MAX_LIMIT,
+    SECONDS,
+    UINT32,
+    Parser,
+    int_range,
+    walk,
+)
 from cortex.v1 import control_pb2 as pb
 from cortex.version import line as version_line
 from cortexctl import (
@@ -67,12 +79,15 @@ def add_global_flags(p: argparse.ArgumentParser, on_command: bool) -> None:
     g.add_argument("--ca-file", metavar="FILE", default=d(None), help="CA to verify the hub")
     g.add_argument("--cert-file", metavar="FILE", default=d(None), help="client certificate")
     g.add_argument("--key-file", metavar="FILE", default=d(None), help="client key")
-    g.add_argument("--timeout", metavar="S", type=float, default=d(10.0),
+    if not on_command:  # each command has its own --json, saying what its JSON is
+        g.add_argument("--json", action="store_true", default=False,
+                       help="JSON lines instead of text (before or after the command)")
+    g.add_argument("--timeout", metavar="S", type=SECONDS, default=d(10.0),
                    help="deadline of each unary call in seconds (default 10)")
 
 
 def add_follow_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reconnect-s", metavar="S", type=float, default=30.0,
+    p.add_argument("--reconnect-s", metavar="S", type=SECONDS, default=30.0,
                    help="how long to keep reconnecting to a hub that went away (default 30)")
 
 
@@ -83,13 +98,14 @@ def add_task_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--idempotency-key", metavar="K", help="same key = same task")
     p.add_argument("--env", action="append", metavar="K=V", help="environment variable")
     p.add_argument("--cwd", metavar="DIR", help="working directory on the node")
-    p.add_argument("--task-timeout", metavar="S", type=int, help="kill the task after S seconds")
-    p.add_argument("--idle-timeout", metavar="S", type=int,
+    p.add_argument("--task-timeout", metavar="S", type=UINT32, help="kill the task after S seconds")
+    p.add_argument("--idle-timeout", metavar="S", type=UINT32,
                    help="kill the task after S seconds without output")
     p.add_argument("--memory-max", metavar="SIZE",
                    help="memory limit of the task's cgroup: bytes, or with K/M/G (binary)")
-    p.add_argument("--pids-max", metavar="N", type=int,
-                   help="most processes the task may have at once (cgroup pids.max)")
+    p.add_argument("--pids-max", metavar="N", type=int_range(0, PIDS_MAX_LIMIT),
+                   help="most processes the task may have at once (cgroup pids.max; "
+                   f"at most {PIDS_MAX_LIMIT}, the kernel's limit)")
     p.add_argument("--monitor", metavar="POLICY",
                    help="watch the task with this stored monitor policy (policies ls)")
     p.add_argument("--policy-file", metavar="FILE",
@@ -103,7 +119,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="cortexctl", description="Operate a Cortex hub: submit and follow tasks, "
         "list nodes, tasks and shards.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_global_flags(p, on_command=True)
-        p.set_defaults(run=run)
+        p.set_defaults(run=run, own_options=p._option_string_actions.keys())
         return p
 
     p = command("submit", _submit, "submit a shell command; print its task id "
@@ -126,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_file", metavar="FILE",
                    help="submit the tasks of FILE (JSON lines of SubmitRequest fields; "
                    "'-' = stdin) in SubmitMany calls")
-    p.add_argument("--batch", type=int, default=500, metavar="N",
+    p.add_argument("--batch", type=int_range(1, 1000), default=500, metavar="N",
                    help="with --from: tasks per SubmitMany call (default 500, at most 1000)")
     p.add_argument("--json", action="store_true", help="JSON lines instead of text")
     p.add_argument("--tool", metavar="NAME",
@@ -140,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("run", runcmd.cmd_run, "submit a command, wait for its end in one call, "
                 "print its journal and exit with its status")
     add_task_flags(p)
-    p.add_argument("--wait", type=float, metavar="S",
+    p.add_argument("--wait", type=SECONDS, metavar="S",
                    help="stop waiting after S seconds (the task goes on; default: until "
                    "it ends)")
     p.add_argument("--cancel-on-drop", action="store_true",
@@ -156,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("watch", commands.cmd_watch,
                 "stream a task's output until it ends; exit with the task's status")
     p.add_argument("task", metavar="TASK")
-    p.add_argument("--from", dest="from_offset", metavar="OFFSET", type=int, default=0,
+    p.add_argument("--from", dest="from_offset", metavar="OFFSET", type=OFFSET, default=0,
                    help="start at this output offset (default 0)")
     p.add_argument("--json", action="store_true", help="JSON lines, one per event")
     add_follow_flags(p)
@@ -178,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("tasks", commands.cmd_tasks, "list tasks, newest first")
     p.add_argument("--state", type=task_state, help="only tasks in this state")
     p.add_argument("--node", metavar="ID", help="only tasks of this node")
-    p.add_argument("--limit", type=int, default=0, help="at most N tasks (hub default 100)")
+    p.add_argument("--limit", type=UINT32, default=0, help="at most N tasks (hub default 100)")
     p.add_argument("--attention", action="store_true",
                    help="only tasks a monitor escalated to a person (answer: cortexctl input)")
     p.add_argument("--json", action="store_true", help="JSON lines, one per task")
@@ -186,11 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("logs", logcmds.cmd_logs,
                 "print a range of a task's output from the node's spool")
     p.add_argument("task", metavar="TASK")
-    p.add_argument("--from", dest="from_offset", metavar="OFFSET", type=int, default=0,
+    p.add_argument("--from", dest="from_offset", metavar="OFFSET", type=OFFSET, default=0,
                    help="first byte (default 0)")
-    p.add_argument("--length", metavar="N", type=int, default=0,
+    p.add_argument("--length", metavar="N", type=OFFSET, default=0,
                    help="at most N bytes (default 0: to the end)")
-    p.add_argument("--attempt", metavar="N", type=int, default=0,
+    p.add_argument("--attempt", metavar="N", type=UINT32, default=0,
                    help="this attempt (default 0: the current one)")
     p.add_argument("--json", action="store_true", help="JSON lines, one per chunk (base64)")
 
@@ -207,7 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     shellcmds.add_parser(sub, add_global_flags)
     monitorcmds.add_parsers(command, sub)
     browse.add_parser(sub, add_global_flags)
+    _json_anywhere(parser)
     return parser
+
+
+def _json_anywhere(parser: argparse.ArgumentParser) -> None:
+    """``--json`` of a command only overrides a ``--json`` given before the command name:
+    a subparser writes its defaults over the parent's namespace, so below the top every
+    --json defaults to SUPPRESS (the top-level default, False, stays)."""
+    for p in walk(parser):
+        for action in p._actions:
+            if action.dest == "json" and p is not parser:
+                action.default = argparse.SUPPRESS
 
 
 def main(argv: Sequence[str] | None = None) -> int:

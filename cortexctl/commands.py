@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from cortex import ids
+from cortex.cliargs import INT64_MAX
 from cortex.errors import ConfigError
 from cortex.tokens import read_token_file
 from cortex.tools import TOOL_NAME_RE, is_tool_name
@@ -92,11 +93,28 @@ def monitor_fields(args: argparse.Namespace) -> dict[str, str]:
     return out
 
 
-def submit_request(args: argparse.Namespace) -> pb.SubmitRequest:
+def command_words(args: argparse.Namespace) -> list[str]:
+    """The words of ``submit``/``run``'s command. After ``--`` every word is the command's;
+    without it, one of the command's own long options after the command
+    (``submit 'make' --follow``) is refused: it was meant for cortexctl, and running
+    ``make --follow`` instead is the one thing not to do (issue 13)."""
     words = list(args.command)
     if words and words[0] == "--":
-        words = words[1:]
-    command = " ".join(words)
+        return words[1:]
+    own = set(getattr(args, "own_options", ()))
+    for word in words[1:]:
+        name = word.partition("=")[0]
+        if name.startswith("--") and name in own:
+            verb = args.command_name
+            raise UsageError(
+                f"{name} comes after the command, where it would be passed to the command: "
+                f"put {verb}'s options before it (cortexctl {verb} {name} ... CMD), or write "
+                f"the command after -- to pass {name} on (cortexctl {verb} -- CMD {name})")
+    return words
+
+
+def submit_request(args: argparse.Namespace) -> pb.SubmitRequest:
+    command = " ".join(command_words(args))
     if not command.strip():
         raise UsageError("submit needs a command, e.g. cortexctl submit -- echo hello")
     selector = pairs(args.selector, "--selector")
@@ -111,12 +129,6 @@ def submit_request(args: argparse.Namespace) -> pb.SubmitRequest:
         raise UsageError(f"--node {args.node!r} is not a valid node id")
     if args.idempotency_key and not ids.IDEMPOTENCY_KEY_RE.fullmatch(args.idempotency_key):
         raise UsageError(f"--idempotency-key must match {ids.IDEMPOTENCY_KEY_RE.pattern}")
-    if args.task_timeout is not None and args.task_timeout < 0:
-        raise UsageError("--task-timeout must not be negative")
-    if args.idle_timeout is not None and args.idle_timeout < 0:
-        raise UsageError("--idle-timeout must not be negative")
-    if args.pids_max is not None and args.pids_max < 0:
-        raise UsageError("--pids-max must not be negative")
     memory_max = parse_size(args.memory_max, "--memory-max") if args.memory_max else 0
     tool = getattr(args, "tool", None) or ""
     if tool and not is_tool_name(tool):
@@ -143,7 +155,10 @@ def parse_size(text: str, flag: str) -> int:
     number = t[:-1] if unit else t
     if not number.isdigit():
         raise UsageError(f"{flag} {text!r}: expected a size like 67108864, 64M or 1G")
-    return int(number) * SIZE_UNITS[unit]
+    value = int(number) * SIZE_UNITS[unit]
+    if value > INT64_MAX:
+        raise UsageError(f"{flag} {text!r}: at most {INT64_MAX} bytes")
+    return value
 
 
 # -- the result of a task as an exit status ----------------------------------

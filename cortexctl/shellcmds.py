@@ -16,6 +16,7 @@ from collections.abc import Callable
 import grpc
 
 from cortex import ids
+from cortex.cliargs import UINT32, Parser, int_range
 from cortex.tokens import bearer
 from cortex.v1 import shell_pb2 as spb
 from cortex.v1 import shell_pb2_grpc
@@ -76,8 +77,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
     elif words and words[0].split("=")[0] in ("--wait", "--json") and "--" in words:
         # options given after ID (`exec ID --wait 5 -- CMD`) count too
         cut = words.index("--")
-        late = argparse.ArgumentParser(prog="cortexctl shell exec", add_help=False)
-        late.add_argument("--wait", type=int, default=args.wait)
+        late = Parser(prog="cortexctl shell exec", add_help=False)
+        late.add_argument("--wait", type=int_range(1, 3600), default=args.wait)
         late.add_argument("--json", action="store_true", default=args.json)
         try:
             known = late.parse_args(words[:cut])
@@ -139,13 +140,13 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]",
                        help="on a node with this label")
     a.add_argument("--env", action="append", metavar="K=V", help="environment variable")
     a.add_argument("--cwd", metavar="DIR", help="working directory on the node")
-    a.add_argument("--idle-timeout", metavar="S", type=int,
+    a.add_argument("--idle-timeout", metavar="S", type=UINT32,
                    help="end the shell after S seconds without output")
-    a.add_argument("--ready-timeout", metavar="S", type=int, default=60,
+    a.add_argument("--ready-timeout", metavar="S", type=int_range(1, 3600), default=60,
                    help="how long to wait for the first prompt (default 60)")
     a = action("exec", cmd_exec, "run CMD in the shell; print its output, exit with its code")
     a.add_argument("shell", metavar="ID")
-    a.add_argument("--wait", metavar="S", type=int, default=60,
+    a.add_argument("--wait", metavar="S", type=int_range(1, 3600), default=60,
                    help="how long the command may take (default 60, at most 3600)")
     a.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
     a = action("close", cmd_close, "end the shell")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cortex import logs
+from cortex.cliargs import Parser
 from cortex.errors import ConfigError
 from cortex.tokens import TokenTable
 from cortex.version import line
@@ -55,7 +56,7 @@ FLAGS: list[tuple[str, dict[str, Any]]] = [
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cortexd", description="The Cortex hub daemon.")
+    p = Parser(prog="cortexd", description="The Cortex hub daemon.")
     p.add_argument("--version", action="version", version=line("cortexd"))
     p.add_argument("--config", type=Path, help="TOML settings file (or CORTEX_CONFIG)")
     for flag, kw in FLAGS:

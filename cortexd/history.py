@@ -26,7 +26,6 @@ row before it inserts its transition. The checks, each a kind of
 1 when it finds a violation (2 when the store cannot be read).
 """
 
-import argparse
 import asyncio
 import json
 import sys
@@ -35,6 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from cortex.cliargs import Parser
 from cortexd.lifecycle import TERMINAL, State
 from cortexd.store import Store, StoreError, TaskRow, TransitionRow, open_store
 
@@ -173,7 +173,7 @@ async def check_url(url: str) -> HistoryReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cortexd.history",
+    p = Parser(prog="python -m cortexd.history",
                                 description="Check the recorded task transitions of a store.")
     p.add_argument("--store", required=True, metavar="URL",
                    help="sqlite:///PATH or postgresql://…")

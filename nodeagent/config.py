@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NoReturn
 
+from cortex.cliargs import Parser
 from cortex.errors import ConfigError
 from cortex.ids import check_labels, is_node_id
 from cortex.tls import ClientTLS, check_plaintext, split_host_port
@@ -92,7 +93,7 @@ class AgentConfig:
         return json.loads(json.dumps(out, default=str))  # type: ignore[no-any-return]
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(Parser):
     def error(self, message: str) -> NoReturn:
         raise ConfigError(message)
 

@@ -13,18 +13,18 @@ number; ``fds`` fd → link target). The last quiet tick of that file's replay g
 facts, decided by the live layer's own rule (:func:`nodeagent.detect.kernel.decide`).
 """
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cortex.cliargs import Parser
 from nodeagent.detect.kernel import facts_from_record
 from nodeagent.detect.transcript import KERNEL_NOTE, replay_file
 
 
 def run(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="nodeagent detect",
+    p = Parser(prog="nodeagent detect",
                                 description="print the prompt events a transcript would raise")
     p.add_argument("files", nargs="+", metavar="FILE", help="raw terminal transcript")
     p.add_argument("--nonce", default=None,
