@@ -189,7 +189,7 @@ def follow(client: HubClient, tid: str, args: argparse.Namespace, from_offset: i
         notice(f"stopped following task {tid}; it keeps running (cortexctl cancel {tid})")
         raise
     if task.state != pb.SUCCEEDED and not args.json:
-        code = f", exit code {task.exit_code}" if task.has_exit_code else ""
+        code = f", exit code {render.exit_text(task)}" if task.has_exit_code else ""
         reason = f": {task.reason}" if task.reason else ""
         notice(f"task {tid} {render.state_name(task.state)}{code}{reason}")
     return task_status(task)

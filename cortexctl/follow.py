@@ -38,17 +38,25 @@ class Sink(Protocol):
 
 
 class RawSink:
-    """Output bytes as they are, to stdout; states are not shown."""
+    """Output bytes as they are, to stdout; states are not shown, but what a task waits
+    for is said on stderr (a prompt nobody answered)."""
+
+    def __init__(self) -> None:
+        self.task_id = ""
 
     def state(self, task: pb.Task) -> None:
-        pass
+        self.task_id = task.task_id
 
     def output(self, chunk: pb.OutputChunk, data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
 
     def prompt(self, prompt: pb.Prompt) -> None:
-        pass  # the terminal already shows the prompt itself
+        # The terminal shows the prompt itself; say (on stderr) that the task now waits
+        # and how to answer: the output alone does not tell a person it is stuck.
+        if prompt.kind not in render.NOT_WAITING_KINDS | {"shell_ready"} and self.task_id:
+            notice(f"task {self.task_id} waits for input ({prompt.kind}; answer: "
+                   f"cortexctl input {self.task_id} TEXT)")
 
 
 class JsonSink:

@@ -8,6 +8,7 @@ and never renamed (64-bit counters stay JSON numbers, times are Unix ms).
 """
 
 import json
+import signal
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -76,6 +77,61 @@ def exit_code(task: pb.Task) -> int | None:
     return task.exit_code if task.has_exit_code else None
 
 
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def exit_text(task: pb.Task, long: bool = False) -> str:
+    """The exit code as text: a task killed by signal N has exit code -N (the API's
+    convention); the text says which signal and, in ``long`` form, the status cortexctl
+    exits with for it (128+N, as a shell's; 130 for any CANCELLED task)."""
+    code = exit_code(task)
+    if code is None:
+        return "-"
+    if code >= 0:
+        return str(code)
+    name = signal_name(-code)
+    if not long:
+        return f"{code} ({name})"
+    status = 130 if task.state == pb.CANCELLED else 128 + min(-code, 127)
+    return f"{code} (killed by {name}; cortexctl watch exits {status})"
+
+
+#: Prompt kinds that mean the task waits for someone to type (not "finished": a shell's
+#: command ended; nodeagent/detect/events.py).
+NOT_WAITING_KINDS = frozenset({"finished"})
+
+
+def waiting_for_input(task: pb.Task) -> str:
+    """"password", "confirm", … when the running task's last prompt is still its latest
+    output (nothing came after it, so nobody answered); "" otherwise."""
+    if task.state != pb.RUNNING or not task.HasField("last_prompt"):
+        return ""
+    p = task.last_prompt
+    if p.kind in NOT_WAITING_KINDS or task.output_bytes > p.offset:
+        return ""
+    return p.kind or "input"
+
+
+def waiting_line(task: pb.Task) -> str:
+    """One line saying what the task waits for, or ""."""
+    kind = waiting_for_input(task)
+    if kind:
+        excerpt = one_line(task.last_prompt.excerpt.decode("utf-8", "replace"), 60)
+        return (f"for input ({kind}{': ' + repr(excerpt) if excerpt else ''}; "
+                f"answer: cortexctl input {task.task_id} TEXT)")
+    return ""
+
+
+def state_cell(task: pb.Task) -> str:
+    """The state as a table shows it: RUNNING (input) while a prompt waits."""
+    kind = waiting_for_input(task)
+    return f"{state_name(task.state)} (input)" if kind else state_name(task.state)
+
+
 # -- tasks ------------------------------------------------------------------
 
 def task_dict(task: pb.Task) -> dict[str, Any]:
@@ -114,8 +170,8 @@ def prompt_dict(p: pb.Prompt) -> dict[str, Any]:
 
 
 def tasks_table(tasks: Sequence[pb.Task]) -> str:
-    rows = [[t.task_id, state_name(t.state), str(t.attempt), t.node_id or "-",
-             "-" if exit_code(t) is None else str(t.exit_code), size(t.output_bytes),
+    rows = [[t.task_id, state_cell(t), str(t.attempt), t.node_id or "-",
+             exit_text(t), size(t.output_bytes),
              age(t.created_ms), one_line(t.command)] for t in tasks]
     headers = ["TASK", "STATE", "ATTEMPT", "NODE", "EXIT", "OUTPUT", "AGE", "COMMAND"]
     return table(headers, rows, right=("ATTEMPT", "EXIT", "OUTPUT", "AGE"))
@@ -126,8 +182,9 @@ def task_detail(task: pb.Task) -> str:
         ("task", task.task_id), ("state", state_name(task.state)),
         ("attempt", str(task.attempt)), ("node", task.node_id or "-"),
         ("command", task.command), ("tool", task.tool or "shell"),
-        ("exit code", "-" if exit_code(task) is None else str(task.exit_code)),
-        ("reason", task.reason or "-"), ("output", f"{task.output_bytes} bytes"),
+        ("exit code", exit_text(task, long=True)),
+        ("reason", task.reason or "-"), ("waiting", waiting_line(task) or "-"),
+        ("output", f"{task.output_bytes} bytes"),
         ("created", f"{age(task.created_ms)} ago"), ("updated", f"{age(task.updated_ms)} ago"),
         ("selector", labels(task.selector)), ("idempotency key", task.idempotency_key or "-"),
         ("tenant", task.tenant or "-"),

@@ -42,7 +42,7 @@ def parse(*argv: str):
 
 def test_submit_options_go_before_the_command_which_keeps_its_own_flags():
     args = parse("submit", "--node", "n1", "--env", "A=1", "--selector", "os=linux",
-                 "--task-timeout", "5", "ls", "-la", "--follow")
+                 "--task-timeout", "5", "--", "ls", "-la", "--follow")
     req = commands.submit_request(args)
     assert req.command == "ls -la --follow"
     assert not args.follow
@@ -159,3 +159,120 @@ def test_nodes_and_shards_tables():
 def test_sizes_and_ages():
     assert render.size(10) == "10B" and render.size(1536) == "1.5KiB"
     assert render.age(1_000, now_ms=61_000) == "1m" and render.age(0) == "-"
+
+
+@pytest.mark.parametrize("verb", ["submit", "run"])
+def test_an_own_option_after_the_command_is_refused_not_passed_on(verb, capsys):
+    # `submit 'make' --follow` used to run `make --follow` (issue 13)
+    assert cli.main([verb, "make", "--follow" if verb == "submit" else "--wait=5"]) == (
+        exitcodes.USAGE)
+    err = capsys.readouterr().err
+    assert "comes after the command" in err and "after --" in err
+    # the command's own options stay the command's
+    assert commands.submit_request(parse(verb, "ls", "-la", "--color")).command == (
+        "ls -la --color")
+
+
+@pytest.mark.parametrize("argv", [
+    ["submit", "--fol", "true"], ["tasks", "--lim", "3"], ["--insecure", "tasks"],
+    ["watch", TID, "--fr", "3"],
+])
+def test_no_option_may_be_abbreviated(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse(*argv)
+    assert e.value.code == exitcodes.USAGE
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_no_parser_of_any_program_accepts_abbreviations():
+    from pathlib import Path
+
+    from cortex.cliargs import walk
+    from cortexd import cli as cortexd_cli
+    from nodeagent import config as agent_config
+
+    for top in (cli.build_parser(), cortexd_cli._parser(), agent_config._parser()):
+        for p in walk(top):
+            assert not p.allow_abbrev, p.prog
+    root = Path(__file__).resolve().parents[2]
+    for package in ("cortex", "cortexd", "cortexctl", "nodeagent", "browserd"):
+        for module in (root / package).rglob("*.py"):
+            if module.name != "cliargs.py":  # every parser is a cliargs.Parser
+                assert "argparse.ArgumentParser(" not in module.read_text(), module
+
+
+@pytest.mark.parametrize("argv", [["--json", "tasks"], ["tasks", "--json"],
+                                  ["--json", "artifacts", "ls"], ["nodes", "--json"]])
+def test_json_before_or_after_the_command(argv):
+    assert parse(*argv).json is True
+    assert parse(*[a for a in argv if a != "--json"]).json is False
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["tasks", "--limit", "-1"], "--limit: -1 is out of range"),
+    (["submit", "--pids-max", "4294967295", "true"], "--pids-max: 4294967295 is out of range"),
+    (["submit", "--task-timeout", "4294967296", "true"], "out of range"),
+    (["watch", TID, "--from", str(1 << 63)], "--from: 9223372036854775808 is out of range"),
+    (["logs", TID, "--attempt", "x"], "'x' is not an integer"),
+    (["tasks", "--timeout", "nan"], "out of range"),
+])
+def test_an_integer_flag_out_of_range_is_one_usage_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == exitcodes.USAGE
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_every_integer_flag_of_cortexctl_is_range_checked():
+    import argparse
+
+    from cortex.cliargs import walk
+
+    for p in walk(cli.build_parser()):
+        for action in p._actions:
+            if isinstance(action, argparse._StoreAction):
+                assert action.type not in (int, float), (p.prog, action.option_strings)
+
+
+def test_a_memory_limit_beyond_64_bits_is_refused(capsys):
+    assert cli.main(["submit", "--memory-max", "99999999999G", "true"]) == exitcodes.USAGE
+    assert "at most" in capsys.readouterr().err
+
+
+def _waiting_task(output_bytes: int, kind: str = "password") -> pb.Task:
+    return pb.Task(task_id=TID, state=pb.RUNNING, output_bytes=output_bytes,
+                   last_prompt=pb.Prompt(kind=kind, excerpt=b"Password: ", offset=10))
+
+
+def test_a_task_waiting_for_input_shows_in_tasks_and_get():
+    waiting = _waiting_task(10)
+    assert "RUNNING (input)" in render.tasks_table([waiting])
+    assert "for input (password: 'Password:'; answer: cortexctl input" in (
+        render.task_detail(waiting))
+    answered = _waiting_task(25)  # output came after the prompt: someone typed
+    assert "(input)" not in render.tasks_table([answered])
+    assert render.waiting_line(answered) == ""
+    assert render.waiting_for_input(_waiting_task(10, kind="finished")) == ""
+
+
+def test_watch_says_when_the_task_waits_for_input(capsys):
+    from cortexctl.follow import RawSink
+
+    sink = RawSink()
+    sink.state(pb.Task(task_id=TID, state=pb.RUNNING))
+    sink.prompt(pb.Prompt(kind="confirm", offset=3))
+    assert f"task {TID} waits for input (confirm; answer: cortexctl input {TID} TEXT)" in (
+        capsys.readouterr().err)
+    sink.prompt(pb.Prompt(kind="finished", offset=3))
+    assert capsys.readouterr().err == ""
+
+
+def test_a_cancelled_task_says_its_signal_and_the_status_cortexctl_exits_with():
+    task = pb.Task(task_id=TID, state=pb.CANCELLED, has_exit_code=True, exit_code=-2)
+    assert commands.task_status(task) == exitcodes.TASK_CANCELLED == 130
+    assert "-2 (SIGINT)" in render.tasks_table([task])
+    assert "-2 (killed by SIGINT; cortexctl watch exits 130)" in render.task_detail(task)
+    killed = pb.Task(task_id=TID, state=pb.FAILED, has_exit_code=True, exit_code=-9)
+    assert commands.task_status(killed) == 137
+    assert "-9 (killed by SIGKILL; cortexctl watch exits 137)" in render.task_detail(killed)
