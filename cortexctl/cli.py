@@ -119,7 +119,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
+    parser: argparse.ArgumentParser = Parser(
         prog="cortexctl", description="Operate a Cortex hub: submit and follow tasks, "
         "list nodes, tasks and shards.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
