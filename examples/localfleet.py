@@ -256,8 +256,9 @@ class LocalNode:
 
     def command(self) -> list[str]:
         labels = [arg for k, v in sorted(self.labels.items()) for arg in ("--label", f"{k}={v}")]
-        return [*binary("nodeagent"), "--hub", self.hub.node_address, "--node-id", self.node_id,
-                "--token-file", str(self.token_file), "--hub-key", str(self.hub.hub_key_file),
+        return [*binary("nodeagent"), "--node-port", self.hub.node_address,
+                "--node-id", self.node_id, "--node-token-file", str(self.token_file),
+                "--hub-key", str(self.hub.hub_key_file),
                 "--state-dir", str(self.dir / "state"), "--capacity", str(self.capacity),
                 "--control", self.hub.control_address,  # artifacts
                 "--insecure-loopback", *labels, *self.extra_args]

@@ -12,7 +12,9 @@ The connect loop runs sessions (:mod:`nodeagent.link`) back to back; which hub a
 each dials and after what jittered delay is :mod:`nodeagent.hubs`' decision (failover
 between the hubs of a cluster, backoff per full rotation, a hub's ``RetryLater``
 honoured). Tasks keep running and spooling while it is disconnected. Bad credentials
-are retried at the backoff cap, loudly: an operator may fix the token.
+are retried at the backoff cap, loudly: an operator may fix the token. An address that
+is no node port (the Control port answers Attach UNIMPLEMENTED) is no outage to wait
+out: the agent says so and stops (``fatal``, exit code ``WRONG_HUB``; issue 13).
 """
 
 import asyncio
@@ -27,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cortex.envelope import EnvelopeVerifier
 from cortex.v1 import node_pb2
+from nodeagent import exitcodes
 from nodeagent.artifacts import ArtifactLink
 from nodeagent.backoff import Backoff
 from nodeagent.browsertool import BrowserTool
@@ -66,6 +69,7 @@ class NodeAgent:
         self.sessions = 0
         self.retry_laters = 0
         self.last_end: SessionEnd | None = None
+        self.fatal = ""  # why the agent stopped itself; "" = it was asked to
         self._lock_fd = -1
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -123,8 +127,8 @@ class NodeAgent:
         self._log.info("agent_stop", started=c["started"], finished=c["finished"],
                        rejected=c["rejected"], sessions=self.sessions,
                        retry_laters=self.retry_laters,
-                       held=len(self.host.table))
-        return 0
+                       held=len(self.host.table), fatal=self.fatal or None)
+        return exitcodes.WRONG_HUB if self.fatal else exitcodes.OK
 
     def _lock_state_dir(self) -> None:
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -152,12 +156,16 @@ class NodeAgent:
             end = self.last_end = await session.run()
             if self._stop_link.is_set():
                 return
+            if end.fatal:
+                self.fatal = end.fatal
+                self._signals.put_nowait(signal.SIGTERM)  # the one loop decides: stop
+                return
             if end.retry_after_s is not None:
                 self.retry_laters += 1
             if end.auth_failed:
                 self._log.error("auth_failed", address=address, code=end.code,
                                 reason=end.reason,
-                                hint="check --token-file and the hub's token table")
+                                hint="check --node-token-file and the hub's token table")
             delay = hubs.next_delay(Outcome(end.welcomed_for_s, end.retry_after_s,
                                             end.auth_failed))
             self._log.warning("reconnect", address=address, next_address=hubs.current,

@@ -17,7 +17,7 @@ from cortex.errors import ConfigError
 from cortex.tokens import read_token_file
 from nodeagent import exitcodes
 from nodeagent.agent import NodeAgent, StateLocked
-from nodeagent.config import parse
+from nodeagent.config import deprecations, parse
 from nodeagent.errors import NodeAgentError
 
 
@@ -33,6 +33,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         return detect_cli.run(args[1:])
     try:
         config, ns = parse(argv)
+        for warning in deprecations(ns):
+            print(f"nodeagent: warning: {warning}", file=sys.stderr)
         if ns.print_config:
             print(json.dumps(config.redacted(), indent=2, sort_keys=True))
             return exitcodes.OK
@@ -60,7 +62,10 @@ def run(argv: Sequence[str] | None = None) -> int:
                                    port=port)
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(agent.run())
+            code = runner.run(agent.run())
+        if agent.fatal:
+            return _fail(code, agent.fatal)
+        return code
     except StateLocked as e:
         return _fail(exitcodes.STATE_LOCKED, str(e))
     except NodeAgentError as e:  # the state directory's ran log or spools are unusable

@@ -1,9 +1,19 @@
 """The node agent's settings: one frozen object, parsed from flags with env fallbacks.
 
 Precedence is defaults < ``CORTEX_*`` environment < flags. Every duration carries its
-unit in its name. :func:`parse` raises :class:`cortex.errors.ConfigError` with a one-line
-message for anything invalid; it reads no file except to check it exists (the token and
-the hub key are loaded by the agent at start, so ``--check-config`` loads them too).
+unit in its name.
+
+The hub's node port is ``--node-port`` (``CORTEX_NODE_PORT``) and the node's credential
+``--node-token-file`` (``CORTEX_NODE_TOKEN_FILE``): cortexctl's ``--hub``/``CORTEX_HUB``
+and ``--token-file``/``CORTEX_TOKEN_FILE`` name the Control port and an operator's token,
+and one shell's ``export`` for cortexctl used to send a second agent to the Control port
+(issue 13). The old flags still work for one release, with a warning (a flag on the
+agent's own command line is unambiguous); the old environment variables are no longer
+read, and a missing setting says so when one of them is set.
+
+:func:`parse` raises :class:`cortex.errors.ConfigError` with a one-line message for
+anything invalid; it reads no file except to check it exists (the token and the hub key
+are loaded by the agent at start, so ``--check-config`` loads them too).
 """
 
 import argparse
@@ -102,11 +112,17 @@ def _parser() -> _Parser:
     env = os.environ.get
     p = _Parser(prog="nodeagent", description="Cortex node agent", add_help=True)
     p.add_argument("--version", action="version", version=line("nodeagent"))
-    p.add_argument("--hub", default=env("CORTEX_HUB"),
-                   help="hub node port, HOST:PORT; several hubs of one cluster as "
-                        "HOST:PORT,HOST:PORT,… (the node fails over between them)")
+    p.add_argument("--node-port", metavar="HOST:PORT", default=env("CORTEX_NODE_PORT"),
+                   help="the hub's node port (cortexd --node-listen, 7700 by default; not "
+                        "the Control port cortexctl --hub names); several hubs of one "
+                        "cluster as HOST:PORT,HOST:PORT,… (the node fails over between "
+                        "them). Env CORTEX_NODE_PORT")
+    p.add_argument("--hub", dest="old_hub", help=argparse.SUPPRESS)  # DEPRECATED_FLAGS
     p.add_argument("--node-id", default=env("CORTEX_NODE_ID"))
-    p.add_argument("--token-file", default=env("CORTEX_TOKEN_FILE"))
+    p.add_argument("--node-token-file", metavar="FILE", default=env("CORTEX_NODE_TOKEN_FILE"),
+                   help="the node's credential (cortexd enroll NODE). Env "
+                        "CORTEX_NODE_TOKEN_FILE")
+    p.add_argument("--token-file", dest="old_token_file", help=argparse.SUPPRESS)
     p.add_argument("--hub-key", default=env("CORTEX_HUB_KEY"),
                    help="PEM Ed25519 public key the hub signs task envelopes with (the "
                         "hubs of one cluster share one key)")
@@ -177,13 +193,35 @@ def _labels(items: Sequence[str]) -> dict[str, str]:
 
 def _path(value: str | None, flag: str, env: str) -> Path:
     if not value:
-        raise ConfigError(f"{flag} is required (or set {env})")
+        raise _missing(flag, env)
     return Path(value)
 
 
-def _hubs(value: str | None) -> tuple[str, ...]:
+#: Old flag -> new flag; each still works for one release, with a warning.
+DEPRECATED_FLAGS = {"--hub": "--node-port", "--token-file": "--node-token-file"}
+#: cortexctl's environment: no longer read here, named when the agent's own is missing.
+CTL_ENV = {"CORTEX_NODE_PORT": "CORTEX_HUB", "CORTEX_NODE_TOKEN_FILE": "CORTEX_TOKEN_FILE"}
+
+
+def deprecations(ns: argparse.Namespace) -> list[str]:
+    """One warning per old flag given (the caller prints them)."""
+    return [f"{old} is deprecated for nodeagent (cortexctl's {old} is the Control port "
+            f"and an operator's token): use {new}"
+            for old, new in DEPRECATED_FLAGS.items()
+            if getattr(ns, "old_" + old[2:].replace("-", "_")) is not None]
+
+
+def _missing(flag: str, env_name: str) -> ConfigError:
+    ctl = CTL_ENV.get(env_name, "")
+    also = (f"; {ctl} is set, but that is cortexctl's setting and nodeagent does not read it"
+            if ctl and os.environ.get(ctl) else "")
+    return ConfigError(f"{flag} is required (or set {env_name}){also}")
+
+
+def _hubs(ns: argparse.Namespace) -> tuple[str, ...]:
+    value = ns.node_port or ns.old_hub
     if not value:
-        raise ConfigError("--hub HOST:PORT is required (or set CORTEX_HUB)")
+        raise _missing("--node-port HOST:PORT", "CORTEX_NODE_PORT")
     return parse_hub_list(value)
 
 
@@ -218,7 +256,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Name
     """Parse flags (and env fallbacks) into an :class:`AgentConfig`; the namespace carries
     the one-shot actions (``--check-config``, ``--print-config``)."""
     ns = _parser().parse_args(argv)
-    hubs = _hubs(ns.hub)
+    hubs = _hubs(ns)
     if not ns.node_id:
         raise ConfigError("--node-id is required (or set CORTEX_NODE_ID)")
     if not is_node_id(ns.node_id):
@@ -254,7 +292,8 @@ def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Name
     config = AgentConfig(
         hub_address=",".join(hubs),
         node_id=ns.node_id,
-        token_file=_path(ns.token_file, "--token-file", "CORTEX_TOKEN_FILE"),
+        token_file=_path(ns.node_token_file or ns.old_token_file, "--node-token-file",
+                         "CORTEX_NODE_TOKEN_FILE"),
         hub_key_file=_path(ns.hub_key, "--hub-key", "CORTEX_HUB_KEY"),
         state_dir=_path(ns.state_dir, "--state-dir", "CORTEX_STATE_DIR"),
         labels=MappingProxyType(_labels(ns.label)),

@@ -1,6 +1,6 @@
 """Which hub to dial next, and after how long (docs/protocol.md, "Connecting").
 
-A node may be given several hub addresses (``--hub A,B,C``): the hubs of one cluster
+A node may be given several hub addresses (``--node-port A,B,C``): the hubs of one cluster
 share the store and the signing key, so any of them can take the node. Pure: the
 caller reports how each session ended and gets back the next address and the delay.
 
@@ -40,14 +40,14 @@ def parse_hub_list(text: str) -> tuple[str, ...]:
     """``HOST:PORT[,HOST:PORT…]`` → the addresses, each validated; duplicates refused."""
     addresses = tuple(part.strip() for part in text.split(","))
     if not addresses or any(not a for a in addresses):
-        raise ConfigError(f"--hub {text!r}: expected HOST:PORT[,HOST:PORT…] with no empty "
+        raise ConfigError(f"--node-port {text!r}: expected HOST:PORT[,HOST:PORT…] with no empty "
                           "entry")
     for address in addresses:
         _, port = split_host_port(address)
         if not 1 <= port <= 65535:
-            raise ConfigError(f"--hub address {address!r}: port must be 1..65535")
+            raise ConfigError(f"--node-port address {address!r}: port must be 1..65535")
     if len(set(addresses)) != len(addresses):
-        raise ConfigError(f"--hub {text!r} names an address twice")
+        raise ConfigError(f"--node-port {text!r} names an address twice")
     return addresses
 
 

@@ -43,6 +43,7 @@ class SessionEnd:
     retry_after_s: float | None = None  # the hub's RetryLater
     auth_failed: bool = False
     code: str = ""
+    fatal: str = ""  # retrying cannot help: the agent stops (exitcodes.WRONG_HUB)
 
 
 class _End(Exception):
@@ -74,6 +75,16 @@ def open_channel(config: AgentConfig, address: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(address, channel_options(config))
 
 
+def not_a_node_port(address: str, code: grpc.StatusCode) -> str:
+    """A gRPC server without the NodeLink service answers Attach UNIMPLEMENTED: most
+    likely the hub's Control port (what cortexctl's --hub and CORTEX_HUB name)."""
+    if code is not grpc.StatusCode.UNIMPLEMENTED:
+        return ""
+    return (f"{address} is not a hub's node port: it answers gRPC but has no NodeLink "
+            "service (the Control port, cortexctl's --hub, answers this way); give "
+            "--node-port the address of cortexd --node-listen (7700 by default)")
+
+
 class LinkSession:
     def __init__(self, config: AgentConfig, host: TaskHost, token: str, boot_id: int,
                  log: Any, stop: asyncio.Event, rng: random.Random | None = None,
@@ -101,7 +112,7 @@ class LinkSession:
         except grpc.aio.AioRpcError as e:
             code = e.code()
             return self._end(f"{code.name}: {e.details()}", auth_failed=code in AUTH_CODES,
-                             code=code.name)
+                             code=code.name, fatal=not_a_node_port(self.address, code))
         except _End as e:
             return self._end(e.reason, retry_after_s=e.retry_after_s)
         except Exception as e:  # a bug or a disk error must cost a reconnect, not the agent

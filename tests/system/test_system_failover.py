@@ -2,7 +2,7 @@
 
 Two cortexd processes share one signing key and one token table (what an operator
 does for the hubs of one cluster: copy ``hub.key`` and the tokens to every hub's
-state directory), so the node needs one ``--hub-key``. Its ``--hub`` list also names
+state directory), so the node needs one ``--hub-key``. Its ``--node-port`` list also names
 a port nothing listens on. Whichever hub the node attaches to first is killed with
 SIGKILL; the node must attach to the other one and run a task there.
 """
@@ -41,7 +41,7 @@ def test_node_fails_over_to_the_next_hub_after_kill_9(fleet):
         dead.bind(("127.0.0.1", 0))
         dead_address = f"127.0.0.1:{dead.getsockname()[1]}"
         hubs = {first.node_address: first, second.node_address: second}
-        node.extra_args = ["--hub", ",".join([dead_address, *hubs])]
+        node.extra_args = ["--node-port", ",".join([dead_address, *hubs])]
         fleet.all_nodes.append(node)
         node.start()
 
@@ -86,7 +86,7 @@ def test_running_task_survives_failover_between_cluster_hubs(fleet):
     with pg_schema() as store, redis_prefix() as (coordination, _):
         a, b = start_cluster(fleet, store, coordination)
         hubs = {a.node_address: a, b.node_address: b}
-        node = LocalNode(a, "node-1", extra_args=["--hub", ",".join(hubs)])
+        node = LocalNode(a, "node-1", extra_args=["--node-port", ",".join(hubs)])
         node.dir.mkdir(parents=True)
         node.token_file.write_text(a.enroll("node-1") + "\n")
         node.token_file.chmod(0o600)

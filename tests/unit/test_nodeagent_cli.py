@@ -19,12 +19,12 @@ from nodeagent.config import parse
 def files(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "hub.pub").write_bytes(public_key_pem(Ed25519PrivateKey.generate()))
     (tmp_path / "token").write_text("secret-token-value\n")
-    return {"--token-file": str(tmp_path / "token"), "--hub-key": str(tmp_path / "hub.pub"),
+    return {"--node-token-file": str(tmp_path / "token"), "--hub-key": str(tmp_path / "hub.pub"),
             "--state-dir": str(tmp_path / "state")}
 
 
 def argv(files: dict[str, str], *extra: str, hub: str = "127.0.0.1:7000") -> list[str]:
-    out = ["--hub", hub, "--node-id", "n1", "--insecure-loopback"]
+    out = ["--node-port", hub, "--node-id", "n1", "--insecure-loopback"]
     for flag, value in files.items():
         out += [flag, value]
     return out + list(extra)
@@ -57,7 +57,7 @@ def test_plaintext_only_on_loopback(files: dict[str, str],
 
 def test_unreadable_secrets_exit_2(files: dict[str, str], tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.run(argv({**files, "--token-file": str(tmp_path / "nope")})) == exitcodes.CONFIG
+    assert cli.run(argv({**files, "--node-token-file": str(tmp_path / "nope")})) == exitcodes.CONFIG
     assert "cannot read token file" in capsys.readouterr().err
     (tmp_path / "bad.pub").write_text("not a key")
     assert cli.run(argv({**files, "--hub-key": str(tmp_path / "bad.pub")})) == exitcodes.CONFIG
@@ -66,9 +66,9 @@ def test_unreadable_secrets_exit_2(files: dict[str, str], tmp_path: Path,
 
 def test_env_fallbacks_labels_and_defaults(files: dict[str, str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CORTEX_HUB", "localhost:7001")
+    monkeypatch.setenv("CORTEX_NODE_PORT", "localhost:7001")
     monkeypatch.setenv("CORTEX_NODE_ID", "n9")
-    monkeypatch.setenv("CORTEX_TOKEN_FILE", files["--token-file"])
+    monkeypatch.setenv("CORTEX_NODE_TOKEN_FILE", files["--node-token-file"])
     monkeypatch.setenv("CORTEX_HUB_KEY", files["--hub-key"])
     monkeypatch.setenv("CORTEX_STATE_DIR", files["--state-dir"])
     config, _ = parse(["--insecure-loopback", "--label", "gpu=a100", "--label", "os=linux"])
@@ -96,7 +96,40 @@ def test_console_script_missing_hub_exits_2(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "nodeagent"], capture_output=True, text=True,
                           env=env, timeout=60)
     assert done.returncode == exitcodes.CONFIG
-    assert done.stderr == "nodeagent: --hub HOST:PORT is required (or set CORTEX_HUB)\n"
+    assert done.stderr == (
+        "nodeagent: --node-port HOST:PORT is required (or set CORTEX_NODE_PORT)\n")
+
+
+def test_cortexctl_environment_is_not_the_agents(files: dict[str, str],
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # After the README's `export CORTEX_HUB=…:7701 CORTEX_TOKEN_FILE=admin.token` for
+    # cortexctl, a node agent used to dial the Control port with the admin token (issue 13).
+    monkeypatch.setenv("CORTEX_HUB", "127.0.0.1:7701")
+    monkeypatch.setenv("CORTEX_TOKEN_FILE", files["--node-token-file"])
+    without_hub = [a for a in argv(files) if a not in ("--node-port", "127.0.0.1:7000")]
+    assert cli.run(without_hub) == exitcodes.CONFIG
+    assert ("--node-port HOST:PORT is required (or set CORTEX_NODE_PORT); CORTEX_HUB is set, "
+            "but that is cortexctl's setting and nodeagent does not read it") in (
+        capsys.readouterr().err)
+    no_token = {k: v for k, v in files.items() if k != "--node-token-file"}
+    assert cli.run(argv(no_token)) == exitcodes.CONFIG
+    assert "--node-token-file is required (or set CORTEX_NODE_TOKEN_FILE); CORTEX_TOKEN_FILE" in (
+        capsys.readouterr().err)
+
+
+def test_old_flags_work_for_one_release_with_a_warning(files: dict[str, str],
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    old = ["--hub", "127.0.0.1:7000", "--token-file", files["--node-token-file"],
+           "--node-id", "n1", "--insecure-loopback", "--hub-key", files["--hub-key"],
+           "--state-dir", files["--state-dir"], "--check-config"]
+    assert cli.run(old) == exitcodes.OK
+    err = capsys.readouterr().err
+    assert "--hub is deprecated for nodeagent" in err and "use --node-port" in err
+    assert "--token-file is deprecated for nodeagent" in err and "--node-token-file" in err
+    config, _ = parse(old)
+    assert config.hub_address == "127.0.0.1:7000"
 
 
 def test_state_dir_in_use_exits_3(files: dict[str, str], tmp_path: Path) -> None:

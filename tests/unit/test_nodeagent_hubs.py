@@ -42,17 +42,17 @@ def test_parse_hub_list_refuses(text: str, message: str) -> None:
 
 def test_flag_and_env_take_a_list_and_check_plaintext_per_address(
         monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    for name, value in {"CORTEX_NODE_ID": "n1", "CORTEX_TOKEN_FILE": str(tmp_path / "t"),
+    for name, value in {"CORTEX_NODE_ID": "n1", "CORTEX_NODE_TOKEN_FILE": str(tmp_path / "t"),
                         "CORTEX_HUB_KEY": str(tmp_path / "k"),
                         "CORTEX_STATE_DIR": str(tmp_path / "s")}.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("CORTEX_HUB", f"{A},{B}")
+    monkeypatch.setenv("CORTEX_NODE_PORT", f"{A},{B}")
     config, _ = parse(["--insecure-loopback"])
     assert config.hub_addresses == (A, B)
-    config, _ = parse(["--insecure-loopback", "--hub", f"localhost:1, {C}"])
+    config, _ = parse(["--insecure-loopback", "--node-port", f"localhost:1, {C}"])
     assert config.hub_addresses == ("localhost:1", C)
     with pytest.raises(ConfigError, match="10.0.0.5:7000: plaintext is allowed only on"):
-        parse(["--insecure-loopback", "--hub", f"{A},10.0.0.5:7000"])
+        parse(["--insecure-loopback", "--node-port", f"{A},10.0.0.5:7000"])
 
 
 def test_each_node_has_its_own_order_so_a_fleet_spreads() -> None:

@@ -607,8 +607,9 @@ def test_agent_process_sigterm_drains_reaps_and_leaves_nothing(tmp_path: Path) -
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "nodeagent", "--hub", f"127.0.0.1:{port}", "--node-id", "n1",
-            "--token-file", str(tmp_path / "token"), "--hub-key", str(tmp_path / "hub.pub"),
+            sys.executable, "-m", "nodeagent", "--node-port", f"127.0.0.1:{port}",
+            "--node-id", "n1",
+            "--node-token-file", str(tmp_path / "token"), "--hub-key", str(tmp_path / "hub.pub"),
             "--state-dir", str(tmp_path / "state"), "--insecure-loopback",
             "--shutdown-grace-s", "0.3", "--cancel-grace-s", "0.2",
             stderr=asyncio.subprocess.PIPE)
@@ -679,8 +680,9 @@ def test_agent_process_second_signal_skips_the_grace_and_orphans_nothing(
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "nodeagent", "--hub", f"127.0.0.1:{port}", "--node-id", "n1",
-            "--token-file", str(tmp_path / "token"), "--hub-key", str(tmp_path / "hub.pub"),
+            sys.executable, "-m", "nodeagent", "--node-port", f"127.0.0.1:{port}",
+            "--node-id", "n1",
+            "--node-token-file", str(tmp_path / "token"), "--hub-key", str(tmp_path / "hub.pub"),
             "--state-dir", str(tmp_path / "state"), "--insecure-loopback",
             "--shutdown-grace-s", "60", "--cancel-grace-s", "5",
             stderr=asyncio.subprocess.PIPE)
