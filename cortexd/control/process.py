@@ -40,6 +40,7 @@ from cortexd.control.shells import ShellService
 from cortexd.control.state import HubState, ShardInfo
 from cortexd.coord import make_coordinator
 from cortexd.ingress.auth import CONTROL_METHODS, Authenticator, AuthInterceptor
+from cortexd.ingress.edge import EdgeGuard
 from cortexd.ingress.grpchealth import SERVING, PortHealth
 from cortexd.ingress.server import BindError, build_server
 from cortexd.ipc.link import RingLink
@@ -113,7 +114,8 @@ class Control:
                                         max_frame_bytes=max(s.max_frame_bytes,
                                                             MAX_CHUNK_BYTES + (64 << 10)),
                                         reuse_port=False, bdp_probe=True,
-                                        interceptors=[AuthInterceptor(auth, CONTROL_METHODS)])
+                                        interceptors=[AuthInterceptor(auth, CONTROL_METHODS),
+                                                      EdgeGuard()])
         except BindError as e:
             report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.PORT_IN_USE)
             return exitcodes.PORT_IN_USE

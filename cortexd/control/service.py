@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 
+from cortex.cliargs import PIDS_MAX_LIMIT
 from cortex.ids import ENV_NAME_RE, IDEMPOTENCY_KEY_RE, check_labels, is_node_id, new_task_id
 from cortex.tools import SHELL, TOOL_NAME_RE, is_tool_name
 from cortex.v1 import artifacts_pb2, control_pb2, control_pb2_grpc, node_pb2
@@ -79,6 +80,8 @@ def _check_submit(req: control_pb2.SubmitRequest) -> str | None:
         return "cwd must be an absolute path"
     if req.tool and not is_tool_name(req.tool):
         return f"tool {req.tool!r} is not a valid tool name ({TOOL_NAME_RE.pattern})"
+    if req.pids_max > PIDS_MAX_LIMIT:  # the node's cgroup write would fail (EINVAL)
+        return f"pids_max must be at most {PIDS_MAX_LIMIT} (the kernel's PID_MAX_LIMIT)"
     if 0 < req.memory_max_bytes < MIN_MEMORY_MAX_BYTES:
         return f"memory_max_bytes must be 0 (no limit) or at least {MIN_MEMORY_MAX_BYTES}"
     return None

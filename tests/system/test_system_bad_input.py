@@ -120,3 +120,58 @@ def test_bad_input_is_refused_while_others_are_served(hub, ctl, fleet, rogue):
     now = {n["node_id"]: n for n in ctl.json("nodes")}["node-1"]
     assert now["attached"] and now["session_epoch"] == epoch
     assert node.running()
+
+
+def raw_control_call(hub, method: str, data: bytes) -> tuple[grpc.StatusCode, str]:
+    token = hub.admin_token_file.read_text().strip()
+    with grpc.insecure_channel(hub.control_address) as channel:
+        rpc = channel.unary_unary(f"/cortex.v1.Control/{method}", request_serializer=None,
+                                  response_deserializer=None)
+        try:
+            rpc(data, metadata=bearer(token), timeout=10)
+            return grpc.StatusCode.OK, ""
+        except grpc.RpcError as e:
+            return e.code(), e.details() or ""
+
+
+def test_bad_control_requests_are_refused_at_the_edge_with_a_message(hub):
+    """Issue 13: each was UNKNOWN with a Python exception name, an overflow in the store,
+    or a task that failed on the node."""
+    for method in ("GetTask", "Submit", "ListTasks"):
+        code, details = raw_control_call(hub, method, b"\x0a\xff\xff")
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (method, code, details)
+        assert details.startswith("the request is not a valid cortex.v1.") and (
+            "Unexpected <class" not in details), details
+
+    code, details, _ = control_call(hub, "ListTasks", cpb.ListTasksRequest(state=99),
+                                    cpb.ListTasksResponse)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
+    assert "ListTasksRequest.state: 99 is not a TaskState" in details
+
+    code, details, _ = control_call(hub, "Submit", cpb.SubmitRequest(
+        command="true", pids_max=(1 << 32) - 1), cpb.SubmitResponse)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "pids_max must be at most" in details
+
+    for bad in ({"node_id": "node-1\n"}, {"idempotency_key": "k\n"},
+                {"selector": {"os": "linux\n"}}):
+        code, details, _ = control_call(hub, "Submit", cpb.SubmitRequest(command="true", **bad),
+                                        cpb.SubmitResponse)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details, (bad, details)
+
+    code, _, submitted = control_call(hub, "Submit", cpb.SubmitRequest(command="true"),
+                                      cpb.SubmitResponse)
+    assert code == grpc.StatusCode.OK
+    token = hub.admin_token_file.read_text().strip()
+    with grpc.insecure_channel(hub.control_address) as channel:
+        watch = channel.unary_stream("/cortex.v1.Control/Watch",
+                                     request_serializer=cpb.WatchRequest.SerializeToString,
+                                     response_deserializer=cpb.WatchEvent.FromString)
+        with pytest.raises(grpc.RpcError) as e:
+            list(watch(cpb.WatchRequest(task_id=submitted.task.task_id, from_offset=1 << 63),
+                       metadata=bearer(token), timeout=10))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "WatchRequest.from_offset: 9223372036854775808 is beyond" in e.value.details()
+
+    # and the hub still answers
+    code, _, _ = control_call(hub, "ListTasks", cpb.ListTasksRequest(), cpb.ListTasksResponse)
+    assert code == grpc.StatusCode.OK
