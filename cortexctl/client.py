@@ -23,6 +23,7 @@ from cortexctl.errors import CtlError, UsageError, from_rpc
 
 #: Output chunks are at most 64 KiB (docs/protocol.md); leave room for a larger hub.
 MAX_RECEIVE_BYTES = 16 * 1024 * 1024
+DEFAULT_LIST_LIMIT = 100  # the hub's page when a ListTasks names no limit
 
 Resp = TypeVar("Resp")
 
@@ -141,9 +142,22 @@ class HubClient:
 
     def list_tasks(self, state: str = "TASK_STATE_UNSPECIFIED", node_id: str = "",
                    limit: int = 0, attention: bool = False) -> list[pb.Task]:
-        request = pb.ListTasksRequest(state=state, node_id=node_id, limit=limit,
-                                      attention=attention)
-        return list(self._call("ListTasks", request, pb.ListTasksResponse).tasks)
+        """Newest first, page after page until ``limit`` tasks (0: the hub's default page,
+        100) or the last page. A listed command is cut at 1 KiB (``command_truncated``);
+        get_task has the whole."""
+        wanted = limit or DEFAULT_LIST_LIMIT
+        tasks: list[pb.Task] = []
+        token = ""
+        while len(tasks) < wanted:
+            request = pb.ListTasksRequest(state=state, node_id=node_id,
+                                          limit=wanted - len(tasks), attention=attention,
+                                          page_token=token)
+            response = self._call("ListTasks", request, pb.ListTasksResponse)
+            tasks += response.tasks
+            token = response.next_page_token
+            if not token or not response.tasks:
+                break
+        return tasks
 
     def list_shards(self) -> list[pb.Shard]:
         return list(self._call("ListShards", pb.ListShardsRequest(), pb.ListShardsResponse).shards)

@@ -141,6 +141,7 @@ def task_dict(task: pb.Task) -> dict[str, Any]:
         "attempt": task.attempt,
         "node_id": task.node_id,
         "command": task.command,
+        "command_truncated": task.command_truncated,  # a listing's command: get has it all
         "exit_code": exit_code(task),
         "reason": task.reason,
         "output_bytes": task.output_bytes,

@@ -13,6 +13,7 @@ from cortex.ids import ENV_NAME_RE, IDEMPOTENCY_KEY_RE, check_labels, is_node_id
 from cortex.tools import SHELL, TOOL_NAME_RE, is_tool_name
 from cortex.v1 import artifacts_pb2, control_pb2, control_pb2_grpc, node_pb2
 from cortexd.artifacts import ArtifactError, ArtifactsService, rules
+from cortexd.control import listing
 from cortexd.control.agents import Agents
 from cortexd.control.errors import RequestError
 from cortexd.control.hub import Hub
@@ -344,13 +345,17 @@ class ControlService(control_pb2_grpc.ControlServicer):
         state = (State(control_pb2.TaskState.Name(request.state))
                  if request.state != control_pb2.TASK_STATE_UNSPECIFIED else None)
         limit = min(request.limit or 100, 10_000)
+        try:
+            before = listing.read_page_token(request.page_token)
+        except listing.BadPageToken as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         if request.attention and self.agents is not None:
             rows = await self.agents.attention_tasks(limit)
-        else:
-            rows = await self.hub.tasks.list(state, request.node_id, limit)
+        else:  # one row past the limit says whether another page follows
+            rows = await self.hub.tasks.list(state, request.node_id, limit + 1, before)
         attention = self.agents.attention if self.agents is not None else {}
-        return control_pb2.ListTasksResponse(tasks=[
-            self._task_pb(t, attention.get(t.task_id, "")) for t in rows])
+        return listing.page([self._task_pb(t, attention.get(t.task_id, "")) for t in rows],
+                            limit)
 
     async def ListShards(self, request: control_pb2.ListShardsRequest,  # noqa: N802
                          context: Ctx) -> control_pb2.ListShardsResponse:

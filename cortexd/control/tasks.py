@@ -53,8 +53,9 @@ class TaskService:
             raise RequestError("NOT_FOUND", f"task {task_id} not found")
         return task
 
-    async def list(self, state: State | None, node_id: str, limit: int) -> list[TaskRow]:
-        return await self.state.store.list_tasks(state, node_id, limit)
+    async def list(self, state: State | None, node_id: str, limit: int,
+                   before: tuple[int, str] | None = None) -> list[TaskRow]:
+        return await self.state.store.list_tasks(state, node_id, limit, before)
 
     async def cancel(self, task_id: str, reason: str) -> TaskRow:
         return (await self.cancel_explained(task_id, reason))[0]

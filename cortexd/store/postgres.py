@@ -237,8 +237,13 @@ class PostgresStore(BatchedWrites, MonitorTables):
         return None if row is None else task_from_row(row)
 
     async def list_tasks(self, state: State | None = None, node_id: str = "",
-                         limit: int = 100) -> list[TaskRow]:
-        where, args = [], []
+                         limit: int = 100,
+                         before: tuple[int, str] | None = None) -> list[TaskRow]:
+        where: list[str] = []
+        args: list[Any] = []
+        if before is not None:
+            where.append("(created_ms < %s OR (created_ms = %s AND task_id > %s))")
+            args += [before[0], before[0], before[1]]
         if state is not None:
             where.append("state=%s")
             args.append(state.value)

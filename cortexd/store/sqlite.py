@@ -187,9 +187,14 @@ class SQLiteStore(SQLiteWrites, BatchedWrites, MonitorTables):
         return result
 
     async def list_tasks(self, state: State | None = None, node_id: str = "",
-                         limit: int = 100) -> list[TaskRow]:
+                         limit: int = 100,
+                         before: tuple[int, str] | None = None) -> list[TaskRow]:
         def q() -> list[TaskRow]:
-            where, args = [], []
+            where: list[str] = []
+            args: list[Any] = []
+            if before is not None:
+                where.append("(created_ms < ? OR (created_ms = ? AND task_id > ?))")
+                args += [before[0], before[0], before[1]]
             if state is not None:
                 where.append("state=?")
                 args.append(state.value)

@@ -7,7 +7,7 @@ from pathlib import Path
 import cortexd.control
 
 LAYERS = [
-    {"errors", "watchers", "journals", "logreads", "monitorfeed", "nodecalls"},
+    {"errors", "watchers", "journals", "logreads", "monitorfeed", "nodecalls", "listing"},
     {"state"}, {"finishes"},
     {"offers"}, {"placement"},
     {"attempts"},

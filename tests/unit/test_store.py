@@ -5,6 +5,7 @@ import asyncio
 import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -710,5 +711,26 @@ def test_every_allowed_transition_is_taken_and_every_other_refused(url: str) -> 
                 else:
                     assert dst in ALLOWED[src], f"{src} -> {dst} accepted"
                     assert after.state is dst
+
+    run(url, body)
+
+
+def test_list_tasks_pages_newest_first_after_a_cursor(url: str) -> None:
+    async def body(store: Store) -> None:
+        for i, created in enumerate([5, 7, 7, 7, 9]):  # ties in created_ms: task_id orders
+            await store.create_task(replace(task(f"t-{i:020d}"), created_ms=created))
+        everything = [r.task_id for r in await store.list_tasks(limit=10)]
+        assert everything == ["t-00000000000000000004", "t-00000000000000000001",
+                              "t-00000000000000000002", "t-00000000000000000003",
+                              "t-00000000000000000000"]
+        walked: list[str] = []
+        before = None
+        while True:
+            rows = await store.list_tasks(limit=2, before=before)
+            if not rows:
+                break
+            walked += [r.task_id for r in rows]
+            before = (rows[-1].created_ms, rows[-1].task_id)
+        assert walked == everything
 
     run(url, body)
