@@ -34,3 +34,21 @@ def test_artifact_digests_and_names_with_a_trailing_newline_are_refused():
         rules.check_digest(sha + "\n", 1, 10)
     with pytest.raises(CortexError):
         rules.check_name("build.log\n")
+
+
+def test_ptyprocess_is_not_a_dependency_and_nothing_imports_it():
+    # Declared and never imported (issue 13): nodeagent/ptyspawn.py says why it is not used.
+    import ast
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert not [d for d in deps if d.startswith("ptyprocess")]
+    for package in ("cortex", "cortexd", "cortexctl", "nodeagent", "browserd"):
+        for module in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(module.read_text())):
+                if isinstance(node, ast.Import | ast.ImportFrom):
+                    names = [a.name for a in node.names] if isinstance(node, ast.Import) else [
+                        node.module or ""]
+                    assert not any(n.split(".")[0] == "ptyprocess" for n in names), module
