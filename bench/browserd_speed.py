@@ -5,8 +5,14 @@ new context and page). Hub: a real cortexd and nodeagent on loopback, the agent 
 its browserd (``--browserd-start``, 2 warm browsers), called with the Browse gRPC stub in
 this process (so a cortexctl process start is not counted): client → control process →
 ring → shard → node stream → nodeagent → browserd's socket → Chromium, and back. The page
-is ``/rows?n=300`` served on loopback. Each figure is the median of ``--rounds`` runs;
-target per call: hub ≤ raw × 1.2 + 5 ms; a new session ≤ 50 ms.
+is ``/rows?n=300`` served on loopback. Raw and hub rounds alternate (raw, hub, hub, raw,
+…) so both see the same load; each figure is the median of ``--rounds`` rounds, with the
+load average of each round; target per call: hub ≤ raw × 1.2 + 5 ms; a new session ≤ 50 ms.
+
+Also measured: the fixed cost of the path (``evaluate 1+1`` through the hub against the
+same call on browserd's socket, same session, alternating: hub − direct), and
+``cortexctl`` end to end (the process started → the file on disk) for a snapshot and a
+full-page screenshot, beside a bare ``cortexctl --version`` (the interpreter's start).
 
     .venv/bin/python -m bench.browserd_speed [--rounds 5] [--out bench/results/browserd_speed.json]
 """
@@ -16,6 +22,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -26,11 +33,12 @@ import grpc
 from playwright.async_api import async_playwright
 
 from bench import machine
+from browserd.client import BrowserdClient
 from browserd.config import CHROMIUM, CHROMIUM_ARGS
 from cortex.tokens import bearer
 from cortex.v1 import browse_pb2 as bpb
 from cortex.v1 import browse_pb2_grpc
-from examples.localfleet import Ctl, LocalHub, LocalNode, log_events, wait_until
+from examples.localfleet import Ctl, LocalHub, LocalNode, binary, log_events, wait_until
 from examples.testpages import PageServer
 
 STEPS = ("new_session", "goto", "snapshot", "screenshot", "full_screenshot", "evaluate",
@@ -155,26 +163,89 @@ def summarize(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(statistics.median(r[k] for r in rounds), 2) for k in rounds[0]}
 
 
-async def run(ns: argparse.Namespace, hub_address: str, token: str, base: str) -> dict[str, Any]:
+async def fixed_cost(hub: HubBrowse, socket_path: Path, calls: int) -> dict[str, float]:
+    """``evaluate 1+1`` through the hub and on browserd's socket, alternating, one session."""
+    handle = await hub.open()
+    direct = BrowserdClient(socket_path)
+    await direct.connect()
+    through, local = [], []
+    try:
+        for _ in range(calls):
+            ms, _ = await timed(lambda: hub.call(handle, "eval", js="1 + 1"))
+            through.append(ms)
+            ms, _ = await timed(lambda: direct.call("eval", session=handle.split("@")[0],
+                                                    js="1 + 1"))
+            local.append(ms)
+    finally:
+        await direct.close()
+        await hub.call(handle, "session.close")
+    h, d = statistics.median(through), statistics.median(local)
+    return {"hub_ms": round(h, 2), "direct_ms": round(d, 2), "path_ms": round(h - d, 2),
+            "calls": calls}
+
+
+def cortexctl_e2e(ctl_args: list[str], handle: str, out_dir: Path, rounds: int,
+                  ) -> dict[str, Any]:
+    """cortexctl as a process: started → exited with the file on disk (median ms)."""
+    def once(*args: str, out: Path | None = None) -> float:
+        t = time.perf_counter()
+        if out is None:
+            subprocess.run([*binary("cortexctl"), *args], check=True, capture_output=True)
+        else:
+            with open(out, "wb") as f:
+                subprocess.run([*binary("cortexctl"), *ctl_args, *args], check=True, stdout=f)
+        return (time.perf_counter() - t) * 1000
+
+    shot, snap = out_dir / "full.png", out_dir / "snapshot.txt"
+    figures: dict[str, list[float]] = {"version": [], "snapshot": [], "screenshot": []}
+    for _ in range(rounds):
+        figures["version"].append(once("--version"))
+        figures["snapshot"].append(once("browse", "snapshot", "-s", handle, out=snap))
+        t = time.perf_counter()
+        subprocess.run([*binary("cortexctl"), *ctl_args, "browse", "screenshot", "-s", handle,
+                        "--full-page", "-o", str(shot)], check=True, capture_output=True)
+        figures["screenshot"].append((time.perf_counter() - t) * 1000)
+    out: dict[str, Any] = {k: round(statistics.median(v), 1) for k, v in figures.items()}
+    out["snapshot_file_bytes"] = snap.stat().st_size
+    out["screenshot_file_bytes"] = shot.stat().st_size
+    return out
+
+
+async def run(ns: argparse.Namespace, hub_address: str, token: str, base: str,
+              socket_path: Path) -> dict[str, Any]:
     url = base + "/rows?n=300"
+    hub = HubBrowse(hub_address, token)
+    raw: list[dict[str, float]] = []
+    through: list[dict[str, float]] = []
+    loads: list[float] = []
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                            args=list(CHROMIUM_ARGS), timeout=120_000)
         await raw_round(browser, url)  # warm-up
-        raw = [await raw_round(browser, url) for _ in range(ns.rounds)]
+        await hub_round(hub, url)
+        for i in range(ns.rounds):
+            pair = (raw_round(browser, url), hub_round(hub, url))
+            if i % 2:  # raw, hub, hub, raw, …: neither side always goes first
+                through.append(await pair[1])
+                raw.append(await pair[0])
+            else:
+                raw.append(await pair[0])
+                through.append(await pair[1])
+            loads.append(round(os.getloadavg()[0], 2))
         await browser.close()
-    hub = HubBrowse(hub_address, token)
-    await hub_round(hub, url)  # warm-up
-    through = [await hub_round(hub, url) for _ in range(ns.rounds)]
     diff = await diff_figures(hub, base)
-    await hub.channel.close()
+    fixed = await fixed_cost(hub, socket_path, 40)
+    handle = await hub.open()
+    await hub.call(handle, "navigate", url=url)
+    await hub.channel.close(None)
     r, h = summarize(raw), summarize(through)
     targets = {}
     for step in STEPS:
         ceiling = 50.0 if step == "new_session" else r[step] * 1.2 + 5
         targets[step] = {"raw_ms": r[step], "hub_ms": h[step], "ceiling_ms": round(ceiling, 2),
                          "ratio": round(h[step] / r[step], 3), "met": h[step] <= ceiling}
-    return {"raw": r, "hub": h, "targets": targets, "snapshot_diff": diff}
+    return {"raw": r, "hub": h, "targets": targets, "snapshot_diff": diff,
+            "path_fixed_cost": fixed, "round_load_averages": loads, "_handle": handle}
 
 
 def main() -> None:
@@ -194,8 +265,13 @@ def main() -> None:
         Ctl(hub).wait_nodes(["web-1"])
         wait_until(lambda: log_events(node.log_path, "browserd_connected"), 60, "browserd")
         token = hub.admin_token_file.read_text().strip()
+        socket_path = node.dir / "state" / "browserd.sock"
         with PageServer() as pages:
-            figures = asyncio.run(run(ns, hub.control_address, token, pages.base))
+            figures = asyncio.run(run(ns, hub.control_address, token, pages.base, socket_path))
+            ctl_args = ["--hub", hub.control_address, "--token-file",
+                        str(hub.admin_token_file), "--insecure-loopback"]
+            figures["cortexctl_e2e"] = cortexctl_e2e(ctl_args, figures.pop("_handle"),
+                                                     base_dir, max(3, ns.rounds))
     finally:
         node.kill()
         hub.kill()

@@ -7,9 +7,20 @@ the memory cap (browserd/table.py) and the orphan sweep at start need; nothing h
 signals a process it did not find under browserd's own state directory. A child forked
 from Chromium's zygote rewrites its argv into one space-separated string, so flags of
 those are matched in the joined command line.
+
+Warm browsers are launched niced (:func:`nice_wrapper`): a launch costs ~1.5 s of CPU
+(measured here), and at full weight it halved the speed of the session that had just
+taken the previous warm browser. Playwright starts each browser in its own session (a
+new scheduler autogroup), and Chromium resets its threads' own nice values when it may
+(root), so the nice is set on the browser's autogroup (/proc/PID/autogroup), which
+weighs the whole tree against other groups; the session that takes a warm browser sets
+it back to 0 (:func:`set_autogroup_nice`). Lowering a nice needs CAP_SYS_NICE or
+RLIMIT_NICE (:func:`can_unnice`) and autogroups must be on: without either, warm
+launches are not niced at all, rather than leave a session slow.
 """
 
 import os
+import resource
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,19 +62,61 @@ def browser_pid(procs: list[Proc], profile_dir: Path) -> int | None:
     return None
 
 
-def renderers(procs: list[Proc], root: int) -> list[int]:
+def descendants(procs: list[Proc], root: int) -> list[Proc]:
     children: dict[int, list[Proc]] = {}
     for p in procs:
         children.setdefault(p.ppid, []).append(p)
-    found: list[int] = []
+    found: list[Proc] = []
     stack = [root]
     while stack:
         for child in children.get(stack.pop(), []):
             stack.append(child.pid)
-            # a zygote-forked child rewrites its argv into one string: match the text
-            if "--type=renderer" in " ".join(child.cmdline):
-                found.append(child.pid)
+            found.append(child)
     return found
+
+
+def renderers(procs: list[Proc], root: int) -> list[int]:
+    # a zygote-forked child rewrites its argv into one string: match the text
+    return [p.pid for p in descendants(procs, root) if "--type=renderer" in " ".join(p.cmdline)]
+
+
+AUTOGROUP_SWITCH = Path("/proc/sys/kernel/sched_autogroup_enabled")
+
+
+def can_unnice() -> bool:
+    """Can warm browsers run niced and be set back to 0 (autogroups on; root or RLIMIT_NICE)?"""
+    try:
+        if AUTOGROUP_SWITCH.read_text().strip() != "1":
+            return False
+    except OSError:
+        return False
+    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    return os.geteuid() == 0 or soft == resource.RLIM_INFINITY or soft >= 20
+
+
+def nice_wrapper(directory: Path, chromium: Path, nice: int) -> Path:
+    """An executable that runs ``chromium`` with its autogroup at ``nice`` (exec: the pid
+    stays Chromium's; a kernel without autogroups runs it as it is)."""
+    path = directory / f"chromium-nice-{nice}"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f'#!/bin/sh\necho {int(nice)} > /proc/self/autogroup 2>/dev/null\n'
+                   f'exec "{chromium}" "$@"\n')
+    tmp.chmod(0o700)
+    tmp.replace(path)
+    return path
+
+
+def set_autogroup_nice(profile_dir: Path, nice: int = 0) -> int | None:
+    """Set the nice of the autogroup of the browser on ``profile_dir``; its pid, or None
+    when it is not found or the write is refused."""
+    root = browser_pid(processes(), profile_dir)
+    if root is None:
+        return None
+    try:
+        Path(f"/proc/{root}/autogroup").write_text(f"{int(nice)}\n")
+    except OSError:
+        return None
+    return root
 
 
 def rss_bytes(pid: int) -> int:

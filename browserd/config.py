@@ -30,6 +30,7 @@ class BrowserdSettings:
     chromium_path: Path = CHROMIUM
     max_sessions: int = 16
     warm_sessions: int = 1            # browsers launched ahead, so an open takes no launch
+    warm_nice: int = 10               # their launch runs at this nice (0: as browserd)
     idle_ttl_s: float = 1800.0        # a session unused this long is closed (its profile kept)
     session_memory_max_bytes: int = 1024 * MIB  # one renderer's RSS over this: killed
     memory_check_interval_s: float = 0.5
@@ -68,6 +69,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--chromium", default=_env(env, "chromium", str(CHROMIUM)))
     p.add_argument("--max-sessions", type=int, default=int(_env(env, "max_sessions", "16")))
     p.add_argument("--warm-sessions", type=int, default=int(_env(env, "warm_sessions", "1")))
+    p.add_argument("--warm-nice", type=int, default=int(_env(env, "warm_nice", "10")),
+                   help="nice of a warm browser's launch (renice 0 when a session takes it)")
     p.add_argument("--idle-ttl-s", type=float, default=float(_env(env, "idle_ttl_s", "1800")))
     p.add_argument("--session-memory-max-mib", type=int,
                    default=int(_env(env, "session_memory_max_mib", "1024")))
@@ -103,6 +106,8 @@ def parse(argv: Sequence[str] | None = None,
     ns = build_parser(env).parse_args(argv)
     if ns.max_sessions < 1 or ns.warm_sessions < 0:
         raise ConfigError("--max-sessions must be >= 1 and --warm-sessions >= 0")
+    if not 0 <= ns.warm_nice <= 19:
+        raise ConfigError("--warm-nice must be in 0..19")
     if ns.session_memory_max_mib < 64:
         raise ConfigError("--session-memory-max-mib must be at least 64")
     for name in ("eval_timeout_ms", "navigation_timeout_ms", "action_timeout_ms"):
@@ -117,6 +122,7 @@ def parse(argv: Sequence[str] | None = None,
     settings = BrowserdSettings(
         socket_path=Path(ns.socket), state_dir=Path(ns.state_dir), chromium_path=Path(ns.chromium),
         max_sessions=ns.max_sessions, warm_sessions=min(ns.warm_sessions, ns.max_sessions),
+        warm_nice=ns.warm_nice,
         idle_ttl_s=ns.idle_ttl_s, session_memory_max_bytes=ns.session_memory_max_mib * MIB,
         eval_timeout_ms=ns.eval_timeout_ms, navigation_timeout_ms=ns.navigation_timeout_ms,
         action_timeout_ms=ns.action_timeout_ms, shm_threshold_bytes=ns.shm_threshold_bytes,

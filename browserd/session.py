@@ -108,12 +108,13 @@ class BrowserSession:
         tmp.write_text(json.dumps(meta))
         tmp.replace(self.directory / "session.json")
 
-    async def launch(self, pw: Playwright) -> None:
+    async def launch(self, pw: Playwright, executable: Path | None = None) -> None:
+        """Start this session's Chromium (``executable``: a wrapper that runs it niced)."""
         for d in (self.profile, self.downloads_dir, self.recordings_dir):
             d.mkdir(parents=True, exist_ok=True)
         s = self.settings
         self.context = await pw.chromium.launch_persistent_context(
-            str(self.profile), executable_path=str(s.chromium_path), headless=True,
+            str(self.profile), executable_path=str(executable or s.chromium_path), headless=True,
             args=[*CHROMIUM_ARGS, *s.extra_args], accept_downloads=True,
             viewport={"width": s.viewport_width, "height": s.viewport_height})
         self.context.set_default_timeout(s.action_timeout_ms)

@@ -13,6 +13,8 @@ Invariants:
   ``memory_check_interval_s``; one over ``session_memory_max_bytes`` is SIGKILLed and the
   session becomes ``crashed`` with reason "over the session memory cap". The idle
   sweeper closes (``expired``, profile kept) sessions unused for ``idle_ttl_s``.
+- Warm browsers launch at ``warm_nice`` (their autogroup; browserd/chromium.py says why)
+  and the session that takes one sets it to 0 in the background (the open does not wait).
 """
 
 import asyncio
@@ -21,6 +23,7 @@ import secrets
 import shutil
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Playwright
@@ -42,12 +45,21 @@ class SessionTable:
                        "expired": 0, "warm_hits": 0, "cold_launches": 0}
         self._refill = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._renicing: set[asyncio.Task[None]] = set()
         self.root = settings.state_dir / "sessions"
+        self.warm_executable: Path | None = None
 
     # ---- start and stop -------------------------------------------------------------
 
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.settings.warm_nice and self.settings.warm_sessions:
+            if chromium.can_unnice():
+                self.warm_executable = chromium.nice_wrapper(
+                    self.settings.state_dir, self.settings.chromium_path, self.settings.warm_nice)
+            else:
+                self.log.warning("warm_nice_off", why="no scheduler autogroups, or no "
+                                 "CAP_SYS_NICE / RLIMIT_NICE to set a taken browser back to 0")
         killed = await asyncio.to_thread(chromium.kill_orphans, self.root)
         if killed:
             self.log.warning("orphan_browsers_killed", pids=killed)
@@ -85,11 +97,11 @@ class SessionTable:
     def open_count(self) -> int:
         return sum(1 for s in self.sessions.values() if s.state == "open")
 
-    async def _launch(self, sid: str | None = None) -> BrowserSession:
+    async def _launch(self, sid: str | None = None, warm: bool = False) -> BrowserSession:
         sid = sid or f"s-{secrets.token_hex(8)}"
         s = BrowserSession(sid, self.root / sid, self.settings)
         try:
-            await s.launch(self.pw)
+            await s.launch(self.pw, self.warm_executable if warm else None)
         except Exception:
             await s.close("closed")
             raise
@@ -104,6 +116,10 @@ class SessionTable:
         if self.warm:
             s = self.warm.popleft()
             self.counts["warm_hits"] += 1
+            if self.warm_executable is not None:
+                t = asyncio.create_task(self._unnice(s))
+                self._renicing.add(t)
+                t.add_done_callback(self._renicing.discard)
         else:
             s = await self._launch()
             self.counts["cold_launches"] += 1
@@ -156,6 +172,13 @@ class SessionTable:
         return {"session": s.id, "state": "closed", "artifacts": artifacts,
                 "recording": str(rec[0]) if rec else None}
 
+    async def _unnice(self, s: BrowserSession) -> None:
+        pid = await asyncio.to_thread(chromium.set_autogroup_nice, s.profile, 0)
+        if pid is None:
+            self.log.warning("warm_unnice_failed", session=s.id)
+        elif s.browser_pid is None:
+            s.browser_pid = pid
+
     # ---- watchers -------------------------------------------------------------------
 
     async def _fill_pool(self) -> None:
@@ -164,7 +187,7 @@ class SessionTable:
             self._refill.clear()
             while len(self.warm) < self.settings.warm_sessions:
                 try:
-                    self.warm.append(await self._launch())
+                    self.warm.append(await self._launch(warm=True))
                 except Exception as e:  # noqa: BLE001 - retried on the next refill
                     self.log.error("warm_launch_failed", error=str(e)[:500])
                     await asyncio.sleep(2)

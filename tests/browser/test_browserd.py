@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from browserd import errors, shm
+from browserd import chromium, errors, shm
 from browserd.client import BrowserdClient
 from examples.localbrowser import LocalBrowserd
 from examples.testpages import PageServer
@@ -245,4 +245,33 @@ def test_recording_is_collected(browserds, pages: PageServer) -> None:
         assert rec["frames"] >= 1 and rec["data"][:2] == b"\xff\xd8"  # JPEG frames
         closed = await c.call("session.close", session=sid)
         assert rec["path"] in closed["artifacts"] and Path(rec["path"]).exists()
+    run(b, body)
+
+
+def _autogroup_nice(profile: Path) -> int | None:
+    pid = chromium.browser_pid(chromium.processes(), profile)
+    if pid is None:
+        return None
+    return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+
+
+def test_warm_browser_launched_niced_and_taken_at_nice_0(browserds) -> None:
+    if not chromium.can_unnice():
+        pytest.skip("no scheduler autogroups or no right to renice here")
+    b = browserds("--warm-sessions", "1", "--warm-nice", "12")
+
+    async def body(c: BrowserdClient) -> None:
+        for _ in range(600):  # the pool fills behind the ready line
+            if (await c.call("ping"))["warm"] == 1:
+                break
+            await asyncio.sleep(0.05)
+        warm = [d / "profile" for d in (b.state_dir / "sessions").iterdir()]
+        assert len(warm) == 1 and _autogroup_nice(warm[0]) == 12
+        sid = (await c.call("session.create"))["session"]
+        assert b.state_dir / "sessions" / sid / "profile" == warm[0]
+        for _ in range(200):  # set back in the background, after the open answered
+            if _autogroup_nice(warm[0]) == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert _autogroup_nice(warm[0]) == 0
     run(b, body)
