@@ -65,8 +65,11 @@ class Agents:
 
     # -- submissions ---------------------------------------------------------------
 
-    async def prepare(self, req: control_pb2.SubmitRequest, owner: str) -> AgentTaskRow | None:
-        """The agent row a submission asks for (None: a plain task), or RequestError."""
+    async def prepare(self, req: control_pb2.SubmitRequest, owner: str,
+                      task_id: str = "") -> AgentTaskRow | None:
+        """The agent row a submission asks for (None: a plain task), or RequestError.
+        ``task_id``: the id the submission will create; the feed holds that task's
+        events until :meth:`register` (they can come before it, see monitorfeed)."""
         name, body = req.monitor_policy, req.policy_toml
         if not (name or body or req.goal or req.parent_task_id):
             return None
@@ -100,13 +103,17 @@ class Agents:
                                    "an agent task")
             session = parent.session_id
         t = now_ms()
-        return AgentTaskRow(task_id="", owner=owner, policy_name=name, policy_body=body,
+        if name and task_id:
+            self.feed.expect(task_id)
+        return AgentTaskRow(task_id=task_id, owner=owner, policy_name=name, policy_body=body,
                             goal=req.goal, session_id=session,
                             parent_task_id=req.parent_task_id, cause=req.cause[:200],
                             created_ms=t, updated_ms=t)
 
     async def register(self, task: TaskRow, prepared: AgentTaskRow) -> AgentTaskRow:
         """Store the agent row of a created (or deduplicated) task; idempotent."""
+        if prepared.task_id and prepared.task_id != task.task_id:
+            self.feed.forget_expected(prepared.task_id)
         prepared.task_id = task.task_id
         fresh_session = ""
         if prepared.goal and not prepared.session_id:
@@ -117,9 +124,15 @@ class Agents:
                                                     row.task_id, row.created_ms))
         if row.policy_name and row.monitor_state != DONE and task.task_id not in \
                 self.feed.watched:
-            self.feed.watch(task.task_id)
-            self.feed.send("monitored", task.task_id, (row, task))
+            self.feed.watch(task.task_id, (row, task))
+        else:
+            self.feed.forget_expected(task.task_id)
         return row
+
+    def abandon(self, prepared: AgentTaskRow | None) -> None:
+        """A prepared submission that created no task."""
+        if prepared is not None and prepared.task_id:
+            self.feed.forget_expected(prepared.task_id)
 
     # -- attention, input, secrets ----------------------------------------------------
 

@@ -198,7 +198,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
         row = _row_of(request)
         await self._task_files(request, row, context)
         try:
-            agent = await self.agents.prepare(request, row.tenant) if self.agents else None
+            agent = (await self.agents.prepare(request, row.tenant, row.task_id)
+                     if self.agents else None)
             task, dedup = await self.hub.tasks.submit(row)
             if agent is not None and self.agents is not None:
                 await self.agents.register(task, agent)
@@ -227,8 +228,11 @@ class ControlService(control_pb2_grpc.ControlServicer):
                                                                           strict=True)]
         outcomes = await self.hub.intake.submit_many(items)
         for agent, outcome in zip(agents, outcomes, strict=True):
-            if agent is not None and not isinstance(agent, Refused) \
-                    and not isinstance(outcome, Refused) and self.agents is not None:
+            if agent is None or isinstance(agent, Refused) or self.agents is None:
+                continue
+            if isinstance(outcome, Refused):
+                self.agents.abandon(agent)
+            else:
                 await self.agents.register(outcome[0], agent)
         return control_pb2.SubmitManyResponse(results=[
             _submit_result(req, outcome)
@@ -240,7 +244,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         if self.agents is None or isinstance(item, Refused):
             return None
         try:
-            return await self.agents.prepare(request, item.tenant)
+            return await self.agents.prepare(request, item.tenant, item.task_id)
         except RequestError as e:
             return Refused(e.code, str(e))
 
@@ -264,7 +268,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         task: TaskRow | None = None
         try:
             try:
-                agent = (await self.agents.prepare(request.task, row.tenant)
+                agent = (await self.agents.prepare(request.task, row.tenant, row.task_id)
                          if self.agents else None)
                 task, dedup = await tasks.submit(row)
                 if agent is not None and self.agents is not None:

@@ -18,6 +18,9 @@ Invariants:
   done; nothing wakes it again.
 - A prompt is "unanswered" until output passes its offset (the typed answer's echo)
   or an answer was sent.
+- The task's state only moves forward: a state older than the one known (an earlier
+  attempt, or QUEUED < ASSIGNED < RUNNING < an end within one attempt) is ignored, so a
+  snapshot followed by an event published before it cannot move a monitor back.
 """
 
 from collections import OrderedDict
@@ -30,6 +33,11 @@ TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT", "LOST"})
 #: Prompt kinds that do not ask for input from the task's point of view.
 NOT_PROMPTS = frozenset({"finished"})
 MAX_HANDLED_KEYS = 256
+_RANK = {"QUEUED": 0, "ASSIGNED": 1, "RUNNING": 2}
+
+
+def state_rank(attempt: int, state: str) -> tuple[int, int]:
+    return attempt, _RANK.get(state, 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +94,8 @@ class TaskMonitor:
     # -- events -------------------------------------------------------------------
 
     def on_task(self, state: str, attempt: int, exit_code: int | None, now_ms: int) -> Wake | None:
+        if state_rank(attempt, state) < state_rank(self.attempt, self.state):
+            return None  # older than what is known
         if attempt != self.attempt:
             self.attempt, self.prompt, self.output_end = attempt, None, 0
         self.state, self.exit_code = state, exit_code
