@@ -1,6 +1,9 @@
 """cortexctl's command line: the parser, and ``main`` which never shows a traceback
 for an operator's mistake or an unreachable hub.
 
+Shell completion is argcomplete's, from this parser: ``eval "$(cortexctl completion
+bash)"`` (or zsh, fish) installs it; argcomplete is imported only while completing.
+
 Global flags, ``--json`` among them, may be given before or after the command name
 (``cortexctl --json tasks`` and ``cortexctl tasks --json``, ``cortexctl --hub H tasks``
 and ``cortexctl tasks --hub H`` all work). No option may be abbreviated (``--fol`` is
@@ -40,7 +43,7 @@ from cortexctl import (
     runcmd,
     shellcmds,
 )
-from cortexctl.errors import CtlError
+from cortexctl.errors import CtlError, UsageError
 
 EPILOG = """\
 exit status: 0 ok; 1 the hub refused the request; 2 usage or local configuration;
@@ -215,6 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task", metavar="TASK")
     p.add_argument("--json", action="store_true", help="one JSON object (head/tail base64)")
 
+    p = sub.add_parser("completion", help="print the shell code that completes cortexctl "
+                       "(eval \"$(cortexctl completion bash)\")",
+                       description="Print the shell code for cortexctl's completion: "
+                       "eval \"$(cortexctl completion bash)\" in ~/.bashrc.")
+    p.add_argument("shell", choices=("bash", "zsh", "fish", "tcsh"), nargs="?",
+                   default="bash")
+    p.set_defaults(run=cmd_completion)
+
     p = command("shards", commands.cmd_shards, "list the hub's shards")
     p.add_argument("--json", action="store_true", help="JSON lines, one per shard")
 
@@ -237,9 +248,23 @@ def _json_anywhere(parser: argparse.ArgumentParser) -> None:
                 action.default = argparse.SUPPRESS
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    try:
+        from argcomplete.shell_integration import shellcode
+    except ImportError as e:
+        raise UsageError("shell completion needs argcomplete (pip install argcomplete)") from e
+    print(shellcode(["cortexctl"], shell=args.shell))
+    return exitcodes.OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # gRPC's own logging is not for operators
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions: answer and exit
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
     try:
         status: int = args.run(args)
         return status

@@ -276,3 +276,28 @@ def test_a_cancelled_task_says_its_signal_and_the_status_cortexctl_exits_with():
     killed = pb.Task(task_id=TID, state=pb.FAILED, has_exit_code=True, exit_code=-9)
     assert commands.task_status(killed) == 137
     assert "-9 (killed by SIGKILL; cortexctl watch exits 137)" in render.task_detail(killed)
+
+
+def _complete(line: str) -> list[str]:
+    """What bash completion offers for ``line``, through argcomplete's own protocol (the
+    answer on fd 8, fd 9 for its debug output)."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    env = {**os.environ, "_ARGCOMPLETE": "1", "_ARGCOMPLETE_IFS": "\n", "COMP_LINE": line,
+           "COMP_POINT": str(len(line)), "_ARGCOMPLETE_SHELL": "bash"}
+    script = (f"{shlex.quote(sys.executable)} -c 'from cortexctl.cli import main; main()' "
+              "8>&1 9>/dev/null 1>/dev/null")
+    done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [w.strip() for w in done.stdout.split("\n") if w.strip()]
+
+
+def test_shell_completion_completes_commands_and_options(capsys):
+    assert cli.main(["completion", "bash"]) == exitcodes.OK
+    assert "complete " in capsys.readouterr().out  # bash's `complete` registers it
+    assert "submit" in _complete("cortexctl sub")
+    assert _complete("cortexctl submit --fo") == ["--follow"]
