@@ -14,6 +14,7 @@ from typing import Any
 
 from cortex.cliargs import Parser
 from cortex.errors import ConfigError
+from cortex.version import line
 
 MIB = 1024 * 1024
 CHROMIUM = Path("/usr/bin/chromium")
@@ -64,6 +65,7 @@ def _env(env: Mapping[str, str], name: str, default: str) -> str:
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p = Parser(prog="browserd", description="Chromium sessions on a Unix socket")
+    p.add_argument("--version", action="version", version=line("browserd"))
     p.add_argument("--socket", default=_env(env, "socket", "/run/cortex/browserd.sock"))
     p.add_argument("--state-dir", default=_env(env, "state_dir", "/var/lib/cortex-browserd"))
     p.add_argument("--chromium", default=_env(env, "chromium", str(CHROMIUM)))
