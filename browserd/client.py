@@ -1,9 +1,11 @@
 """An async client of browserd's socket (the node agent, the tests and the benches use it).
 
 Several calls may be in flight on one connection (ids are matched); a result's ``data``
-that came through /dev/shm is taken (mapped, verified, unlinked) before it is returned,
-so a caller always gets bytes. A lost connection fails every pending call with
-:class:`Unavailable`; ``on_lost`` is called once.
+that came through /dev/shm is taken (mapped, unlinked) before it is returned: as verified
+``bytes``, or, for a ``zero_copy`` client (the node agent), as a read-only ``memoryview``
+of the mapping with ``result["handoff"]["sha256"]`` the writer's digest, not re-hashed.
+A lost connection fails every pending call with :class:`Unavailable`; ``on_lost`` is
+called once.
 """
 
 import asyncio
@@ -18,8 +20,9 @@ from browserd.errors import BrowserdError, OpTimeout, Unavailable, from_wire
 
 class BrowserdClient:
     def __init__(self, socket_path: Path, max_frame_bytes: int = 64 * 1024 * 1024,
-                 shm_dir: Path = shm.DEFAULT_DIR) -> None:
+                 shm_dir: Path = shm.DEFAULT_DIR, zero_copy: bool = False) -> None:
         self.socket_path = socket_path
+        self.zero_copy = zero_copy
         self.max_frame_bytes = max_frame_bytes
         self.shm_dir = shm_dir
         self.on_lost: Callable[[], None] | None = None
@@ -95,6 +98,9 @@ class BrowserdClient:
         result: dict[str, Any] = msg.get("result") or {}
         if shm.is_ref(result.get("data")):
             ref = result["data"]
-            result["data"] = await asyncio.to_thread(shm.take, ref, self.shm_dir)
+            if self.zero_copy:  # a map and an unlink: no thread hop for that
+                result["data"] = shm.take_view(ref, self.shm_dir)
+            else:
+                result["data"] = await asyncio.to_thread(shm.take, ref, self.shm_dir)
             result["handoff"] = {"size": ref["size"], "sha256": ref["sha256"]}
         return result

@@ -43,14 +43,19 @@ def reply(call_id: int, **fields: Any) -> node_pb2.NodeFrame:
     return node_pb2.NodeFrame(call_reply=nodecall_pb2.NodeCallReply(call_id=call_id, **fields))
 
 
-def data_frames(call_id: int, result: dict[str, Any], data: bytes) -> list[node_pb2.NodeFrame]:
+def data_frames(call_id: int, result: dict[str, Any], data: bytes | memoryview,
+                sha256: str = "") -> list[node_pb2.NodeFrame]:
+    """The reply and its data in pieces of CHUNK bytes; each piece is the one copy of the
+    bytes here (protobuf takes bytes), cut straight from a handoff's mapping. ``sha256``
+    is browserd's digest of a handoff (checked at the hub), else computed here."""
+    size = len(data)
+    digest = sha256 or (hashlib.sha256(data).hexdigest() if size else "")
     frames = [reply(call_id, ok=True, result_json=json.dumps(result).encode(),
-                    data=data[:CHUNK], data_offset=0, data_size=len(data),
-                    data_sha256=hashlib.sha256(data).hexdigest() if data else "",
-                    eof=len(data) <= CHUNK)]
-    for offset in range(CHUNK, len(data), CHUNK):
-        frames.append(reply(call_id, data=data[offset:offset + CHUNK], data_offset=offset,
-                            eof=offset + CHUNK >= len(data)))
+                    data=bytes(data[:CHUNK]), data_offset=0, data_size=size,
+                    data_sha256=digest, eof=size <= CHUNK)]
+    for offset in range(CHUNK, size, CHUNK):
+        frames.append(reply(call_id, data=bytes(data[offset:offset + CHUNK]),
+                            data_offset=offset, eof=offset + CHUNK >= size))
     return frames
 
 
@@ -128,7 +133,7 @@ class BrowserTool:
                 if self.proc is not None:
                     self._log.warning("browserd_exited", code=self.proc.returncode)
                 await self._spawn()
-            client = BrowserdClient(self.socket_path)
+            client = BrowserdClient(self.socket_path, zero_copy=True)
             try:
                 await client.connect()
                 await client.call("ping", timeout_s=10)
@@ -207,5 +212,11 @@ class BrowserTool:
         elif call.op == "session.close":
             self.sessions.discard(str(args.get("session", "")))
         data = result.pop("data", None)
-        result.pop("handoff", None)
-        return data_frames(call.call_id, result, data if isinstance(data, bytes) else b"")
+        handoff = result.pop("handoff", None) or {}
+        if not isinstance(data, bytes | memoryview):
+            data = b""
+        try:
+            return data_frames(call.call_id, result, data, str(handoff.get("sha256", "")))
+        finally:
+            if isinstance(data, memoryview):
+                data.release()  # the handoff's pages go now, not at the next collection

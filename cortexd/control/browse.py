@@ -30,7 +30,6 @@ from cortexd.ingress.auth import Authenticator
 
 TOOL = "browser"
 BROWSER_LABEL = label_key(TOOL)  # from Hello.tools (cortex/tools.py)
-CHUNK = 256 * 1024
 MAX_LOST = 10_000
 LIST_TIMEOUT_MS = 5_000
 DEFAULT_TIMEOUT_MS = 60_000
@@ -171,13 +170,19 @@ class BrowseService(browse_pb2_grpc.BrowseServicer):
                                request.timeout_ms or DEFAULT_TIMEOUT_MS)
         if request.op == "session.close":
             self.load[node_id] = max(0, self.load.get(node_id, 0) - 1)
-        data = got.data or b""
-        yield browse_pb2.BrowseCallReply(result_json=json.dumps(got.result),
-                                         data_size=len(data), data_sha256=got.sha256,
-                                         data=data[:CHUNK])
-        for offset in range(CHUNK, len(data), CHUNK):
-            yield browse_pb2.BrowseCallReply(data=data[offset:offset + CHUNK],
-                                             data_offset=offset)
+        # The node's JSON and pieces go on as they came (the pieces were checked in
+        # nodecalls; the JSON is not parsed and dumped again, only checked for its shape).
+        if not got.result_json.lstrip().startswith(b"{"):
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                f"internal: node {node_id} sent a result that is not a map")
+        pieces = got.pieces or (b"",)
+        yield browse_pb2.BrowseCallReply(result_json=got.result_json.decode(errors="replace"),
+                                         data_size=got.size, data_sha256=got.sha256,
+                                         data=pieces[0])
+        offset = len(pieces[0])
+        for piece in pieces[1:]:
+            yield browse_pb2.BrowseCallReply(data=piece, data_offset=offset)
+            offset += len(piece)
 
     async def List(self, request: browse_pb2.BrowseListRequest,  # noqa: N802
                    context: Ctx) -> browse_pb2.BrowseListResponse:

@@ -49,11 +49,37 @@ class _Waiter:
     overflowed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
 class CallResult:
-    result: dict[str, Any]
-    data: bytes | None
-    sha256: str
+    """A tool's answer: its result JSON as the node sent it (parsed on first use: the
+    Browse service passes it through unparsed) and its binary part as the node's pieces
+    (passed on as they are, joined only when asked)."""
+
+    __slots__ = ("_result", "pieces", "result_json", "sha256")
+
+    def __init__(self, result_json: bytes, pieces: tuple[bytes, ...] = (),
+                 sha256: str = "") -> None:
+        self.result_json = result_json or b"{}"
+        self.pieces = pieces
+        self.sha256 = sha256
+        self._result: dict[str, Any] | None = None
+
+    @property
+    def result(self) -> dict[str, Any]:
+        if self._result is None:
+            try:
+                got = json.loads(self.result_json)
+            except ValueError:
+                got = None
+            self._result = got if isinstance(got, dict) else {}
+        return self._result
+
+    @property
+    def size(self) -> int:
+        return sum(len(p) for p in self.pieces)
+
+    @property
+    def data(self) -> bytes | None:
+        return b"".join(self.pieces) if self.pieces else None
 
 
 class NodeCalls:
@@ -144,34 +170,32 @@ class NodeCalls:
         if not first.ok:
             raise CallError(_grpc_code(first.error_type), first.error_type or "internal",
                             first.error_message or "the node's tool failed")
-        try:
-            result = json.loads(first.result_json or b"{}")
-        except ValueError as e:
-            raise CallError("INTERNAL", "internal", f"node {node_id} sent bad JSON") from e
         if not first.data_size:
-            return CallResult(result if isinstance(result, dict) else {}, None, "")
+            return CallResult(first.result_json)
         size = first.data_size
         if size > self.max_data_bytes:
             raise CallError("RESOURCE_EXHAUSTED", "too_large", f"a {size}-byte result is over "
                             f"the hub's {self.max_data_bytes}-byte limit")
-        buf = bytearray()
+        pieces: list[bytes] = []
+        got = 0
+        digest = hashlib.sha256()
         reply = first
         while True:
             if reply.data:
-                if reply.data_offset != len(buf) or len(buf) + len(reply.data) > size:
+                if reply.data_offset != got or got + len(reply.data) > size:
                     raise CallError("INTERNAL", "internal",
                                     f"node {node_id} sent a piece out of order")
-                buf += reply.data
+                pieces.append(reply.data)
+                digest.update(reply.data)  # piece by piece, while the next ones arrive
+                got += len(reply.data)
             if reply.eof:
                 break
             reply = await self._next(node_id, waiter, deadline)
-        digest = hashlib.sha256(buf).hexdigest()
-        if len(buf) != size or digest != first.data_sha256:
+        if got != size or digest.hexdigest() != first.data_sha256:
             raise CallError("DATA_LOSS", "data_loss",
-                            f"node {node_id}: result of {len(buf)} bytes does not match its "
+                            f"node {node_id}: result of {got} bytes does not match its "
                             f"size {size} / sha256")
-        return CallResult(result if isinstance(result, dict) else {}, bytes(buf), digest)
-
+        return CallResult(first.result_json, tuple(pieces), first.data_sha256)
 
 _CODES = {"bad_request": "INVALID_ARGUMENT", "url_refused": "PERMISSION_DENIED",
           "ref_not_found": "NOT_FOUND", "session_not_found": "NOT_FOUND",

@@ -2,12 +2,14 @@
 
 import asyncio
 import hashlib
+import mmap
 import os
 from pathlib import Path
 
 import pytest
 
 from browserd import errors, shm, snapshot, urls, wire
+from nodeagent.browsertool import data_frames
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8080/x", "https://example.com/", "about:blank"])
@@ -82,6 +84,23 @@ def test_handoff_take_verifies_and_unlinks(tmp_path: Path) -> None:
         shm.take(bad, tmp_path)
     with pytest.raises(errors.HandoffError, match="outside"):
         shm.take({"shm": "/etc/passwd", "size": 1, "sha256": "x"}, tmp_path)
+
+
+def test_handoff_view_is_the_mapping_and_the_digest_travels_on(tmp_path: Path) -> None:
+    data = os.urandom(700_000)
+    ref = shm.put(data, os.getpid(), tmp_path)
+    view = shm.take_view(ref, tmp_path)
+    assert not Path(ref["shm"]).exists()  # unlinked before it is read
+    assert isinstance(view.obj, mmap.mmap) and view.readonly and view == data
+    frames = data_frames(7, {"mime": "image/png"}, view, ref["sha256"])
+    view.release()
+    assert b"".join(f.call_reply.data for f in frames) == data
+    assert [f.call_reply.data_offset for f in frames] == [0, 262144, 524288]
+    assert frames[0].call_reply.data_sha256 == hashlib.sha256(data).hexdigest()
+    assert [f.call_reply.eof for f in frames] == [False, False, True]
+    with pytest.raises(errors.HandoffError, match="holds"):
+        shm.take_view({**shm.put(data, os.getpid(), tmp_path), "size": 5}, tmp_path)
+    assert not list(tmp_path.iterdir())  # a refused file is unlinked too
 
 
 def test_sweep_removes_files_of_dead_readers(tmp_path: Path) -> None:
