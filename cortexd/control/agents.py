@@ -39,6 +39,7 @@ MAX_SECRET_TASKS = 4096
 MAX_SECRETS_PER_TASK = 8
 SECRET = b"[secret]"
 MAX_TREE = 1000
+MAX_CACHED_AGENTS = 10_000
 
 
 def new_session_id() -> str:
@@ -56,6 +57,9 @@ class Agents:
         self.feed = feed
         self.attention: dict[str, str] = {}
         self._secrets: OrderedDict[str, list[bytes]] = OrderedDict()
+        # Agent rows of watched tasks as RecordDecision needs them (owner and session
+        # never change after registration), so a decision costs one store statement.
+        self._rows: OrderedDict[str, AgentTaskRow] = OrderedDict()
 
     async def load(self) -> None:
         for row in await self.store.agent_tasks(watching=True):
@@ -133,6 +137,17 @@ class Agents:
         """A prepared submission that created no task."""
         if prepared is not None and prepared.task_id:
             self.feed.forget_expected(prepared.task_id)
+
+    async def agent_task(self, task_id: str) -> AgentTaskRow | None:
+        """The agent row of ``task_id`` (its owner and session are as registered)."""
+        row = self._rows.get(task_id)
+        if row is None:
+            row = await self.store.get_agent_task(task_id)
+            if row is not None:
+                self._rows[task_id] = row
+                while len(self._rows) > MAX_CACHED_AGENTS:
+                    self._rows.popitem(last=False)
+        return row
 
     # -- attention, input, secrets ----------------------------------------------------
 

@@ -220,7 +220,7 @@ class MonitorsService(monitor_pb2_grpc.MonitorsServicer):
         await self._task_id(request.task_id, context)
         if not request.trigger_key or len(request.trigger_key) > MAX_KEY_CHARS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "trigger_key is required")
-        agent = await self.store.get_agent_task(request.task_id)
+        agent = await self.agents.agent_task(request.task_id)
         if agent is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "not a monitored task")
             raise AssertionError("unreachable")
@@ -266,6 +266,10 @@ class MonitorsService(monitor_pb2_grpc.MonitorsServicer):
             raise
         view = await self.state.journals.view(task.task_id, task.attempt, task.output_bytes)
         head, tail = self.agents.context(task.task_id, view.head, view.tail)
+        if request.screen_bytes:  # what rules read: the end of the output only
+            screen = tail if view.omitted_bytes or len(tail) >= request.screen_bytes \
+                else head + tail
+            head, tail = b"", screen[-request.screen_bytes:]
         prompt = self.state.last_prompt(task.task_id, task.attempt)
         return monitor_pb2.TaskContext(
             journal=control_pb2.Journal(

@@ -29,6 +29,9 @@ _CTRL_RE = re.compile(r"[\x00-\x07\x0b-\x1f\x7f]")
 
 
 def _line(raw: str) -> str:
+    raw = raw.rstrip("\r")  # a CRLF's return overwrites nothing
+    if "\r" not in raw and "\b" not in raw:  # most lines: nothing to replay
+        return _CTRL_RE.sub("", raw).rstrip()
     cells: list[str] = []
     col = 0
     for ch in raw:
@@ -52,9 +55,16 @@ def render_text(data: bytes) -> str:
 
 
 def last_lines(data: bytes, n: int = LAST_LINES) -> str:
-    """The last ``n`` non-blank rendered lines of ``data``."""
-    lines = [ln for ln in render_text(data[-16_384:]).split("\n") if ln.strip()]
-    return "\n".join(lines[-n:])
+    """The last ``n`` non-blank rendered lines of ``data`` (rendered from the end: a
+    wake-up reads a 16 KB tail for 12 lines)."""
+    text = _ESC_RE.sub("", data[-16_384:].decode("utf-8", errors="replace"))
+    out: list[str] = []
+    for raw in reversed(text.split("\n")):
+        if (ln := _line(raw)).strip():
+            out.append(ln)
+            if len(out) == n:
+                break
+    return "\n".join(reversed(out))
 
 
 def screen_end(tail: bytes, total: int, excerpt: bytes, prompt_offset: int) -> bytes:

@@ -48,6 +48,7 @@ from cortexd.monitors.policy import (
 APPLY_RETRIES = 6
 APPLY_BACKOFF_S = 0.25
 CALL_TIMEOUT_S = 10.0
+SCREEN_BYTES = 16_384  # what last_lines renders
 STATES = {v: k for k, v in control_pb2.TaskState.items()}
 
 
@@ -184,20 +185,27 @@ class Runner:
             if self.slots.get(tm.task_id) is slot and not slot.waiting:
                 del self.slots[tm.task_id]
 
-    async def _context(self, tm: TaskMonitor) -> tuple[JournalText, str]:
+    async def _screen(self, tm: TaskMonitor) -> str:
+        """The rendered last lines the rules match on (only the end of the journal)."""
+        ctx = await self._call(self.monitors.GetContext, monitor_pb2.GetContextRequest(
+            task_id=tm.task_id, screen_bytes=SCREEN_BYTES))
+        j = ctx.journal
+        screen = j.tail
+        if tm.prompt is not None:
+            screen = screen_end(screen, j.total_bytes, tm.prompt.excerpt, tm.prompt.offset)
+        return last_lines(screen)
+
+    async def _journal(self, tm: TaskMonitor) -> JournalText:
+        """The whole context an LLM call may see (10 KB head, marker, 30 KB tail)."""
         ctx = await self._call(self.monitors.GetContext,
                                monitor_pb2.GetContextRequest(task_id=tm.task_id))
         j = ctx.journal
         marker = (f"[… {j.omitted_bytes} bytes omitted (offsets {j.omitted_from}–"
                   f"{j.omitted_to}) …]" if j.omitted_bytes else "")
-        screen = j.tail or j.head
-        if tm.prompt is not None:
-            screen = screen_end(screen, j.total_bytes, tm.prompt.excerpt, tm.prompt.offset)
-        return JournalText(j.head, j.tail, marker), last_lines(screen)
+        return JournalText(j.head, j.tail, marker)
 
     async def _decide(self, tm: TaskMonitor, wake: Wake) -> Decided:
-        journal, lines = await self._context(tm)
-        s = tm.situation(wake, now_ms(), lines)
+        s = tm.situation(wake, now_ms(), await self._screen(tm))
         rd = decide_by_rules(tm.policy, s)
         if rd is not None:
             return Decided(rd.action, rule_id=rd.rule_id)
@@ -206,6 +214,7 @@ class Runner:
             rd = undecided(tm.policy, s, why)
             return Decided(rd.action, rule_id=rd.rule_id, note=why)
         try:
+            journal = await self._journal(tm)
             a = await self.llm.decide(tm.task_id, s, tm.goal, tm.policy.instructions, journal)
         except RateLimited as e:
             return Decided(wait(e.retry_in_s), rule_id="builtin:llm-rate", note=str(e))

@@ -191,16 +191,18 @@ class MonitorTables:
         inserted = await self._m_one(
             f"INSERT INTO decisions ({_DECISION_COLS.removeprefix('id, ')}) VALUES "
             "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT (task_id, attempt, trigger_key) DO NOTHING RETURNING id",
+            f"ON CONFLICT (task_id, attempt, trigger_key) DO NOTHING RETURNING {_DECISION_COLS}",
             (d.owner, d.task_id, d.attempt, d.wake, d.trigger_key, d.rule_id, d.model,
              d.action, json.dumps(d.args), d.latency_ms, d.prompt_tokens,
              d.completion_tokens, d.context_digest, d.context_bytes, d.note, d.session_id,
              False, "", d.at_ms))
+        if inserted is not None:  # one statement in the usual case
+            return _decision(inserted), True
         r = await self._m_one(f"SELECT {_DECISION_COLS} FROM decisions WHERE task_id=? AND "
                               "attempt=? AND trigger_key=?",
                               (d.task_id, d.attempt, d.trigger_key))
         assert r is not None
-        return _decision(r), inserted is not None
+        return _decision(r), False
 
     async def decision_applied(self, decision_id: int, result: str) -> None:
         await self._m_all("UPDATE decisions SET applied=?, result=? WHERE id=? RETURNING 1",
