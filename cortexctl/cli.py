@@ -40,6 +40,7 @@ from cortexctl import (
     exitcodes,
     logcmds,
     monitorcmds,
+    opscmds,
     runcmd,
     shellcmds,
 )
@@ -191,9 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-newline", action="store_true", help="do not append a newline")
     p.add_argument("--json", action="store_true", help="report what was sent as JSON")
 
-    p = command("nodes", commands.cmd_nodes, "list the nodes")
-    p.add_argument("--json", action="store_true", help="JSON lines, one per node")
-
     p = command("tasks", commands.cmd_tasks, "list tasks, newest first")
     p.add_argument("--state", type=task_state, help="only tasks in this state")
     p.add_argument("--node", metavar="ID", help="only tasks of this node")
@@ -226,9 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                    default="bash")
     p.set_defaults(run=cmd_completion)
 
-    p = command("shards", commands.cmd_shards, "list the hub's shards")
-    p.add_argument("--json", action="store_true", help="JSON lines, one per shard")
-
+    opscmds.add_parsers(command, add_global_flags)  # shards, nodes and their actions
     db.add_parser(sub)
     artcmds.add_parser(sub, add_global_flags)
     shellcmds.add_parser(sub, add_global_flags)

@@ -248,6 +248,7 @@ def shard_dict(shard: pb.Shard) -> dict[str, Any]:
         "shard": shard.shard,
         "pid": shard.pid,
         "alive": shard.alive,
+        "draining": shard.draining,
         "nodes": shard.nodes,
         "restarts": shard.restarts,
         "frames_in": shard.frames_in,
@@ -258,7 +259,8 @@ def shard_dict(shard: pb.Shard) -> dict[str, Any]:
 
 
 def shards_table(shards: Sequence[pb.Shard]) -> str:
-    rows = [[s.hub_id or "-", str(s.shard), str(s.pid), "yes" if s.alive else "NO",
+    rows = [[s.hub_id or "-", str(s.shard), str(s.pid),
+             ("drained" if s.draining else "yes") if s.alive else "NO",
              str(s.nodes), str(s.restarts), str(s.frames_in), str(s.frames_out),
              size(s.ring_in_used_bytes), size(s.ring_out_used_bytes)] for s in shards]
     headers = ["HUB", "SHARD", "PID", "ALIVE", "NODES", "RESTARTS", "FRAMES_IN", "FRAMES_OUT",

@@ -29,17 +29,22 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
+from multiprocessing.connection import wait
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from cortex import logs
 from cortex.errors import ConfigError
-from cortexd import exitcodes
-from cortexd.childproc import RingPaths, read_report, report
+from cortexd import exitcodes, stopping, systemd
+from cortexd.childproc import RingPaths, report
+from cortexd.children import (
+    Child,
+    await_ready,
+    backoff,
+    read_pending,
+    terminate,
+)
 from cortexd.config import Settings
 from cortexd.entry import control_main, monitor_main, shard_main
 from cortexd.ipc.link import make_fifo
@@ -47,7 +52,6 @@ from cortexd.ipc.ring import Ring
 from cortexd.metrics import procdir
 from cortexd.monitors.credentials import ensure_monitor_token
 from cortexd.monitors.heartbeat import Heartbeat, beat_path
-from cortexd.reload import plan as reload_plan
 from cortexd.runtime import (
     BootError,
     port_lock_path,
@@ -56,14 +60,12 @@ from cortexd.runtime import (
     remove_stale_segments,
     ring_prefix,
     sd_notify,
-    stop_resource_tracker,
     take_lock,
     write_ready_file,
 )
+from cortexd.shardset import ShardSet
 from cortexd.watchdog import Watchdog
 from cortexd.watchdog import interval_s as watchdog_interval_s
-
-BOOT_TIMEOUT_S = 60.0
 
 
 def metrics() -> ModuleType:
@@ -74,19 +76,6 @@ def metrics() -> ModuleType:
     return hub
 TICK_S = 0.5
 
-
-@dataclass(eq=False)
-class Child:
-    name: str
-    shard: int | None  # None = the control process
-    proc: BaseProcess | None = None
-    conn: Connection | None = None
-    restarts: int = 0
-    crash_times: deque[float] = field(default_factory=lambda: deque(maxlen=64))
-    respawn_at: float | None = None
-    last_beat: int = -1
-    last_beat_change: float = 0.0
-    monitor: int | None = None  # a monitor process: its index
 
 
 class Supervisor:
@@ -112,6 +101,7 @@ class Supervisor:
         self.stopping = False
         self.ready_file_written = False
         self.metrics_dir: Path | None = None
+        self.shardset = ShardSet(self)  # drain, restart, scale (asked by control)
 
     # -- boot -------------------------------------------------------------------
 
@@ -121,10 +111,10 @@ class Supervisor:
         except BootError as e:
             self.log.error("boot_failed", message=str(e), exit_code=e.exit_code)
             print(f"cortexd: {e}", flush=True, file=sys.stderr)
-            self._halt()
+            stopping.halt(self)
             return e.exit_code
         code = self._loop()
-        self._halt()
+        stopping.halt(self)
         return code
 
     def _boot(self) -> None:
@@ -176,9 +166,9 @@ class Supervisor:
     def _write_ready(self) -> dict[str, Any]:
         """(Re)write cortexd.json: addresses and the pids of the current children."""
         info = {"pid": os.getpid(), "node_address": self.node_address,
-                "control_address": self.control_address, "control_pid": self._pid(self.control),
-                "shards": [{"shard": c.shard, "pid": self._pid(c)} for c in self.shards],
-                "monitors": [{"monitor": c.monitor, "pid": self._pid(c)} for c in self.monitors],
+                "control_address": self.control_address, "control_pid": self.control.pid,
+                "shards": [{"shard": c.shard, "pid": c.pid} for c in self.shards],
+                "monitors": [{"monitor": c.monitor, "pid": c.pid} for c in self.monitors],
                 "state_dir": str(self.s.state_dir), "metrics_address": self.s.metrics_address}
         write_ready_file(self.s.state_dir / "cortexd.json", info)
         self.ready_file_written = True
@@ -196,10 +186,6 @@ class Supervisor:
             if child.proc is None or not child.proc.is_alive():
                 self._spawn(child)
                 self._await_ready(child)
-
-    @staticmethod
-    def _pid(child: Child) -> int:
-        return child.proc.pid or 0 if child.proc is not None else 0
 
     def _spawn(self, child: Child) -> None:
         parent_conn, child_conn = self.ctx.Pipe(duplex=True)
@@ -223,31 +209,25 @@ class Supervisor:
         child.last_beat, child.last_beat_change = -1, time.monotonic()
 
     def _await_ready(self, child: Child) -> None:
-        assert child.proc is not None and child.conn is not None
-        deadline = time.monotonic() + BOOT_TIMEOUT_S
-        while time.monotonic() < deadline:
-            ready = wait([child.conn, child.proc.sentinel], timeout=1.0)
-            if child.conn in ready:
-                try:
-                    msg = read_report(child.conn)
-                except (EOFError, OSError):
-                    msg = {"event": "died"}
-                if msg["event"] == "ready":
-                    self.log.info("child_ready", child=child.name, pid=child.proc.pid)
-                    self._tell_control_up(child)
-                    return
-                if msg["event"] == "boot_error":
-                    raise BootError(f"{child.name}: {msg['message']}", int(msg["exit_code"]))
-            if child.proc.sentinel in ready and not child.proc.is_alive():
-                raise BootError(f"{child.name} exited with code {child.proc.exitcode} during "
-                                "boot", exitcodes.BOOT_ERROR)
-        raise BootError(f"{child.name} did not become ready within {BOOT_TIMEOUT_S:.0f} s",
-                        exitcodes.BOOT_ERROR)
+        await_ready(child)
+        self.log.info("child_ready", child=child.name, pid=child.pid)
+        self._tell_control_up(child)
+
+    def spawn_ready(self, child: Child) -> None:
+        """Spawn into ``child``'s slot, wait for its ready, rewrite cortexd.json."""
+        self._spawn(child)
+        self._await_ready(child)
+        self._write_ready()
+
+    def set_shard_count(self, count: int) -> None:
+        """After a scale: the children spawned from now on are told the new count."""
+        self.s = type(self.s).from_dict({**self.s.to_dict(), "shards": count})
+        self._write_ready()
 
     def _tell_control_up(self, child: Child) -> None:
         if child.shard is not None and self.control.conn is not None:
             with contextlib.suppress(OSError):
-                report(self.control.conn, "shard_up", shard=child.shard, pid=self._pid(child),
+                report(self.control.conn, "shard_up", shard=child.shard, pid=child.pid,
                        restarts=child.restarts)
 
     # -- the loop ---------------------------------------------------------------
@@ -266,19 +246,25 @@ class Supervisor:
                 for child in (self.control, *self.shards, *self.monitors):
                     if child.proc is not None and child.respawn_at is None:
                         sentinels.append(child.proc.sentinel)
+                if self.control.conn is not None and self.control.alive():
+                    sentinels.append(self.control.conn)  # shard operations it asks for
                 wait(sentinels, timeout=TICK_S)
                 with contextlib.suppress(BlockingIOError):
                     os.read(rfd, 4096)
                 while self.signals:
                     sig = self.signals.popleft()
                     if sig == signal.SIGHUP:
-                        self._reload()
+                        systemd.reload(self)
                         continue
                     self.log.info("stop_signal", signal=signal.Signals(sig).name)
-                    return self._stop_ladder(force=sig == signal.SIGQUIT)
+                    return stopping.stop_ladder(self, force=sig == signal.SIGQUIT)
                 if (code := self._check_children()) is not None:
                     return code
-                self._watchdog()
+                if self.control.alive():
+                    for msg in read_pending(self.control):
+                        if msg.get("event") == "shard_op":
+                            self.shardset.handle(msg)
+                systemd.watchdog_tick(self)
         finally:
             signal.set_wakeup_fd(-1)
             os.close(rfd)
@@ -292,9 +278,9 @@ class Supervisor:
                 return exitcodes.CRASH_LOOP
             # The shards' sessions lived in the dead control's memory: restart all.
             for child in self.shards:
-                self._terminate(child, 5.0)
+                terminate(child, 5.0)
             for child in (self.control, *self.shards):
-                self._count_restart(child)
+                self.count_restart(child)
             try:
                 self._start_all()
                 self._write_ready()
@@ -337,7 +323,7 @@ class Supervisor:
             self._write_ready()
         except BootError as e:
             self.log.error("respawn_failed", child=child.name, message=str(e))
-            child.respawn_at = now + self._backoff(child)
+            child.respawn_at = now + backoff(child)
 
     def _check_monitors(self, now: float) -> int | None:
         """Monitor processes: respawned with backoff when they die or stop beating."""
@@ -358,77 +344,20 @@ class Supervisor:
                 self.log.warning("monitor_died", child=child.name, exitcode=child.proc.exitcode)
                 if self._crashing(child, now):
                     return exitcodes.CRASH_LOOP
-                self._count_restart(child)
+                self.count_restart(child)
                 if child.conn is not None:
                     child.conn.close()
                     child.conn = None
                 child.restarts += 1
-                child.respawn_at = now + self._backoff(child)
+                child.respawn_at = now + backoff(child)
         return None
 
-    def _count_restart(self, child: Child) -> None:
-        procdir.mark_dead(self._pid(child))
+    def count_restart(self, child: Child) -> None:
+        procdir.mark_dead(child.pid)
         metrics().CHILD_RESTARTS.labels(self.s.host_id, child.name).inc()
 
-    # -- systemd: watchdog and reload ------------------------------------------------
-
-    def _children_alive(self, now: float) -> bool:
-        control = self.control
-        if control.proc is None or not control.proc.is_alive() or not self.ring_objs:
-            return False
-        beat = self.ring_objs[1].producer_heartbeat  # control beats its down rings
-        if beat != control.last_beat:
-            control.last_beat, control.last_beat_change = beat, now
-        elif now - control.last_beat_change > self.s.child_timeout_s:
-            return False
-        return all(c.respawn_at is None and c.proc is not None and c.proc.is_alive()
-                   and now - c.last_beat_change <= self.s.child_timeout_s
-                   for c in self.shards) and all(
-            c.respawn_at is None and c.proc is not None and c.proc.is_alive()
-            for c in self.monitors)
-
-    def _watchdog(self) -> None:
-        now = time.monotonic()
-        if self.watchdog is None or not self.watchdog.due(now):
-            return
-        was_withheld = self.watchdog.withheld
-        if self.watchdog.decide(now, self._children_alive(now)):
-            sd_notify("WATCHDOG=1")
-            metrics().WATCHDOG_PINGS.labels(self.s.host_id).inc()
-            if was_withheld:
-                self.log.info("watchdog_resumed")
-        elif not was_withheld:
-            self.log.error("watchdog_withheld", note="a child is not alive or not beating; "
-                           "systemd restarts the unit after WatchdogSec=")
-
-    def _reload(self) -> None:
-        """SIGHUP: apply what can change live, name what needs a restart (cortexd/reload.py)."""
-        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
-        try:
-            if self.reread is None:
-                raise ConfigError("this cortexd was not started from a configuration to re-read")
-            change = reload_plan(self.loaded, self.reread())
-        except ConfigError as e:
-            self.log.error("reload_failed", message=str(e), note="the running settings stay")
-            metrics().RELOADS.labels(self.s.host_id, "failed").inc()
-            sd_notify("READY=1")
-            return
-        self.s = change.apply(self.s)
-        self.loaded = change.apply(self.loaded)
-        logs.set_level(self.s.log_level)
-        for child in (self.control, *self.shards):
-            if child.conn is not None:
-                with contextlib.suppress(OSError):
-                    report(child.conn, "reload", settings=self.s.to_dict())
-        self.log.info("reloaded", applied=sorted(change.applied), tokens="re-read",
-                      needs_restart=list(change.needs_restart))
-        metrics().RELOADS.labels(self.s.host_id,
-                                 "partial" if change.needs_restart else "ok").inc()
-        sd_notify("READY=1")
-
     def _shard_down(self, child: Child, now: float) -> None:
-        self._count_restart(child)
+        self.count_restart(child)
         if child.conn is not None:
             child.conn.close()
             child.conn = None
@@ -436,12 +365,7 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 report(self.control.conn, "shard_down", shard=child.shard)
         child.restarts += 1
-        child.respawn_at = now + self._backoff(child)
-
-    @staticmethod
-    def _backoff(child: Child) -> float:
-        recent = sum(1 for t in child.crash_times if time.monotonic() - t < 60)
-        return min(30.0, 0.1 * 2.0 ** max(0, recent - 1))
+        child.respawn_at = now + backoff(child)
 
     def _crashing(self, child: Child, now: float) -> bool:
         child.crash_times.append(now)
@@ -450,76 +374,3 @@ class Supervisor:
             self.log.error("crash_loop", child=child.name, crashes_last_minute=recent)
             return True
         return False
-
-    # -- stopping ---------------------------------------------------------------
-
-    def _stop_ladder(self, force: bool) -> int:
-        self.stopping = True
-        sd_notify("STOPPING=1")
-        if self.control.conn is not None:  # /readyz says so while the ladder runs
-            with contextlib.suppress(OSError):
-                report(self.control.conn, "stopping")
-        grace = 0.0 if force else self.s.shutdown_grace_s
-        deadline = time.monotonic() + grace
-        # 0. monitors stop deciding (what they recorded and did not apply yet is applied
-        #    when they start again).
-        for child in self.monitors:
-            self._signal_child(child, signal.SIGTERM)
-        self._join(self.monitors, deadline)
-        # 1. shards stop accepting and end their node streams (nodes keep their tasks).
-        for child in self.shards:
-            self._signal_child(child, signal.SIGTERM)
-        self._join(self.shards, deadline)
-        # 2. control stops the API and flushes the store.
-        self._signal_child(self.control, signal.SIGTERM)
-        self._join([self.control], deadline)
-        return exitcodes.OK
-
-    def _signal_child(self, child: Child, sig: int) -> None:
-        if child.proc is not None and child.proc.pid and child.proc.is_alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.proc.pid, sig)
-
-    def _join(self, children: list[Child], deadline: float) -> None:
-        for child in children:
-            if child.proc is None:
-                continue
-            child.proc.join(max(0.0, deadline - time.monotonic()))
-            if self.signals:  # a second signal skips to the forced step
-                deadline = time.monotonic()
-            if child.proc.is_alive():
-                self.log.warning("child_killed", child=child.name, pid=child.proc.pid)
-                child.proc.kill()
-                child.proc.join(5)
-
-    def _terminate(self, child: Child, grace_s: float) -> None:
-        self._signal_child(child, signal.SIGTERM)
-        self._join([child], time.monotonic() + grace_s)
-
-    def _halt(self) -> None:
-        """Last step of every exit: nothing of ours is left behind."""
-        for child in (*self.monitors, *self.shards, self.control):
-            if child.proc is not None and child.proc.is_alive():
-                child.proc.kill()
-                child.proc.join(5)
-            if child.conn is not None:
-                child.conn.close()
-        for ring in self.ring_objs:
-            ring.close()
-        for hb in self.monitor_beats:
-            hb.close()
-            with contextlib.suppress(FileNotFoundError):
-                hb.path.unlink()
-        for paths in self.rings:
-            for path in paths.all():
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-        if self.ready_file_written:
-            with contextlib.suppress(FileNotFoundError):
-                (self.s.state_dir / "cortexd.json").unlink()
-        if self.metrics_dir is not None:
-            procdir.remove(self.metrics_dir)
-        for fd in self.locks:
-            os.close(fd)
-        stop_resource_tracker()
-        self.log.info("cortexd_stopped", shard_restarts=sum(c.restarts for c in self.shards))

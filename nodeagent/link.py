@@ -65,6 +65,11 @@ def channel_options(config: AgentConfig) -> list[tuple[str, Any]]:
         # No bandwidth-delay probing: it answers every heartbeat with an HTTP/2 ping,
         # which doubled the hub's idle CPU at 10,000 nodes (bench hold).
         ("grpc.http2.bdp_probe", 0),
+        # Every session on a connection of its own: from grpc's global subchannel pool a
+        # new channel could take the last session's TCP connection, and so the same hub
+        # shard (SO_REUSEPORT picks a shard per connection) — a shard that ends the
+        # session to move the node (cortexctl shards rebalance) would get it back.
+        ("grpc.use_local_subchannel_pool", 1),
     ]
 
 

@@ -23,6 +23,7 @@ from cortex.v1 import (
     browse_pb2_grpc,
     control_pb2_grpc,
     monitor_pb2_grpc,
+    operate_pb2_grpc,
     shell_pb2_grpc,
 )
 from cortexd import exitcodes
@@ -35,6 +36,8 @@ from cortexd.control.browse import BrowseService
 from cortexd.control.figures import ControlFigures
 from cortexd.control.hub import Hub
 from cortexd.control.monitorapi import MonitorsService
+from cortexd.control.operate import Operations, SupervisorLink
+from cortexd.control.operateapi import OPERATE_SERVICE, OperateService
 from cortexd.control.service import ControlService
 from cortexd.control.shells import ShellService
 from cortexd.control.state import HubState, ShardInfo
@@ -74,6 +77,7 @@ class Control:
         self.log = logs.get()
         self.figures: ControlFigures
         self.tokens: TokenTable
+        self.ops: Operations
 
     async def run(self) -> int:
         s = self.settings
@@ -133,7 +137,10 @@ class Control:
             BrowseService(st, auth), server)
         shell_pb2_grpc.add_ShellServicer_to_server(  # type: ignore[no-untyped-call]
             ShellService(hub), server)
-        health = PortHealth(server, [CONTROL_SERVICE])
+        self.ops = Operations(hub, SupervisorLink(self.conn))
+        operate_pb2_grpc.add_OperateServicer_to_server(  # type: ignore[no-untyped-call]
+            OperateService(self.ops), server)
+        health = PortHealth(server, [CONTROL_SERVICE, OPERATE_SERVICE])
         await server.start()
         await health.set(SERVING)
         web_runner = None
@@ -166,6 +173,7 @@ class Control:
         await server.stop(grace=min(3.0, s.shutdown_grace_s))
         if web_runner is not None:
             await web_runner.cleanup()
+        self.ops.close()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -191,9 +199,13 @@ class Control:
         if msg["event"] == "reload":
             self._reload(hub, Settings.from_dict(msg["settings"]))
             return
+        if msg["event"] in ("op_done", "shard_added", "shard_removed"):
+            self.ops.from_supervisor(msg)  # shard operations (operate.py)
+            return
         info = hub.state.shards.setdefault(int(msg.get("shard", 0)), ShardInfo())
         if msg["event"] == "shard_up":
             info.pid, info.alive, info.restarts = msg["pid"], True, msg["restarts"]
+            hub.shards.drained.discard(int(msg["shard"]))
         elif msg["event"] == "shard_down":
             info.alive = False
             hub.state.spawn(hub.cluster.shard_down(int(msg["shard"])))

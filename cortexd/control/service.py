@@ -133,7 +133,7 @@ def shard_pb(v: ShardView) -> control_pb2.Shard:
         shard=v.shard, pid=v.pid, alive=v.alive, nodes=v.nodes, restarts=v.restarts,
         frames_in=v.frames_in, frames_out=v.frames_out,
         ring_in_used_bytes=v.ring_in_used_bytes, ring_out_used_bytes=v.ring_out_used_bytes,
-        hub_id=v.hub_id)
+        hub_id=v.hub_id, draining=v.draining)
 
 
 def watch_pb(seen: Seen) -> control_pb2.WatchEvent:

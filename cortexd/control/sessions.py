@@ -68,7 +68,7 @@ class NodeSessions:
             st.log.warning("node_tool_skipped", node=node_id, tool=bad.name, error=bad.error)
         node = NodeState(node_id, epoch, shard, labels, hello.capacity,
                          hello.agent_version, attached=True, last_seen_ms=now_ms(),
-                         isolation=hello.isolation)
+                         isolation=hello.isolation, draining=node_id in st.held_nodes)
         st.nodes[node_id] = node
         self.cancel_grace(node_id)
         await st.store.node_attached(NodeRow(node_id, epoch, node.labels, node.capacity,

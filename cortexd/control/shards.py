@@ -18,11 +18,14 @@ class ShardView:
     hub_id: str
     ring_in_used_bytes: int = 0
     ring_out_used_bytes: int = 0
+    draining: bool = False
 
 
 class ShardService:
     def __init__(self, state: HubState) -> None:
         self.state = state
+        #: This host's drained shards (cortexd/control/operate.py): alive, taking no node.
+        self.drained: set[int] = set()
 
     async def list(self) -> list[ShardView]:
         st = self.state
@@ -37,7 +40,8 @@ class ShardService:
                 restarts=info.restarts if info else 0,
                 frames_in=info.frames_in if info else 0, frames_out=info.frames_out if info else 0,
                 ring_in_used_bytes=link.rx.used_bytes if link else 0,
-                ring_out_used_bytes=link.tx.used_bytes if link else 0, hub_id=me))
+                ring_out_used_bytes=link.tx.used_bytes if link else 0, hub_id=me,
+                draining=index in self.drained))
         for r in await st.coord.shard_reports():  # other hosts' (clustered)
             if r.host != me:
                 out.append(ShardView(shard=r.shard, pid=r.pid, alive=r.alive, nodes=r.nodes,

@@ -160,6 +160,9 @@ class HubState:
         self.nodes: dict[str, NodeState] = {}
         self.links: dict[int, RingLink] = {}
         self.shards: dict[int, ShardInfo] = {}
+        #: Nodes an operator drained (cortexd/control/operate.py): they stay draining when
+        #: they attach again, until undrained.
+        self.held_nodes: set[str] = set()
         self.queue = TaskQueue()
         self.hops: dict[str, int] = {}  # queued task -> times it was offered between hosts
         # Coordination with other hub hosts (cortexd/coord); local = alone.

@@ -37,6 +37,10 @@ CONTROL_METHODS = {
     "/cortex.v1.Browse/List": _CLIENT,
     "/cortex.v1.Control/ListNodes": _ADMIN,
     "/cortex.v1.Control/ListShards": _ADMIN,
+    # Operating the host (operate.proto): shards and the hub-side drain of nodes.
+    **{f"/cortex.v1.Operate/{m}": _ADMIN for m in (
+        "DrainShard", "RestartShard", "ScaleShards", "Rebalance", "DrainNode", "UndrainNode",
+        "ShowNode")},
     # Monitors (monitor.proto): operators, then the monitor process (admin).
     **{f"/cortex.v1.Monitors/{m}": _CLIENT for m in (
         "PutPolicy", "GetPolicy", "ListPolicies", "ListDecisions", "GetTree", "ListSessions",

@@ -41,8 +41,12 @@ from cortexd.shards.admission import (
 from cortexd.shards.session import CLOSE, NodeSession, RefusedAttach, SessionTable
 
 #: Bounded label values of cortex_node_attach_rejections_total for RetryLater answers.
+#: A draining shard (cortexd/shardset.py) sends new attaches back at once: by then its
+#: listening socket is closed, so the node's next connection reaches another shard.
+REASON_DRAINING = "shard is draining"
+DRAINING_RETRY_MS = 100
 RETRY_REASONS = {REASON_RATE: "retry_rate", REASON_PENDING: "retry_pending",
-                 REASON_SLOW: "retry_slow"}
+                 REASON_SLOW: "retry_slow", REASON_DRAINING: "retry_draining"}
 MAX_REPORTED_TASKS = 10_000
 MAX_CAPACITY = 10_000
 Context = grpc.aio.ServicerContext[bytes, bytes]
@@ -89,6 +93,7 @@ class NodeLinkService:
         self.frames_in = 0
         self.held_for_room = 0  # heartbeat intervals a node's frame waited for ring room
         self.frames_out = 0
+        self.draining = False
         self.log = logs.get()
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
@@ -127,6 +132,10 @@ class NodeLinkService:
                     else grpc.StatusCode.INVALID_ARGUMENT)
             self.figures.rejected("identity" if "credential" in err else "bad_hello")
             await context.abort(code, err)
+            return
+        if self.draining:
+            await self._retry_later(context, principal.name,
+                                    Refusal(DRAINING_RETRY_MS, REASON_DRAINING))
             return
         admitted_at = time.monotonic()
         refusal = self.admission.decide(admitted_at, len(self.sessions.pending))

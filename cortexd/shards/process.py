@@ -14,6 +14,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+import grpc
 import uvloop
 
 from cortex import logs
@@ -44,6 +45,7 @@ STATS_INTERVAL_S = 1.0
 #: Silent sessions are looked for every this many STATS ticks (the floor of the
 #: silence limit is 3 heartbeat intervals, 15 s by default: found within 5 s more).
 SILENCE_SWEEP_TICKS = 5
+DRAIN_GRACE_S = 5.0
 
 
 class Shard:
@@ -58,6 +60,27 @@ class Shard:
         self.log = logs.get()
         self._waits = 0
         self._frames = (0, 0)
+        self._drain: asyncio.Future[None] | None = None
+        self._server: grpc.aio.Server
+        self._health: PortHealth
+        self._sessions: SessionTable
+
+    async def _drained(self, service: NodeLinkService) -> None:
+        """Drain (cortexd/shardset.py): refuse new attaches, close the listening socket,
+        end every node stream (the nodes reconnect to another shard with their tasks),
+        then say ``drained``. The process stays, beating its rings, until restarted."""
+        service.draining = True
+        await self._health.stopping()
+        # grpc.aio's stop closes the listeners before it waits out the grace; the
+        # streams are ended below, so the grace is only for their last writes.
+        stopped = asyncio.ensure_future(self._server.stop(grace=DRAIN_GRACE_S))
+        await asyncio.sleep(0)
+        nodes = len(self._sessions.active)
+        for session in list(self._sessions.active.values()):
+            session.close("shard draining: attach again")
+        await stopped
+        self.log.info("shard_drained", nodes=nodes)
+        report(self.conn, "drained", nodes=nodes)
 
     async def run(self) -> int:
         s = self.settings
@@ -85,6 +108,7 @@ class Shard:
         await server.start()
         await health.set(SERVING)
         install_stop_signals(asyncio.get_running_loop(), lambda sig: self.stop.set())
+        self._server, self._health, self._sessions = server, health, sessions
         asyncio.get_running_loop().add_reader(self.conn.fileno(), self._from_supervisor,
                                               service, table)
         report(self.conn, "ready", pid=os.getpid())
@@ -97,10 +121,13 @@ class Shard:
         await self.stop.wait()
         # Stop ladder, shard part: end every node stream (nodes keep their tasks and
         # reconnect to the next hub), stop accepting, then close the rings.
-        await health.stopping()
-        for session in list(sessions.active.values()):
-            session.close("hub is shutting down")
-        await server.stop(grace=min(2.0, s.shutdown_grace_s))
+        if self._drain is None:
+            await health.stopping()
+            for session in list(sessions.active.values()):
+                session.close("hub is shutting down")
+            await server.stop(grace=min(2.0, s.shutdown_grace_s))
+        else:
+            await self._drain
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -119,6 +146,8 @@ class Shard:
         except (EOFError, OSError, ValueError):
             asyncio.get_running_loop().remove_reader(self.conn.fileno())
             return  # the supervisor is gone; watch_parent stops us
+        if msg.get("event") == "drain" and self._drain is None:
+            self._drain = asyncio.ensure_future(self._drained(service))
         if msg.get("event") != "reload":
             return
         s = self.settings = Settings.from_dict(msg["settings"])

@@ -15,7 +15,8 @@ LAYERS = [
     {"janitor"}, {"cluster"},
     {"inbox"},
     {"tasks"}, {"intake", "nodes", "shards", "browse"}, {"runs", "watching", "agents"},
-    {"hub"}, {"figures", "service", "shells"}, {"monitorapi"}, {"process"},
+    {"hub"}, {"figures", "service", "shells", "operate"}, {"monitorapi", "operateapi"},
+    {"process"},
 ]
 
 
