@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 
 from cortex import ids
+from cortex.cliargs import int_range
 from cortex.v1 import operate_pb2 as opb
 from cortex.v1 import operate_pb2_grpc
 from cortexctl import commands, exitcodes, render
@@ -204,7 +205,7 @@ def add_parsers(command: Command,
     a = action("scale", cmd_shard_scale, "run K shard processes on this host, live")
     a.add_argument("count", type=_count, metavar="K")
     a = action("rebalance", cmd_rebalance, "even out the nodes across the shards")
-    a.add_argument("--rounds", type=int, default=0, choices=range(0, 101), metavar="N",
+    a.add_argument("--rounds", type=int_range(0, 100), default=0, metavar="N",
                    help="at most N rounds of moves (default 6)")
 
     p = command("nodes", commands.cmd_nodes, "list the nodes; drain, undrain or show one")
