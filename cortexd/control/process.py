@@ -50,6 +50,8 @@ from cortexd.ipc.link import RingLink
 from cortexd.ipc.ring import Ring
 from cortexd.metrics.storewrites import StoreWriteMetrics
 from cortexd.serializers import make_encoder
+from cortexd.status.collect import StatusSource
+from cortexd.status.routes import add_routes as add_status_routes
 from cortexd.store import Store, StoreError, open_store
 from cortexd.store.rows import BatchedWrites
 from cortexd.web.server import build_app
@@ -146,7 +148,9 @@ class Control:
         web_runner = None
         if s.metrics_address:
             try:
-                web_runner, _ = await start_web(s.metrics_address, build_app(self.figures))
+                app = build_app(self.figures)
+                add_status_routes(app, StatusSource(hub), auth)  # /status (cortexd/status)
+                web_runner, _ = await start_web(s.metrics_address, app)
             except OSError as e:
                 report(self.conn, "boot_error", message=f"metrics_listen {s.metrics_address}: "
                        f"{e.strerror}", exit_code=exitcodes.PORT_IN_USE)

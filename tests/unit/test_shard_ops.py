@@ -44,3 +44,18 @@ def test_ops_commands_refuse_bad_values(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(argv)
     assert e.value.code == 2
+
+
+def test_throughput_counts_each_end_once_per_bucket_over_the_window() -> None:
+    from cortexd.status.collect import Throughput
+
+    tp = Throughput(bucket_s=10, window_s=60)
+    tp.ended("t-a", 1, 1000.0)
+    tp.ended("t-a", 1, 1001.0)  # the same end published twice: counted once
+    tp.ended("t-b", 1, 1005.0)
+    tp.ended("t-b", 2, 1012.0)  # a retry's end is another end
+    series = tp.series(1015.0)
+    assert len(series) == 6 and series[-2:] == [{"t": 1000, "finished": 2},
+                                                 {"t": 1010, "finished": 1}]
+    assert tp.total == 3
+    assert sum(p["finished"] for p in tp.series(1100.0)) == 0  # out of the window
