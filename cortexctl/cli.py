@@ -43,6 +43,7 @@ from cortexctl import (
     opscmds,
     runcmd,
     shellcmds,
+    tokencmds,
 )
 from cortexctl.errors import CtlError, UsageError
 
@@ -228,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_parser(sub)
     artcmds.add_parser(sub, add_global_flags)
     shellcmds.add_parser(sub, add_global_flags)
+    tokencmds.add_parser(sub, add_global_flags)
     monitorcmds.add_parsers(command, sub)
     browse.add_parser(sub, add_global_flags)
     _json_anywhere(parser)

@@ -22,6 +22,7 @@ from cortex.v1 import (
     artifacts_pb2_grpc,
     browse_pb2_grpc,
     control_pb2_grpc,
+    credentials_pb2_grpc,
     monitor_pb2_grpc,
     operate_pb2_grpc,
     shell_pb2_grpc,
@@ -33,6 +34,7 @@ from cortexd.childproc import RingPaths, install_stop_signals, read_report, repo
 from cortexd.config import Settings
 from cortexd.control.agents import start_agents
 from cortexd.control.browse import BrowseService
+from cortexd.control.credentials import CredentialsService
 from cortexd.control.figures import ControlFigures
 from cortexd.control.hub import Hub
 from cortexd.control.monitorapi import MonitorsService
@@ -142,6 +144,8 @@ class Control:
         self.ops = Operations(hub, SupervisorLink(self.conn))
         operate_pb2_grpc.add_OperateServicer_to_server(  # type: ignore[no-untyped-call]
             OperateService(self.ops), server)
+        credentials_pb2_grpc.add_CredentialsServicer_to_server(  # type: ignore[no-untyped-call]
+            CredentialsService(table, st), server)
         health = PortHealth(server, [CONTROL_SERVICE, OPERATE_SERVICE])
         await server.start()
         await health.set(SERVING)

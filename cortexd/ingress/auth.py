@@ -41,6 +41,8 @@ CONTROL_METHODS = {
     **{f"/cortex.v1.Operate/{m}": _ADMIN for m in (
         "DrainShard", "RestartShard", "ScaleShards", "Rebalance", "DrainNode", "UndrainNode",
         "ShowNode")},
+    "/cortex.v1.Credentials/ListCredentials": _ADMIN,
+    "/cortex.v1.Credentials/RevokeCredential": _ADMIN,
     # Monitors (monitor.proto): operators, then the monitor process (admin).
     **{f"/cortex.v1.Monitors/{m}": _CLIENT for m in (
         "PutPolicy", "GetPolicy", "ListPolicies", "ListDecisions", "GetTree", "ListSessions",
@@ -70,11 +72,16 @@ class Authenticator:
         self.table = table
 
     def identify(self, metadata: Iterable[Any] | None) -> Principal | None:
-        for item in metadata or ():
-            key, value = item[0], item[1]
-            if key == METADATA_KEY and isinstance(value, str) and value.startswith("Bearer "):
-                return self.table.lookup(value[7:].strip())
-        return None
+        token = bearer_token(metadata)
+        return None if token is None else self.table.lookup(token)
+
+
+def bearer_token(metadata: Iterable[Any] | None) -> str | None:
+    for item in metadata or ():
+        key, value = item[0], item[1]
+        if key == METADATA_KEY and isinstance(value, str) and value.startswith("Bearer "):
+            return value[7:].strip()
+    return None
 
 
 def _refusal(handler: grpc.RpcMethodHandler[Any, Any], code: grpc.StatusCode,

@@ -7,6 +7,10 @@ the control process as the node's own bytes, tagged with the session epoch.
 Frames to the node are written as the bytes the control process produced
 (identity serializer): an envelope is never re-encoded.
 
+A session whose credential leaves the token table (revoked, or replaced by a new
+enrollment of the node) is ended at its next heartbeat with UNAUTHENTICATED: a running
+hub drops the stream of a revoked node without a restart (issue 13).
+
 Admission (cortexd/shards/admission.py): after a valid Hello, an attach over this
 shard's rate or in-flight budget — or one the control process did not answer within
 ``attach_timeout_s`` — is answered with ``RetryLater{retry_after_ms, reason}`` and the
@@ -26,8 +30,9 @@ from google.protobuf.message import DecodeError
 
 from cortex import logs
 from cortex.ids import check_labels, is_node_id
+from cortex.tokens import token_hash
 from cortex.v1 import node_pb2
-from cortexd.ingress.auth import Authenticator
+from cortexd.ingress.auth import Authenticator, bearer_token
 from cortexd.ipc import messages as m
 from cortexd.ipc.link import RingLink
 from cortexd.metrics.hub import ShardFigures
@@ -50,6 +55,12 @@ RETRY_REASONS = {REASON_RATE: "retry_rate", REASON_PENDING: "retry_pending",
 MAX_REPORTED_TASKS = 10_000
 MAX_CAPACITY = 10_000
 Context = grpc.aio.ServicerContext[bytes, bytes]
+
+
+class CredentialRevoked(ValueError):
+    """The session's credential is no longer in the token table."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
 
 
 def _parse(raw: bytes) -> node_pb2.NodeFrame:
@@ -143,6 +154,7 @@ class NodeLinkService:
             await self._retry_later(context, principal.name, refusal)
             return
         session = self.sessions.begin(principal.name, asyncio.get_running_loop())
+        session.credential = token_hash(bearer_token(context.invocation_metadata()) or "")
         assert session.welcome is not None
         try:
             await self.link.send(m.pack(m.ATTACH, session.conn_id, session.node_id,
@@ -237,6 +249,9 @@ class NodeLinkService:
                 frame = _parse(raw)
                 kind = frame.WhichOneof("kind")
                 if kind == "heartbeat":
+                    if not self.auth.table.holds(session.credential):
+                        raise CredentialRevoked("the node's credential was revoked or "
+                                                "replaced (cortexctl tokens ls)")
                     ack = node_pb2.HubFrame(heartbeat_ack=node_pb2.HeartbeatAck(
                         seq=frame.heartbeat.seq, interval_ms=self.heartbeat_interval_ms))
                     session.push(ack.SerializeToString())

@@ -29,6 +29,7 @@ class NodeSession:
         default_factory=lambda: asyncio.Queue(maxsize=MAX_OUTBOUND + 1))
     welcome: asyncio.Future[tuple[int, bytes]] | None = None
     close_reason: str = ""
+    credential: str = ""  # sha256 of the token it attached with; revoked -> dropped
 
     def push(self, frame: bytes) -> bool:
         """Queue a frame for the node; False (and the session closes) when it is too slow."""

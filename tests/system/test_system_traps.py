@@ -8,7 +8,7 @@ import pytest
 from cortex.tokens import bearer
 from cortex.v1 import control_pb2 as cpb
 from cortex.v1 import control_pb2_grpc
-from examples.localfleet import Ctl, LocalNode, binary
+from examples.localfleet import Ctl, LocalNode, binary, wait_until
 from nodeagent import exitcodes as agent_exit
 
 
@@ -76,3 +76,41 @@ def test_listings_page_and_never_carry_a_whole_command(fleet):
             stub.ListTasks(cpb.ListTasksRequest(page_token="not-a-token"),
                            metadata=bearer(token), timeout=10)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _attached(ctl: Ctl, node_id: str) -> bool:
+    return any(n["node_id"] == node_id and n["attached"] for n in ctl.json("nodes"))
+
+
+def test_re_enrolling_or_revoking_a_credential_takes_effect_in_the_running_hub(fleet):
+    """Issue 13: a re-enrolled node's old token kept working in a running hub, and there
+    was no list or revoke of credentials."""
+    hub = fleet.hub(shards=1, extra_args=["--heartbeat-interval-ms", "300"])
+    ctl = Ctl(hub)
+    fleet.node(hub, "node-1")
+    ctl.wait_nodes(["node-1"])
+    listed = {(c["name"], c["role"]): c for c in ctl.json("tokens", "ls")}
+    assert listed[("node-1", "node")]["attached"] is True
+    assert ("admin", "admin") in listed and len(listed[("node-1", "node")]["fingerprint"]) == 12
+    assert "ctk_" not in ctl.ok("tokens", "ls").decode()  # never a token
+
+    # Re-enrolling node-1 (the hub keeps running) revokes the token its agent holds: the
+    # stream is dropped at the next heartbeat and the old token is refused from then on.
+    hub.enroll("node-1")
+    wait_until(lambda: not _attached(ctl, "node-1"), 30, "node-1's stream to be dropped")
+    old = Ctl(hub)
+    assert old("nodes").returncode == 0  # the admin token was not touched
+
+    # Revoke through the API: node-2 is attached, then revoked, then dropped.
+    fleet.node(hub, "node-2")
+    ctl.wait_nodes(["node-2"])
+    out = ctl.ok("tokens", "revoke", "node-2").decode()
+    assert out.startswith("revoked node node-2 ") and "dropped at its next heartbeat" in out
+    wait_until(lambda: not _attached(ctl, "node-2"), 30, "node-2's stream to be dropped")
+    assert ("node-2", "node") not in {(c["name"], c["role"]) for c in ctl.json("tokens", "ls")}
+    node2_log = hub.log_dir / "nodeagent-node-2.log"
+    wait_until(lambda: "credential was revoked or replaced" in node2_log.read_text(), 30,
+               "node-2's agent to be told why")
+    again = ctl("tokens", "revoke", "node-2")
+    assert again.returncode == 1 and b"credential 'node-2' not found" in again.stderr
+

@@ -15,7 +15,8 @@ LAYERS = [
     {"janitor"}, {"cluster"},
     {"inbox"},
     {"tasks"}, {"intake", "nodes", "shards", "browse"}, {"runs", "watching", "agents"},
-    {"hub"}, {"figures", "service", "shells", "operate"}, {"monitorapi", "operateapi"},
+    {"hub"}, {"figures", "service", "shells", "operate", "credentials"},
+    {"monitorapi", "operateapi"},
     {"process"},
 ]
 
