@@ -23,6 +23,8 @@ from cortex.errors import ConfigError, EnvelopeError
 from cortex.v1 import node_pb2
 
 DOMAIN = b"cortex.v1.TaskEnvelope\x00"
+WELCOME_DOMAIN = b"cortex.v1.Welcome\x00"
+CHALLENGE_BYTES = 32
 NONCE_BYTES = 16
 MAX_CLOCK_SKEW_MS = 60_000
 
@@ -79,6 +81,13 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     return loaded
 
 
+def welcome_proof(private_key: Ed25519PrivateKey, node_id: str, challenge: bytes) -> bytes:
+    """The hub's answer to a node's Hello.hub_challenge: proof that it holds the key the
+    node verifies envelopes with (issue 13: a wrong --hub-key used to attach as healthy
+    and then refuse every task as bad_signature)."""
+    return private_key.sign(WELCOME_DOMAIN + node_id.encode() + b"\x00" + challenge)
+
+
 class EnvelopeSigner:
     """Builds and signs envelopes; cheap enough (~35 µs) to run inline."""
 
@@ -124,6 +133,19 @@ class EnvelopeVerifier:
         self._node_id = node_id
         self._max_nonces = max_nonces
         self._nonces: OrderedDict[bytes, int] = OrderedDict()  # nonce -> expires_at_ms
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self._key)
+
+    def proves_key(self, challenge: bytes, proof: bytes) -> bool:
+        """Whether ``proof`` is the hub's welcome_proof of ``challenge`` for this node."""
+        try:
+            self._key.verify(proof, WELCOME_DOMAIN + self._node_id.encode() + b"\x00"
+                             + challenge)
+        except InvalidSignature:
+            return False
+        return True
 
     def verify(
         self, signed: node_pb2.SignedEnvelope, session_epoch: int, now_ms: int | None = None

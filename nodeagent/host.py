@@ -102,6 +102,10 @@ class TaskHost:
 
     # ---- session ------------------------------------------------------------
 
+    @property
+    def verifier(self) -> EnvelopeVerifier:
+        return self._verifier
+
     def hello(self, boot_id: int) -> node_pb2.NodeFrame:
         c = self.config
         tools, problems = self.tools.hello()

@@ -15,6 +15,7 @@ the connect loop turns into a delay. Tasks are not touched by a session ending.
 import asyncio
 import contextlib
 import random
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ import grpc
 import grpc.aio
 
 from cortex import tls, tokens
+from cortex.envelope import CHALLENGE_BYTES
 from cortex.v1 import node_pb2, node_pb2_grpc
 from nodeagent.config import AgentConfig
 from nodeagent.errors import NodeAgentError
@@ -47,10 +49,12 @@ class SessionEnd:
 
 
 class _End(Exception):
-    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after_s: float | None = None,
+                 fatal: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after_s = retry_after_s
+        self.fatal = fatal
 
 
 def channel_options(config: AgentConfig) -> list[tuple[str, Any]]:
@@ -119,7 +123,8 @@ class LinkSession:
             return self._end(f"{code.name}: {e.details()}", auth_failed=code in AUTH_CODES,
                              code=code.name, fatal=not_a_node_port(self.address, code))
         except _End as e:
-            return self._end(e.reason, retry_after_s=e.retry_after_s)
+            return self._end(e.reason, retry_after_s=e.retry_after_s,
+                             fatal=e.reason if e.fatal else "")
         except Exception as e:  # a bug or a disk error must cost a reconnect, not the agent
             self._log.exception("session_error")
             return self._end(f"session error: {type(e).__name__}: {e}")
@@ -132,9 +137,12 @@ class LinkSession:
         return SessionEnd(reason=reason, welcomed_for_s=lasted, **kw)
 
     async def _run(self, call: Any) -> SessionEnd:
-        await call.write(self.host.hello(self._boot_id))
+        hello = self.host.hello(self._boot_id)
+        challenge = hello.hello.hub_challenge = secrets.token_bytes(CHALLENGE_BYTES)
+        await call.write(hello)
         first = await self._read_first(call)
         welcome = first.welcome
+        self._check_hub_key(challenge, welcome)
         self._welcomed_at = self._last_rx = self._loop.time()
         if welcome.heartbeat_interval_ms:
             interval_ms = min(max(welcome.heartbeat_interval_ms, MIN_HEARTBEAT_INTERVAL_MS),
@@ -157,6 +165,20 @@ class LinkSession:
         for t in done:
             t.result()  # re-raise _End / AioRpcError from the loop that ended
         return self._end("stopped")
+
+    def _check_hub_key(self, challenge: bytes, welcome: node_pb2.Welcome) -> None:
+        """The hub signed our challenge with the key it signs tasks with: one that is not
+        --hub-key's would get every task refused as bad_signature, so stop now."""
+        verifier = self.host.verifier
+        if not welcome.hub_proof:  # a hub from before issue 13: nothing to check yet
+            self._log.warning("hub_key_unproven", address=self.address)
+            return
+        if not verifier.proves_key(challenge, welcome.hub_proof):
+            raise _End(f"the hub at {self.address} signs with key {welcome.hub_key_id or '?'}"
+                       f", but --hub-key {self.config.hub_key_file} is key "
+                       f"{verifier.key_id}: every task it sends would be refused "
+                       "(bad_signature); give --hub-key that hub's STATE_DIR/hub.pub",
+                       fatal=True)
 
     async def _read_first(self, call: Any) -> node_pb2.HubFrame:
         try:

@@ -103,6 +103,7 @@ class Control:
         encoder = make_encoder(s.signer, key, s.envelope_ttl_ms, s.signer_pool_workers)
         hub = Hub(s, store, encoder, hub_id=s.host_id)
         st = hub.state
+        st.welcome_key = key
         self.figures = ControlFigures(hub)
         st.coord = make_coordinator(s.coordination, s.host_id, s.lease_ttl_ms,
                                     s.control_listen)

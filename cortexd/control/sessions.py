@@ -14,6 +14,7 @@ The heartbeat interval a node is asked for grows with the fleet (DESIGN §3).
 import asyncio
 import time
 
+from cortex.envelope import key_id, welcome_proof
 from cortex.ids import is_task_id
 from cortex.tools import node_labels
 from cortex.v1 import node_pb2
@@ -94,6 +95,9 @@ class NodeSessions:
         welcome = node_pb2.Welcome(session_epoch=epoch, hub_id=st.hub_id, shard=shard,
                                    heartbeat_interval_ms=self.heartbeat_interval_ms(),
                                    fold_frames=True)
+        if hello.hub_challenge and st.welcome_key is not None:  # the node checks our key
+            welcome.hub_proof = welcome_proof(st.welcome_key, node_id, hello.hub_challenge)
+            welcome.hub_key_id = key_id(st.welcome_key.public_key())
         for v in plan.verdicts:
             welcome.verdicts.add(task_id=v.task_id, attempt=v.attempt, verdict=v.verdict,
                                  resume_offset=v.resume_offset)

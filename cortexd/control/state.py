@@ -23,6 +23,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from cortex import logs
 from cortex.errors import CortexError
 from cortex.v1 import node_pb2
@@ -147,6 +149,7 @@ class HubState:
         self.settings = settings
         self.store = store
         self.encoder = encoder
+        self.welcome_key: Ed25519PrivateKey | None = None  # signs Welcome.hub_proof
         self.hub_id = hub_id
         self.watchers = Watchers(settings.max_watchers, settings.max_watchers_per_client)
         self.journals = JournalCache(store)

@@ -114,3 +114,25 @@ def test_re_enrolling_or_revoking_a_credential_takes_effect_in_the_running_hub(f
     again = ctl("tokens", "revoke", "node-2")
     assert again.returncode == 1 and b"credential 'node-2' not found" in again.stderr
 
+
+def test_a_node_with_another_hubs_key_is_told_at_attach_and_stops(fleet, tmp_path):
+    """Issue 13: a wrong --hub-key attached as healthy, then refused every task."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from cortex.envelope import public_key_pem
+
+    hub = fleet.hub(shards=1)
+    wrong = tmp_path / "other-hub.pub"
+    wrong.write_bytes(public_key_pem(Ed25519PrivateKey.generate()))
+    node = LocalNode(hub, "node-1", extra_args=["--hub-key", str(wrong)])
+    fleet.all_nodes.append(node)
+    node.start()
+    assert node.proc is not None
+    assert node.proc.wait(timeout=60) == agent_exit.WRONG_HUB, node.log_tail()
+    log = node.log_path.read_text()
+    assert "every task it sends would be refused (bad_signature)" in log
+    assert f"--hub-key {wrong}" in log
+    # the right key attaches (and says nothing of the sort)
+    good = fleet.node(hub, "node-2")
+    Ctl(hub).wait_nodes(["node-2"])
+    assert "hub_key_unproven" not in good.log_path.read_text()
