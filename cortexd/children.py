@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -71,15 +72,19 @@ def await_ready(child: Child, timeout_s: float = BOOT_TIMEOUT_S) -> None:
                     exitcodes.BOOT_ERROR)
 
 
-def await_event(child: Child, event: str, timeout_s: float) -> dict[str, Any] | None:
+def await_event(child: Child, event: str, timeout_s: float,
+                tick: Callable[[], None] | None = None) -> dict[str, Any] | None:
     """The next ``event`` map from the child, or None (timeout, exit, closed pipe).
-    Other maps read meanwhile go to ``child.unread``."""
+    Other maps read meanwhile go to ``child.unread``; ``tick`` is called about every
+    second meanwhile (the supervisor's watchdog must not starve while it waits)."""
     deadline = time.monotonic() + timeout_s
     while child.conn is not None and child.proc is not None:
         left = deadline - time.monotonic()
         if left <= 0:
             return None
-        ready = wait([child.conn, child.proc.sentinel], timeout=left)
+        if tick is not None:
+            tick()
+        ready = wait([child.conn, child.proc.sentinel], timeout=min(left, 1.0))
         if child.conn in ready:
             try:
                 msg = read_report(child.conn)
@@ -88,7 +93,7 @@ def await_event(child: Child, event: str, timeout_s: float) -> dict[str, Any] | 
             if msg.get("event") == event:
                 return msg
             child.unread.append(msg)
-        elif child.proc.sentinel in ready:
+        elif child.proc.sentinel in ready and not child.proc.is_alive():
             return None
     return None
 

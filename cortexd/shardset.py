@@ -25,10 +25,12 @@ answers within its own bound.
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from cortexd import systemd
 from cortexd.childproc import RingPaths, report
 from cortexd.children import Child, await_event, terminate
 from cortexd.ipc.link import make_fifo
 from cortexd.ipc.ring import Ring
+from cortexd.metrics import procdir
 from cortexd.runtime import BootError, ring_prefix
 
 if TYPE_CHECKING:
@@ -46,6 +48,9 @@ class OpError(Exception):
 class ShardSet:
     def __init__(self, sup: "Supervisor") -> None:
         self.sup = sup
+
+    def _tick(self) -> None:
+        systemd.watchdog_tick(self.sup)  # an operation must not starve the watchdog
 
     def handle(self, msg: dict[str, Any]) -> None:
         """One ``shard_op`` map from the control process: do it, answer ``op_done``."""
@@ -87,7 +92,7 @@ class ShardSet:
         if not child.alive() or child.conn is None:
             raise OpError(f"shard {child.shard} is not running")
         report(child.conn, "drain")
-        done = await_event(child, "drained", DRAIN_TIMEOUT_S)
+        done = await_event(child, "drained", DRAIN_TIMEOUT_S, self._tick)
         if done is None:
             raise OpError(f"shard {child.shard} did not drain within {DRAIN_TIMEOUT_S:.0f} s")
         child.drained = True
@@ -147,6 +152,7 @@ class ShardSet:
         if child.alive() and not child.drained:
             self.drain(child, last_ok=True)
         terminate(child, sup.s.shutdown_grace_s)
+        procdir.mark_dead(child.pid)  # its gauges leave the scrape; its counters stay
         if child.conn is not None:
             child.conn.close()
             child.conn = None
@@ -164,6 +170,6 @@ class ShardSet:
         if control.conn is None:
             raise OpError("the control process is not running")
         report(control.conn, event, **fields)
-        if await_event(control, answer, CONTROL_ACK_TIMEOUT_S) is None:
+        if await_event(control, answer, CONTROL_ACK_TIMEOUT_S, self._tick) is None:
             raise OpError(f"the control process did not answer {event} within "
                           f"{CONTROL_ACK_TIMEOUT_S:.0f} s")

@@ -225,17 +225,29 @@ class Operations:
                 if not surplus:
                     break
                 moving = {n.node_id: n.epoch for n in surplus}
+                # Shards at or above their share take no attach meanwhile, so the moved
+                # nodes land on the others (a refused node retries in 100 ms).
+                share = -(-sum(len(v) for v in accepting.values()) // len(accepting))
+                paused = {i for i, v in accepting.items()
+                          if len(v) - sum(1 for n in surplus if n.shard == i) >= share - 1
+                          and len(v) >= share}
+                for i in paused:
+                    await self.state.to_shard(i, m.pack(m.ADMIT, False))
                 for node in surplus:
                     await self.state.to_shard(node.shard, m.pack(
                         m.CLOSE, node.node_id, node.epoch, "rebalance: attach again"))
                 closed += len(surplus)
                 deadline = time.monotonic() + MOVE_TIMEOUT_S
-                while self._moved(moving) < len(moving) and time.monotonic() < deadline:
-                    await asyncio.sleep(TICK_S)
-                    yield Progress(operation, "moving", f"round {round_no}: "
-                                   f"{len(moving)} sessions closed",
-                                   elapsed_s=time.monotonic() - t0,
-                                   counts=self.counts(moved=self._moved(moving)))
+                try:
+                    while self._moved(moving) < len(moving) and time.monotonic() < deadline:
+                        await asyncio.sleep(TICK_S)
+                        yield Progress(operation, "moving", f"round {round_no}: "
+                                       f"{len(moving)} sessions closed",
+                                       elapsed_s=time.monotonic() - t0,
+                                       counts=self.counts(moved=self._moved(moving)))
+                finally:
+                    for i in paused:
+                        await self.state.to_shard(i, m.pack(m.ADMIT, True))
             accepting = {i: nodes for i, nodes in self.per_shard().items()
                          if i not in self.hub.shards.drained}
             sizes = [len(n) for n in accepting.values()] or [0]

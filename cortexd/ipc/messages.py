@@ -19,6 +19,9 @@ control -> shard::
     [SEND, node_id, epoch, hub_frame_bytes]
     [CLOSE, node_id, epoch, reason]
     [INTERVAL, heartbeat_interval_ms]            the interval every node is asked for now
+    [ADMIT, accepting]                           false: answer new attaches RetryLater
+                                                 (a rebalance keeps full shards from
+                                                 taking back the nodes it moves)
 """
 
 from typing import Any
@@ -34,6 +37,7 @@ REFUSE = 11
 SEND = 12
 CLOSE = 13
 INTERVAL = 14
+ADMIT = 15
 
 
 def pack(*fields: Any) -> bytes:

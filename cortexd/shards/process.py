@@ -186,6 +186,8 @@ class Shard:
                 elif kind == m.CLOSE:
                     if (session := sessions.route(msg[1], msg[2])) is not None:
                         session.close(msg[3])
+                elif kind == m.ADMIT and self._drain is None:
+                    service.draining = not msg[1]  # a rebalance holds new attaches off
                 elif kind == m.INTERVAL:
                     # Heartbeat acks carry it to the nodes; a session's silence limit
                     # only grows (a node may still beat at its old, longer interval).

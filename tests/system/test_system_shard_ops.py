@@ -17,6 +17,7 @@ import pytest
 from cortex.v1 import control_pb2 as pb
 from cortexctl.client import HubClient, HubSettings, client_tls
 from examples.localfleet import Ctl, wait_until
+from tests.metricskit import scrape, total
 
 pytestmark = pytest.mark.system
 
@@ -70,7 +71,7 @@ def shards(ctl: Ctl) -> dict[int, dict]:
 
 @pytest.mark.timeout(600)
 def test_drain_restart_and_scale_under_load_lose_nothing(fleet, tmp_path):
-    hub = fleet.hub(shards=2)
+    hub = fleet.hub(shards=2, extra_args=["--metrics-listen", "127.0.0.1:0"])
     ctl = Ctl(hub)
     nodes = fleet.nodes(hub, 4, capacity=4)
     node_ids = [n.node_id for n in nodes]
@@ -104,6 +105,14 @@ def test_drain_restart_and_scale_under_load_lose_nothing(fleet, tmp_path):
         assert len(hub.read_info()["shards"]) == 1
         ctl.wait_nodes(node_ids, timeout_s=60)
         assert {n["shard"] for n in ctl.json("nodes") if n["attached"]} == {0}
+        # The removed shards' gauges left the scrape; the one left counts every node.
+        address = hub.info["metrics_address"]
+        wait_until(lambda: total(scrape(address), "cortex_nodes_attached") == 4, 20,
+                   "4 nodes counted by the one shard left")
+        after = scrape(address)
+        assert total(after, "cortex_shards_alive") == 1
+        assert {dict(ls).get("shard") for name, ls in after
+                if name == "cortex_nodes_attached"} <= {"0"}
         time.sleep(1.0)  # a few more submissions on the one shard left
     finally:
         submitter.halt.set()

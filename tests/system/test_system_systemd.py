@@ -190,3 +190,50 @@ def test_twenty_reloads_under_100_nodes_drop_no_stream_and_leak_nothing(fleet, t
             ["max_watchers"]
     finally:
         sims.kill()
+
+
+def _unit_settings(unit: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in unit.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")) and "=" in line:
+            key, value = line.split("=", 1)
+            out[key.strip()] = value.strip()
+    return out
+
+
+def test_the_unit_has_systemd_restart_a_hub_whose_pings_stop():
+    """What systemd does when the pings stop (there is no systemd to run here): with
+    WatchdogSec= it kills the unit with SIGABRT once a ping is WatchdogSec late, and
+    Restart=on-failure covers a watchdog timeout, so the hub is started again. The
+    supervisor pings at half WatchdogSec (cortexd/watchdog.py)."""
+    from cortexd.watchdog import interval_s
+
+    unit = _unit_settings(next(u for u in UNITS if u.name == "cortexd.service"))
+    assert unit["Type"] == "notify" and unit["NotifyAccess"] in ("main", "all")
+    watchdog_s = float(unit["WatchdogSec"])
+    assert watchdog_s > 0
+    assert unit["Restart"] in ("on-failure", "on-abnormal", "on-watchdog", "always")
+    assert unit["ExecReload"].endswith("kill -HUP $MAINPID")
+    ping = interval_s({"WATCHDOG_USEC": str(int(watchdog_s * 1e6))}, pid=1)
+    assert ping == watchdog_s / 2
+
+
+@pytest.mark.timeout(150)
+def test_watchdog_pings_go_on_while_a_shard_drains(fleet, tmp_path, monkeypatch, notify):
+    """A shard operation runs in the supervisor's loop: it must keep pinging meanwhile
+    (a drain may take many seconds; WatchdogSec=30 would kill the hub in the middle)."""
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")  # pings every 0.5 s
+    hub = fleet.hub(shards=2)
+    notify.expect("READY=1", 30)
+    ctl = Ctl(hub)
+    nodes = [fleet.node(hub, f"node-{i}") for i in range(1, 5)]
+    ctl.wait_nodes(n.node_id for n in nodes)
+    start = time.monotonic()
+    result = ctl("shards", "drain", "0", timeout_s=120)
+    end = time.monotonic()
+    assert result.returncode == 0, result.stderr
+    pings = [t for t, m in notify.messages if start <= t <= end and "WATCHDOG=1" in m]
+    gaps = [b - a for a, b in zip([start, *pings], [*pings, end], strict=True)]
+    assert max(gaps) < 2.5, gaps
