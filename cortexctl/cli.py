@@ -111,6 +111,9 @@ def add_task_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pids-max", metavar="N", type=int_range(0, PIDS_MAX_LIMIT),
                    help="most processes the task may have at once (cgroup pids.max; "
                    f"at most {PIDS_MAX_LIMIT}, the kernel's limit)")
+    p.add_argument("--queue-timeout", metavar="S", type=UINT32,
+                   help="fail the task (FAILED, reason 'queue timeout: …') if no node took "
+                   "it within S seconds; default: wait as long as it takes")
     p.add_argument("--monitor", metavar="POLICY",
                    help="watch the task with this stored monitor policy (policies ls)")
     p.add_argument("--policy-file", metavar="FILE",

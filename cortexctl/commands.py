@@ -139,6 +139,7 @@ def submit_request(args: argparse.Namespace) -> pb.SubmitRequest:
         idempotency_key=args.idempotency_key or "", env=env, cwd=args.cwd or "",
         timeout_s=args.task_timeout or 0, idle_timeout_s=args.idle_timeout or 0,
         memory_max_bytes=memory_max, pids_max=args.pids_max or 0,
+        queue_timeout_s=getattr(args, "queue_timeout", None) or 0,
     )
     for name, value in monitor_fields(args).items():
         setattr(request, name, value)

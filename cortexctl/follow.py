@@ -43,9 +43,13 @@ class RawSink:
 
     def __init__(self) -> None:
         self.task_id = ""
+        self._said = ""
 
     def state(self, task: pb.Task) -> None:
         self.task_id = task.task_id
+        if task.state == pb.QUEUED and task.queue_reason and task.queue_reason != self._said:
+            self._said = task.queue_reason  # a follow that hangs says why (issue 13)
+            notice(f"task {task.task_id} waits in QUEUED: {task.queue_reason}")
 
     def output(self, chunk: pb.OutputChunk, data: bytes) -> None:
         sys.stdout.buffer.write(data)

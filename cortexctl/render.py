@@ -116,8 +116,19 @@ def waiting_for_input(task: pb.Task) -> str:
     return p.kind or "input"
 
 
+#: Table words for Task.queue_wait (cortexd/control/waits.py).
+QUEUE_WAIT_WORDS = {"node_unknown": "node unknown", "node_detached": "node detached",
+                    "node_draining": "node draining", "no_node": "no node",
+                    "no_match": "no node matches", "draining": "nodes draining",
+                    "busy": "nodes busy"}
+
+
 def waiting_line(task: pb.Task) -> str:
     """One line saying what the task waits for, or ""."""
+    if task.state == pb.QUEUED and task.queue_reason:
+        timeout = (f"; fails after {task.queue_timeout_s}s queued (--queue-timeout)"
+                   if task.queue_timeout_s else "")
+        return f"a node: {task.queue_reason}{timeout}"
     kind = waiting_for_input(task)
     if kind:
         excerpt = one_line(task.last_prompt.excerpt.decode("utf-8", "replace"), 60)
@@ -127,7 +138,9 @@ def waiting_line(task: pb.Task) -> str:
 
 
 def state_cell(task: pb.Task) -> str:
-    """The state as a table shows it: RUNNING (input) while a prompt waits."""
+    """The state as a table shows it: RUNNING (input) while a prompt waits, QUEUED (why)."""
+    if task.state == pb.QUEUED and task.queue_wait:
+        return f"QUEUED ({QUEUE_WAIT_WORDS.get(task.queue_wait, task.queue_wait)})"
     kind = waiting_for_input(task)
     return f"{state_name(task.state)} (input)" if kind else state_name(task.state)
 
@@ -150,6 +163,8 @@ def task_dict(task: pb.Task) -> dict[str, Any]:
         "idempotency_key": task.idempotency_key,
         "selector": dict(task.selector),
         "tool": task.tool or "shell",
+        "queue_wait": task.queue_wait, "queue_reason": task.queue_reason,
+        "queue_timeout_s": task.queue_timeout_s,
         "tenant": task.tenant,
         "spooled_bytes": task.spooled_bytes,
         "held_back_bytes": task.held_back_bytes,

@@ -40,6 +40,7 @@ from cortexd.control.hub import Hub
 from cortexd.control.monitorapi import MonitorsService
 from cortexd.control.operate import Operations, SupervisorLink
 from cortexd.control.operateapi import OPERATE_SERVICE, OperateService
+from cortexd.control.queuewaits import run_queue_timeouts
 from cortexd.control.service import ControlService
 from cortexd.control.shells import ShellService
 from cortexd.control.state import HubState, ShardInfo
@@ -163,6 +164,7 @@ class Control:
         install_stop_signals(loop, lambda sig: self.stop.set())
         tasks = [asyncio.create_task(hub.inbox.serve(i, link)) for i, link in st.links.items()]
         tasks.append(asyncio.create_task(hub.placement.run()))
+        tasks.append(asyncio.create_task(run_queue_timeouts(st)))
         tasks.append(asyncio.create_task(hub.sessions.run_housekeeping()))
         tasks.append(asyncio.create_task(watch_parent(self.parent_pid, self.stop.set)))
         tasks.append(asyncio.create_task(artifacts.collector.run_forever()))

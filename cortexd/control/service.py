@@ -8,9 +8,8 @@ from typing import Any
 
 import grpc
 
-from cortex.cliargs import PIDS_MAX_LIMIT
-from cortex.ids import ENV_NAME_RE, IDEMPOTENCY_KEY_RE, check_labels, is_node_id, new_task_id
-from cortex.tools import SHELL, TOOL_NAME_RE, is_tool_name
+from cortex.ids import new_task_id
+from cortex.tools import SHELL
 from cortex.v1 import artifacts_pb2, control_pb2, control_pb2_grpc, node_pb2
 from cortexd.artifacts import ArtifactError, ArtifactsService, rules
 from cortexd.control import listing
@@ -19,8 +18,10 @@ from cortexd.control.errors import RequestError
 from cortexd.control.hub import Hub
 from cortexd.control.intake import MAX_SUBMIT_MANY, Outcome, Refused
 from cortexd.control.nodes import NodeView
+from cortexd.control.queuewaits import node_waits
 from cortexd.control.runs import cancel_dropped, wait_deadline, wait_end
 from cortexd.control.shards import ShardView
+from cortexd.control.submitcheck import check_submit
 from cortexd.control.watchers import Watcher
 from cortexd.control.watching import OutputSeen, PromptSeen, Seen, StateSeen
 from cortexd.ingress.auth import Authenticator
@@ -29,9 +30,7 @@ from cortexd.lifecycle import State
 from cortexd.store import TaskRow
 from cortexd.store.monitoring import AgentTaskRow
 
-MAX_COMMAND_BYTES = 64 << 10
 MAX_INPUT_BYTES = 64 << 10
-MAX_ENV = 256
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -55,37 +54,7 @@ def task_pb(t: TaskRow, progress: tuple[int, int] = (0, 0),
         selector=t.selector, tenant=t.tenant, attention=attention, output_paths=t.outputs,
         inputs=[artifacts_pb2.ArtifactInput(
             digest=artifacts_pb2.Digest(sha256=sha, size_bytes=size), path=path)
-            for sha, size, path in t.inputs], tool=t.tool)
-
-
-MIN_MEMORY_MAX_BYTES = 1 << 20  # below this not even the task's shell starts
-
-
-def _check_submit(req: control_pb2.SubmitRequest) -> str | None:
-    if not req.command.strip():
-        return "command is required"
-    if len(req.command.encode()) > MAX_COMMAND_BYTES:
-        return f"command is longer than {MAX_COMMAND_BYTES} bytes"
-    if (err := check_labels(dict(req.selector), "selector")) is not None:
-        return err
-    if req.node_id and not is_node_id(req.node_id):
-        return f"node_id {req.node_id!r} is not a valid node id"
-    if req.idempotency_key and not IDEMPOTENCY_KEY_RE.fullmatch(req.idempotency_key):
-        return f"idempotency_key must match {IDEMPOTENCY_KEY_RE.pattern}"
-    if len(req.env) > MAX_ENV:
-        return f"at most {MAX_ENV} environment variables"
-    for name in req.env:
-        if not ENV_NAME_RE.fullmatch(name):
-            return f"environment variable name {name!r} is not valid"
-    if req.cwd and not req.cwd.startswith("/"):
-        return "cwd must be an absolute path"
-    if req.tool and not is_tool_name(req.tool):
-        return f"tool {req.tool!r} is not a valid tool name ({TOOL_NAME_RE.pattern})"
-    if req.pids_max > PIDS_MAX_LIMIT:  # the node's cgroup write would fail (EINVAL)
-        return f"pids_max must be at most {PIDS_MAX_LIMIT} (the kernel's PID_MAX_LIMIT)"
-    if 0 < req.memory_max_bytes < MIN_MEMORY_MAX_BYTES:
-        return f"memory_max_bytes must be 0 (no limit) or at least {MIN_MEMORY_MAX_BYTES}"
-    return None
+            for sha, size, path in t.inputs], tool=t.tool, queue_timeout_s=t.queue_timeout_s)
 
 
 def _row_of(request: control_pb2.SubmitRequest) -> TaskRow:
@@ -96,6 +65,7 @@ def _row_of(request: control_pb2.SubmitRequest) -> TaskRow:
                    memory_max_bytes=request.memory_max_bytes, pids_max=request.pids_max,
                    selector=dict(request.selector), node_pin=request.node_id,
                    idempotency_key=request.idempotency_key, created_ms=now, updated_ms=now,
+                   queue_timeout_s=request.queue_timeout_s,
                    tool="" if request.tool == SHELL else request.tool)
 
 
@@ -160,6 +130,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
     def __init__(self, hub: Hub, agents: Agents | None = None) -> None:
         self.hub = hub
         self.agents = agents  # monitors (cortexd/control/agents.py)
+        self.waits = node_waits(hub.state)
 
     async def _task_files(self, request: control_pb2.SubmitRequest, row: TaskRow,
                           context: Ctx) -> None:
@@ -188,12 +159,16 @@ class ControlService(control_pb2_grpc.ControlServicer):
 
     def _task_pb(self, task: TaskRow, attention: str = "") -> control_pb2.Task:
         st = self.hub.state
-        return task_pb(task, st.task_progress(task.task_id, task.attempt),
-                       st.last_prompt(task.task_id, task.attempt), attention)
+        out = task_pb(task, st.task_progress(task.task_id, task.attempt),
+                      st.last_prompt(task.task_id, task.attempt), attention)
+        if task.state is State.QUEUED:  # say why it waits (issue 13)
+            wait = self.waits.explain(task.selector, task.node_pin, task.tool)
+            out.queue_wait, out.queue_reason = wait.code, wait.text
+        return out
 
     async def Submit(self, request: control_pb2.SubmitRequest,  # noqa: N802
                      context: Ctx) -> control_pb2.SubmitResponse:
-        if (err := _check_submit(request)) is not None:
+        if (err := check_submit(request)) is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err)
         row = _row_of(request)
         await self._task_files(request, row, context)
@@ -218,7 +193,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"at most {MAX_SUBMIT_MANY} tasks in one SubmitMany "
                                 f"(this one has {len(request.tasks)}); nothing was submitted")
-        items = [Refused("INVALID_ARGUMENT", err) if (err := _check_submit(r)) is not None
+        items = [Refused("INVALID_ARGUMENT", err) if (err := check_submit(r)) is not None
                  else Refused("INVALID_ARGUMENT", "inputs and outputs need Submit or Run, "
                               "not SubmitMany") if r.inputs or r.outputs
                  else _row_of(r) for r in request.tasks]
@@ -257,7 +232,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
 
     async def Run(self, request: control_pb2.RunRequest,  # noqa: N802
                   context: Ctx) -> control_pb2.RunResponse:
-        if (err := _check_submit(request.task)) is not None:
+        if (err := check_submit(request.task)) is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err)
         deadline = wait_deadline(context.time_remaining())
         row = _row_of(request.task)
@@ -390,7 +365,12 @@ class ControlService(control_pb2_grpc.ControlServicer):
         try:
             async for seen in self.hub.watch.watch(request.task_id, request.from_offset,
                                                    request.no_output, self._client(context)):
-                yield watch_pb(seen)
+                event = watch_pb(seen)
+                if isinstance(seen, StateSeen) and seen.task.state is State.QUEUED:
+                    wait = self.waits.explain(seen.task.selector, seen.task.node_pin,
+                                              seen.task.tool)
+                    event.state.queue_wait, event.state.queue_reason = wait.code, wait.text
+                yield event
         except RequestError as e:
             await self._fail(context, e)
             raise

@@ -52,6 +52,7 @@ class TaskRow:
     idle_timeout_s: int = 0
     memory_max_bytes: int = 0
     pids_max: int = 0
+    queue_timeout_s: int = 0  # FAILED "queue timeout" after this long QUEUED (issue 13)
     # Artifacts (issue 12; in the same JSON column): (sha256, size, path) placed before
     # the command runs, and paths collected after it ends.
     inputs: tuple[tuple[str, int, str], ...] = ()

@@ -45,7 +45,7 @@ def task_from_row(row: tuple[Any, ...] | list[Any]) -> TaskRow:
     )
 
 
-LIMIT_FIELDS = ("idle_timeout_s", "memory_max_bytes", "pids_max")
+LIMIT_FIELDS = ("idle_timeout_s", "memory_max_bytes", "pids_max", "queue_timeout_s")
 
 
 def _limits(text: str | None) -> dict[str, Any]:

@@ -136,3 +136,32 @@ def test_a_node_with_another_hubs_key_is_told_at_attach_and_stops(fleet, tmp_pat
     good = fleet.node(hub, "node-2")
     Ctl(hub).wait_nodes(["node-2"])
     assert "hub_key_unproven" not in good.log_path.read_text()
+
+
+def test_a_task_no_node_can_take_says_why_and_honours_a_queue_timeout(fleet):
+    """Issue 13: such a task waited silently in QUEUED and --follow hung with no word."""
+    hub = fleet.hub(shards=1)
+    ctl = Ctl(hub)
+    fleet.node(hub, "node-1", capacity=1)
+    ctl.wait_nodes(["node-1"])
+    gpu = ctl.submit("true", "--selector", "gpu=a100")
+    [listed] = [t for t in ctl.json("tasks") if t["task_id"] == gpu]
+    assert (listed["state"], listed["queue_wait"]) == ("QUEUED", "no_match")
+    assert "selector gpu=a100" in listed["queue_reason"]
+    assert "QUEUED (no node matches)" in ctl.ok("tasks").decode()
+    assert "waiting:" in (detail := ctl.ok("get", gpu).decode()) and "gpu=a100" in detail
+
+    blocker = ctl.submit("sleep 30", "--node", "node-1")
+    ctl.wait_state(blocker, ["RUNNING"])
+    busy = ctl.submit("true", "--node", "node-1")
+    assert ctl.task(busy)["queue_wait"] == "busy"
+    assert "node node-1 is busy (1/1 running)" in ctl.task(busy)["queue_reason"]
+
+    # --follow says why it waits, and the queue timeout ends it with the reason
+    followed = ctl("submit", "--follow", "--queue-timeout", "2", "--node", "ghost", "--",
+                   "true", timeout_s=60)
+    err = followed.stderr.decode()
+    assert "waits in QUEUED: node ghost is unknown" in err, err
+    assert "FAILED" in err and "queue timeout: QUEUED for 2s; node ghost is unknown" in err
+    assert followed.returncode == 1  # FAILED without an exit code
+    ctl.ok("cancel", blocker)

@@ -7,12 +7,13 @@ from pathlib import Path
 import cortexd.control
 
 LAYERS = [
-    {"errors", "watchers", "journals", "logreads", "monitorfeed", "nodecalls", "listing"},
+    {"errors", "watchers", "journals", "logreads", "monitorfeed", "nodecalls", "listing",
+     "waits", "submitcheck"},
     {"state"}, {"finishes"},
     {"offers"}, {"placement"},
     {"attempts"},
     {"reconcile"}, {"sessions"},
-    {"janitor"}, {"cluster"},
+    {"janitor", "queuewaits"}, {"cluster"},
     {"inbox"},
     {"tasks"}, {"intake", "nodes", "shards", "browse"}, {"runs", "watching", "agents"},
     {"hub"}, {"figures", "service", "shells", "operate", "credentials"},
