@@ -84,6 +84,9 @@ def add_global_flags(p: argparse.ArgumentParser, on_command: bool) -> None:
     g.add_argument("--ca-file", metavar="FILE", default=d(None), help="CA to verify the hub")
     g.add_argument("--cert-file", metavar="FILE", default=d(None), help="client certificate")
     g.add_argument("--key-file", metavar="FILE", default=d(None), help="client key")
+    g.add_argument("--tls-server-name", metavar="NAME", default=d(None),
+                   help="the name the hub's certificate must have, when the address "
+                   "dialled is not one of its names (implies TLS)")
     if not on_command:  # each command has its own --json, saying what its JSON is
         g.add_argument("--json", action="store_true", default=False,
                        help="JSON lines instead of text (before or after the command)")
@@ -259,7 +262,6 @@ def cmd_completion(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # gRPC's own logging is not for operators
     parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions: answer and exit
         import argcomplete
