@@ -33,6 +33,16 @@ class ClientTLS:
     cert_file: Path | None = None
     key_file: Path | None = None
     enabled: bool = False
+    server_name: str = ""  # check the certificate for this name, not the dialled host
+
+
+def channel_name_options(tls: ClientTLS) -> list[tuple[str, str]]:
+    """gRPC channel options for ``--tls-server-name``: the name the certificate must have
+    (and the :authority sent), for a hub reached by an address its certificate lacks."""
+    if not tls.enabled or not tls.server_name:
+        return []
+    return [("grpc.ssl_target_name_override", tls.server_name),
+            ("grpc.default_authority", tls.server_name)]
 
 
 def is_loopback(host: str) -> bool:

@@ -16,10 +16,11 @@ import grpc
 
 from cortex import tls
 from cortex.errors import ConfigError
+from cortex.tlsdiag import Probe
 from cortex.tokens import bearer
 from cortex.v1 import control_pb2 as pb
 from cortex.v1 import control_pb2_grpc
-from cortexctl.errors import CtlError, UsageError, from_rpc
+from cortexctl.errors import CtlError, UsageError, from_rpc, remember_probe
 
 #: Output chunks are at most 64 KiB (docs/protocol.md); leave room for a larger hub.
 MAX_RECEIVE_BYTES = 16 * 1024 * 1024
@@ -49,7 +50,7 @@ class HubSettings:
 
 
 def client_tls(ca_file: str | None, cert_file: str | None, key_file: str | None,
-               force: bool) -> tls.ClientTLS:
+               force: bool, server_name: str = "") -> tls.ClientTLS:
     """TLS is on when asked for (``--tls``) or when any TLS file is given."""
     if (cert_file is None) != (key_file is None):
         raise UsageError("--cert-file and --key-file go together")
@@ -57,12 +58,16 @@ def client_tls(ca_file: str | None, cert_file: str | None, key_file: str | None,
         ca_file=Path(ca_file) if ca_file else None,
         cert_file=Path(cert_file) if cert_file else None,
         key_file=Path(key_file) if key_file else None,
-        enabled=force or any((ca_file, cert_file, key_file)),
+        enabled=force or any((ca_file, cert_file, key_file, server_name)),
+        server_name=server_name,
     )
 
 
 def open_channel(settings: HubSettings) -> grpc.Channel:
-    options = [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
+    options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
+    options += tls.channel_name_options(settings.tls)
+    # If this channel fails to connect, errors.from_rpc probes what TLS did wrong.
+    remember_probe(Probe(settings.address, settings.tls, not settings.tls.enabled))
     try:
         tls.check_plaintext(settings.address, settings.tls.enabled, settings.insecure_loopback,
                             "hub")

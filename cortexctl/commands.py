@@ -47,7 +47,8 @@ def settings(args: argparse.Namespace) -> HubSettings:
     return HubSettings(
         address=args.hub or os.environ.get("CORTEX_HUB") or DEFAULT_HUB,
         token=load_token(args.token_file),
-        tls=client_tls(args.ca_file, args.cert_file, args.key_file, args.tls),
+        tls=client_tls(args.ca_file, args.cert_file, args.key_file, args.tls,
+                       getattr(args, "tls_server_name", None) or ""),
         insecure_loopback=args.insecure_loopback
         or os.environ.get("CORTEX_INSECURE_LOOPBACK", "") in ("1", "true", "yes"),
         timeout_s=args.timeout,

@@ -7,7 +7,15 @@ traceback for something the operator can fix.
 import grpc
 
 from cortex.errors import CortexError
+from cortex.tlsdiag import Probe, explain
 from cortexctl import exitcodes
+
+#: address -> how this process dialled it, for a diagnosis of a failed connection.
+_PROBES: dict[str, Probe] = {}
+
+
+def remember_probe(probe: Probe) -> None:
+    _PROBES[probe.address] = probe
 
 
 class CtlError(CortexError):
@@ -43,7 +51,9 @@ def from_rpc(e: grpc.RpcError, hub: str, subject: str = "") -> CtlError:
     """
     code, details = _code(e), _details(e)
     if code is grpc.StatusCode.UNAVAILABLE:
-        return CtlError(f"cannot reach hub at {hub}: {details}", exitcodes.UNREACHABLE)
+        probe = _PROBES.get(hub)
+        why = explain(probe) if probe is not None else None  # which TLS mistake, if one
+        return CtlError(f"cannot reach hub at {hub}: {why or details}", exitcodes.UNREACHABLE)
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return CtlError(f"hub at {hub} did not answer in time (--timeout)", exitcodes.UNREACHABLE)
     if code is grpc.StatusCode.UNAUTHENTICATED:

@@ -28,6 +28,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cortex.envelope import EnvelopeVerifier
+from cortex.tlsdiag import Probe, explain
 from cortex.v1 import node_pb2
 from nodeagent import exitcodes
 from nodeagent.artifacts import ArtifactLink
@@ -70,6 +71,7 @@ class NodeAgent:
         self.retry_laters = 0
         self.last_end: SessionEnd | None = None
         self.fatal = ""  # why the agent stopped itself; "" = it was asked to
+        self._explained: dict[str, str] = {}  # address -> the TLS problem last logged
         self._lock_fd = -1
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -160,6 +162,8 @@ class NodeAgent:
                 self.fatal = end.fatal
                 self._signals.put_nowait(signal.SIGTERM)  # the one loop decides: stop
                 return
+            if end.code == "UNAVAILABLE" and end.welcomed_for_s is None:
+                await self._explain_unreachable(address)
             if end.retry_after_s is not None:
                 self.retry_laters += 1
             if end.auth_failed:
@@ -175,6 +179,15 @@ class NodeAgent:
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop_link.wait(), delay)
+
+    async def _explain_unreachable(self, address: str) -> None:
+        """Log which TLS mistake, if one, kept the hub unreachable; once per address and
+        diagnosis (the agent keeps dialling: someone may fix the hub's certificate)."""
+        probe = Probe(address, self.config.tls, not self.config.tls.enabled)
+        why = await asyncio.to_thread(explain, probe)
+        if why is not None and self._explained.get(address) != why:
+            self._explained[address] = why
+            self._log.error("hub_tls_problem", address=address, problem=why)
 
     # ---- shutting down ----------------------------------------------------
 

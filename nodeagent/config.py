@@ -136,6 +136,9 @@ def _parser() -> _Parser:
     p.add_argument("--ca-file")
     p.add_argument("--cert-file")
     p.add_argument("--key-file")
+    p.add_argument("--tls-server-name", metavar="NAME",
+                   help="the name the hub's certificate must have, when --node-port's "
+                        "host is not one of its names")
     p.add_argument("--cancel-grace-s", type=float, default=2.0)
     p.add_argument("--shutdown-grace-s", type=float, default=30.0)
     p.add_argument("--backoff-base-s", type=float, default=0.2)
@@ -284,7 +287,8 @@ def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Name
         ca_file=Path(ns.ca_file) if ns.ca_file else None,
         cert_file=Path(ns.cert_file) if ns.cert_file else None,
         key_file=Path(ns.key_file) if ns.key_file else None,
-        enabled=bool(ns.ca_file or ns.cert_file),
+        enabled=bool(ns.ca_file or ns.cert_file or ns.tls_server_name),
+        server_name=ns.tls_server_name or "",
     )
     for address in hubs:  # plaintext is allowed per address, on loopback only
         check_plaintext(address, tls.enabled, ns.insecure_loopback, "hub")

@@ -80,7 +80,8 @@ def channel_options(config: AgentConfig) -> list[tuple[str, Any]]:
 def open_channel(config: AgentConfig, address: str) -> grpc.aio.Channel:
     if config.tls.enabled:
         creds = tls.channel_credentials(config.tls)
-        return grpc.aio.secure_channel(address, creds, channel_options(config))
+        return grpc.aio.secure_channel(address, creds, channel_options(config)
+                                       + tls.channel_name_options(config.tls))
     return grpc.aio.insecure_channel(address, channel_options(config))
 
 

@@ -83,3 +83,45 @@ def test_tls_with_client_certificates(fleet, tmp_path):
     assert no_cert.returncode != 0, "a client without a certificate must be refused"
     assert node.running()
     assert hub.stop() == 0
+
+
+def test_each_tls_mistake_is_named(fleet, tmp_path):
+    """Issue 13: every TLS mistake read "cannot reach hub"; each now says which."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    pki, other = make_pki(tmp_path / "a"), make_pki(tmp_path / "b")
+    hub = fleet.hub(shards=1, extra_args=[
+        "--tls-cert-file", str(pki["server"]), "--tls-key-file", str(pki["server_key"]),
+        "--tls-client-ca-file", str(pki["ca"])])
+    port = hub.control_address.rpartition(":")[2]
+    client = ["--cert-file", str(pki["client"]), "--key-file", str(pki["client_key"])]
+
+    def ctl(address: str, *tls: str) -> str:
+        done = subprocess.run([*binary("cortexctl"), "--hub", address, "--token-file",
+                               str(hub.admin_token_file), *tls, "nodes"],
+                              capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert b"Traceback" not in done.stderr
+        return "" if done.returncode == 0 else done.stderr.decode()
+
+    good = hub.control_address
+    assert ctl(good, "--ca-file", str(pki["ca"]), *client) == ""
+    assert "speaks TLS there and this client plaintext" in ctl(good, "--insecure-loopback")
+    assert "unknown CA" in ctl(good, "--ca-file", str(other["ca"]), *client)
+    mismatch = ctl(f"localhost:{port}", "--ca-file", str(pki["ca"]), *client)
+    assert "hostname mismatch: the hub's certificate is for 127.0.0.1, not localhost" in (
+        mismatch), mismatch
+    assert ctl(f"localhost:{port}", "--ca-file", str(pki["ca"]), "--tls-server-name",
+               "127.0.0.1", *client) == ""
+    assert "requires a client certificate" in ctl(good, "--ca-file", str(pki["ca"]))
+    refused = ctl(good, "--ca-file", str(pki["ca"]), "--cert-file", str(other["client"]),
+                  "--key-file", str(other["client_key"]))
+    assert "refused this client certificate" in refused, refused
+
+    plain = fleet.hub(shards=1)
+    assert "speaks plaintext there, not TLS" in ctl(plain.control_address, "--ca-file",
+                                                    str(pki["ca"]))
+
+    node = fleet.node(hub, "node-1", extra_args=["--ca-file", str(other["ca"]), *client])
+    wait_until(lambda: "unknown CA" in node.log_path.read_text(), 60,
+               "the node agent to log the TLS problem")
+    assert '"event": "hub_tls_problem"' in node.log_path.read_text()
