@@ -143,7 +143,16 @@ class HubClient:
         return self._call("SendInput", request, pb.SendInputResponse, f"task {task_id}").attempt
 
     def list_nodes(self) -> list[pb.Node]:
-        return list(self._call("ListNodes", pb.ListNodesRequest(), pb.ListNodesResponse).nodes)
+        """Every node, by node_id, page after page."""
+        nodes: list[pb.Node] = []
+        token = ""
+        while True:
+            response = self._call("ListNodes", pb.ListNodesRequest(page_token=token),
+                                  pb.ListNodesResponse)
+            nodes += response.nodes
+            token = response.next_page_token
+            if not token or not response.nodes:
+                return nodes
 
     def list_tasks(self, state: str = "TASK_STATE_UNSPECIFIED", node_id: str = "",
                    limit: int = 0, attention: bool = False) -> list[pb.Task]:

@@ -1,4 +1,5 @@
-"""ListTasks pages: a cursor token, a byte budget per response, and commands cut short.
+"""ListTasks and ListNodes pages: a cursor token, a byte budget per response, and
+commands cut short.
 
 A listing used to carry every task's whole command: a handful of 60 KB commands made
 the response exceed the message size limit, and ``cortexctl tasks`` failed until a
@@ -11,6 +12,9 @@ hundred newer tasks pushed them out (issue 13). Now:
   when more may follow, ``next_page_token`` names the last task of the page, and the
   next request continues just after it (created_ms DESC, task_id: the store's order).
 
+ListNodes pages the same way by node_id (10,000 nodes are about 1.5 MB of Node
+messages, over the Control port's message limit): :func:`node_page`.
+
 The token is opaque to clients: ``base64url("<created_ms>.<task_id>")``. A token this
 module cannot read is a :class:`BadPageToken` (INVALID_ARGUMENT at the API).
 """
@@ -21,7 +25,7 @@ import base64
 import binascii
 
 from cortex.errors import CortexError
-from cortex.ids import is_task_id
+from cortex.ids import is_node_id, is_task_id
 from cortex.v1 import control_pb2
 
 LIST_COMMAND_BYTES = 1024
@@ -76,4 +80,37 @@ def page(tasks: list[control_pb2.Task], limit: int) -> control_pb2.ListTasksResp
     if len(response.tasks) < len(tasks):
         last = response.tasks[-1]
         response.next_page_token = page_token(last.created_ms, last.task_id)
+    return response
+
+
+def read_node_token(token: str) -> str:
+    """The node_id a ListNodes page token continues after ("" for the first page)."""
+    if not token:
+        return ""
+    try:
+        node_id = base64.urlsafe_b64decode(token.encode()).decode()
+    except (binascii.Error, UnicodeError, ValueError):
+        node_id = ""
+    if not node_id.startswith("n:") or not is_node_id(node_id[2:]):
+        raise BadPageToken("page_token is not one this hub gave (pass a next_page_token as is)")
+    return node_id[2:]
+
+
+def node_page(nodes: list[control_pb2.Node], after: str,
+              limit: int) -> control_pb2.ListNodesResponse:
+    """The page of ``nodes`` (any order) after node id ``after``: by node_id, at most
+    ``limit`` (0: no count limit) and PAGE_BUDGET_BYTES."""
+    response = control_pb2.ListNodesResponse()
+    rest = sorted((n for n in nodes if n.node_id > after), key=lambda n: n.node_id)
+    used = 0
+    for node in rest:
+        size = node.ByteSize() + 8
+        if (limit and len(response.nodes) == limit) or (
+                response.nodes and used + size > PAGE_BUDGET_BYTES):
+            break
+        response.nodes.append(node)
+        used += size
+    if len(response.nodes) < len(rest):
+        last = "n:" + response.nodes[-1].node_id
+        response.next_page_token = base64.urlsafe_b64encode(last.encode()).decode()
     return response

@@ -316,8 +316,12 @@ class ControlService(control_pb2_grpc.ControlServicer):
 
     async def ListNodes(self, request: control_pb2.ListNodesRequest,  # noqa: N802
                         context: Ctx) -> control_pb2.ListNodesResponse:
-        return control_pb2.ListNodesResponse(
-            nodes=[node_pb(n) for n in await self.hub.nodes.list()])
+        try:
+            after = listing.read_node_token(request.page_token)
+        except listing.BadPageToken as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        return listing.node_page([node_pb(n) for n in await self.hub.nodes.list()], after,
+                                 request.limit)
 
     async def ListTasks(self, request: control_pb2.ListTasksRequest,  # noqa: N802
                         context: Ctx) -> control_pb2.ListTasksResponse:

@@ -35,3 +35,25 @@ def test_a_page_stops_at_the_limit_or_the_budget_and_says_where_to_go_on():
 def test_a_token_the_hub_did_not_give_is_refused(token):
     with pytest.raises(listing.BadPageToken):
         listing.read_page_token(token)
+
+
+def test_ten_thousand_nodes_come_in_pages_under_the_message_limit():
+    labels = {"os": "linux", "arch": "x86_64", "zone": "z1", "cortex.tool/shell": "0.1.0",
+              "cortex.tool/browser": "0.1.0"}
+    nodes = [pb.Node(node_id=f"node-{i:05d}", attached=True, labels=labels, capacity=8,
+                     agent_version="0.1.0", hub_id="hub-a:7700") for i in range(10_000)]
+    assert sum(n.ByteSize() for n in nodes) > 1 << 20  # one response would not fit
+    seen: list[str] = []
+    after = ""
+    while True:
+        page = listing.node_page(list(reversed(nodes)), after, 0)
+        assert page.ByteSize() <= listing.PAGE_BUDGET_BYTES + 1024
+        seen += [n.node_id for n in page.nodes]
+        if not page.next_page_token:
+            break
+        after = listing.read_node_token(page.next_page_token)
+    assert seen == [n.node_id for n in nodes]
+    limited = listing.node_page(nodes, "", 3)
+    assert [n.node_id for n in limited.nodes] == ["node-00000", "node-00001", "node-00002"]
+    with pytest.raises(listing.BadPageToken):
+        listing.read_node_token(listing.page_token(1, f"t-{0:020x}"))
