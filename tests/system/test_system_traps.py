@@ -165,3 +165,48 @@ def test_a_task_no_node_can_take_says_why_and_honours_a_queue_timeout(fleet):
     assert "FAILED" in err and "queue timeout: QUEUED for 2s; node ghost is unknown" in err
     assert followed.returncode == 1  # FAILED without an exit code
     ctl.ok("cancel", blocker)
+
+
+def test_waiting_for_input_shows_in_tasks_get_and_watch(fleet):
+    """Issue 13: a task at a prompt showed as a plain RUNNING in every text view."""
+    hub = fleet.hub(shards=1)
+    ctl = Ctl(hub)
+    fleet.node(hub, "node-1")
+    ctl.wait_nodes(["node-1"])
+    tid = ctl.submit("python3 -c 'import getpass; getpass.getpass()'; echo done")
+    wait_until(lambda: "(input)" in ctl.ok("tasks").decode(), 60, "tasks to show (input)")
+    assert "RUNNING (input)" in ctl.ok("tasks").decode()
+    detail = ctl.ok("get", tid).decode()
+    assert "for input (password" in detail and f"cortexctl input {tid} TEXT" in detail
+    watch = subprocess.Popen([*binary("cortexctl"), "--hub", hub.control_address,
+                              "--token-file", str(hub.admin_token_file), "--insecure-loopback",
+                              "watch", tid], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL)
+    try:
+        assert watch.stderr is not None
+        line = watch.stderr.readline().decode()  # the first word watch says on stderr
+        assert f"task {tid} waits for input (password" in line, line
+        ctl.ok("input", tid, "secret")
+        out, _ = watch.communicate(timeout=60)
+        assert watch.returncode == 0 and b"done" in out
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+
+
+def test_a_cancelled_task_shows_its_signal_and_the_status_the_cli_exits_with(fleet):
+    """Issue 13: a cancelled task showed exit code -2 while the CLI exited 130."""
+    hub = fleet.hub(shards=1)
+    ctl = Ctl(hub)
+    fleet.node(hub, "node-1")
+    ctl.wait_nodes(["node-1"])
+    tid = ctl.submit("sleep 60")
+    ctl.wait_state(tid, ["RUNNING"])
+    ctl.ok("cancel", tid)
+    _, status = ctl.watch(tid)
+    assert status == 130
+    task = ctl.task(tid)
+    assert (task["state"], task["exit_code"]) == ("CANCELLED", -2)
+    assert "-2 (killed by SIGINT; cortexctl watch exits 130)" in ctl.ok("get", tid).decode()
+    assert "-2 (SIGINT)" in ctl.ok("tasks").decode()
