@@ -69,5 +69,9 @@ def from_rpc(e: grpc.RpcError, hub: str, subject: str = "") -> CtlError:
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         return CtlError(f"hub is over a limit: {details}")
     if code is grpc.StatusCode.UNIMPLEMENTED:
+        if details == "Method not found!":  # grpc's words: no such service on that port
+            return CtlError(f"{hub} answers gRPC but not this call: is it the hub's node "
+                            "port? cortexctl --hub (CORTEX_HUB) is the Control port (cortexd "
+                            "--control-listen, 7701 by default); or an older cortexd")
         return CtlError(f"hub at {hub} does not implement this call (older cortexd?): {details}")
     return CtlError(f"hub error ({code.name}): {details}")

@@ -210,3 +210,13 @@ def test_a_cancelled_task_shows_its_signal_and_the_status_the_cli_exits_with(fle
     assert (task["state"], task["exit_code"]) == ("CANCELLED", -2)
     assert "-2 (killed by SIGINT; cortexctl watch exits 130)" in ctl.ok("get", tid).decode()
     assert "-2 (SIGINT)" in ctl.ok("tasks").decode()
+
+
+def test_cortexctl_pointed_at_the_node_port_says_so(fleet):
+    hub = fleet.hub(shards=1)
+    done = subprocess.run([*binary("cortexctl"), "--hub", hub.node_address, "--token-file",
+                           str(hub.admin_token_file), "--insecure-loopback", "tasks"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "is it the hub's node port? cortexctl --hub (CORTEX_HUB) is the Control port" in (
+        done.stderr), done.stderr
