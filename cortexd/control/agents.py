@@ -23,6 +23,7 @@ from cortexd.control.errors import RequestError
 from cortexd.control.monitorfeed import MonitorFeed
 from cortexd.control.state import HubState, now_ms
 from cortexd.control.tasks import TaskService
+from cortexd.monitors.actions import Action
 from cortexd.monitors.policy import PolicyError, parse_policy
 from cortexd.store import TaskRow
 from cortexd.store.monitoring import (
@@ -191,6 +192,31 @@ class Agents:
         for secret in self._secrets.get(task_id, ()):
             data = data.replace(secret, SECRET)
         return data
+
+    async def apply(self, task_id: str, a: Action) -> str:
+        """Apply a monitor's decision in the hub (every action but EXECUTE, which the
+        monitor submits); the result as recorded. Input or a cancel the task can no
+        longer take is a result ("not applied: …"), not an error."""
+        try:
+            if a.name == "SEND_INPUT":
+                data = a.text.encode()
+                await self.tasks.send_input(task_id, data)
+                await self.input_sent(task_id, data)
+                return f"sent {len(data)} bytes"
+            if a.name == "KILL":
+                await self.tasks.cancel_explained(task_id, a.reason or "killed by its monitor")
+                return "cancel requested"
+        except RequestError as e:
+            return f"not applied: {e}"
+        if a.name == "COMPLETE":
+            await self.set_state(task_id, done=True, verdict=(a.verdict or "complete")[:1000])
+            return "monitor done"
+        if a.name == "ESCALATE":
+            await self.set_state(task_id, attention=(a.reason or "needs a person")[:1000])
+            return "waiting for a person"
+        if a.name == "WAIT":
+            return f"next check in {a.next_check_seconds} s"
+        raise RequestError("INVALID_ARGUMENT", f"the hub does not apply {a.name}")
 
     # -- views ------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from cortexd.control.errors import RequestError
 from cortexd.control.monitorfeed import share_of
 from cortexd.control.service import prompt_pb, task_pb
 from cortexd.control.state import now_ms
-from cortexd.monitors.actions import POLICY_NAME_CHARS
+from cortexd.monitors.actions import POLICY_NAME_CHARS, ActionError, action_from_dict
 from cortexd.monitors.policy import PolicyError, parse_policy
 from cortexd.store import TaskRow
 from cortexd.store.monitoring import AgentTaskRow, DecisionRow, PolicyRow, SessionRow
@@ -215,8 +215,8 @@ class MonitorsService(monitor_pb2_grpc.MonitorsServicer):
             return monitor_pb2.FeedEvent(monitored=monitored_pb(row, self._pb(task)))
         return None
 
-    async def RecordDecision(self, request: monitor_pb2.Decision,  # noqa: N802
-                             context: Ctx) -> monitor_pb2.RecordDecisionResponse:
+    async def _record(self, request: monitor_pb2.Decision,
+                      context: Ctx) -> tuple[DecisionRow, bool]:
         await self._task_id(request.task_id, context)
         if not request.trigger_key or len(request.trigger_key) > MAX_KEY_CHARS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "trigger_key is required")
@@ -229,7 +229,7 @@ class MonitorsService(monitor_pb2_grpc.MonitorsServicer):
         except ValueError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "args_json is not JSON")
             raise
-        row, created = await self.store.record_decision(DecisionRow(
+        return await self.store.record_decision(DecisionRow(
             owner=agent.owner, task_id=request.task_id, attempt=request.attempt,
             wake=request.wake, trigger_key=request.trigger_key, action=request.action,
             args=args, rule_id=request.rule_id, model=request.model,
@@ -237,7 +237,29 @@ class MonitorsService(monitor_pb2_grpc.MonitorsServicer):
             completion_tokens=request.completion_tokens,
             context_digest=request.context_digest, context_bytes=request.context_bytes,
             note=request.note[:1000], session_id=agent.session_id, at_ms=now_ms()))
+
+    async def RecordDecision(self, request: monitor_pb2.Decision,  # noqa: N802
+                             context: Ctx) -> monitor_pb2.RecordDecisionResponse:
+        row, created = await self._record(request, context)
         return monitor_pb2.RecordDecisionResponse(decision=decision_pb(row), created=created)
+
+    async def Act(self, request: monitor_pb2.ActRequest,  # noqa: N802
+                  context: Ctx) -> monitor_pb2.ActResponse:
+        """Record, then apply: the stored decision (an earlier one for the same event
+        if there is one), unless it was applied or is an EXECUTE."""
+        row, created = await self._record(request.decision, context)
+        applied_now = False
+        if request.apply and not row.applied and row.action != "EXECUTE":
+            try:
+                action = action_from_dict({"action": row.action, **row.args})
+            except ActionError as e:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                raise
+            row.result = await self.agents.apply(row.task_id, action)
+            await self.store.decision_applied(row.decision_id, row.result)
+            row.applied = applied_now = True
+        return monitor_pb2.ActResponse(decision=decision_pb(row), created=created,
+                                       applied_now=applied_now)
 
     async def DecisionApplied(self, request: monitor_pb2.DecisionAppliedRequest,  # noqa: N802
                               context: Ctx) -> monitor_pb2.DecisionAppliedResponse:

@@ -48,7 +48,7 @@ CONTROL_METHODS = {
         "PutPolicy", "GetPolicy", "ListPolicies", "ListDecisions", "GetTree", "ListSessions",
         "GetSession", "Nudge")},
     **{f"/cortex.v1.Monitors/{m}": _ADMIN for m in (
-        "Feed", "RecordDecision", "DecisionApplied", "SetMonitorState", "GetContext")},
+        "Feed", "RecordDecision", "Act", "DecisionApplied", "SetMonitorState", "GetContext")},
 }
 # Nodes call Artifacts on the Control port for their tasks' inputs and outputs
 # (cortexd/artifacts/access.py checks the task); clients for their own artifacts.

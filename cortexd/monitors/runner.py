@@ -13,8 +13,10 @@ holds up only its own task:
    rate WAIT until one is allowed;
 4. else the policy's default (``policy.undecided``), which says no LLM decided.
 
-The decision is recorded *before* it is applied (``RecordDecision``, unique per task,
-attempt and trigger key). If one was recorded already — a double wake-up, or this
+The decision is recorded *before* it is applied (``Act``, unique per task, attempt
+and trigger key; in the same call the hub applies WAIT, SEND_INPUT, KILL, COMPLETE
+and ESCALATE itself and records that it did, so a decision costs two round trips,
+the screen and the act). If one was recorded already — a double wake-up, or this
 process restarted between recording and applying — the stored action is applied,
 unless it was applied; EXECUTE submits with an idempotency key made from the same
 (task, attempt, trigger key), so its follow-up starts exactly once.
@@ -49,6 +51,10 @@ APPLY_RETRIES = 6
 APPLY_BACKOFF_S = 0.25
 CALL_TIMEOUT_S = 10.0
 SCREEN_BYTES = 16_384  # what last_lines renders
+#: Calls to the hub in flight at once. A burst of wake-ups then goes through in about
+#: the order it came (asyncio's semaphore is FIFO) instead of every decision waiting
+#: for all the others' screens before any acts; an LLM call holds no slot.
+MAX_HUB_CALLS = 32
 STATES = {v: k for k, v in control_pb2.TaskState.items()}
 
 
@@ -94,11 +100,13 @@ class Runner:
         self.tasks: dict[str, TaskMonitor] = {}
         self.slots: dict[str, Slot] = {}
         self._work: set[asyncio.Task[None]] = set()
+        self._hub_calls = asyncio.Semaphore(MAX_HUB_CALLS)
         self.decisions = self.by_rule = self.by_llm = 0
         self.log = logs.get()
 
-    def _call(self, fn: Callable[..., Awaitable[Any]], request: Any) -> Awaitable[Any]:
-        return fn(request, metadata=self.metadata, timeout=CALL_TIMEOUT_S)
+    async def _call(self, fn: Callable[..., Awaitable[Any]], request: Any) -> Any:
+        async with self._hub_calls:
+            return await fn(request, metadata=self.metadata, timeout=CALL_TIMEOUT_S)
 
     def reset(self) -> None:
         """A new feed: rebuild every monitor from its snapshot (decisions are durable)."""
@@ -231,12 +239,17 @@ class Runner:
         started = time.perf_counter()
         d = await self._decide(tm, wake)
         latency_ms = (time.perf_counter() - started) * 1000
-        rec = await self._call(self.monitors.RecordDecision, monitor_pb2.Decision(
-            task_id=tm.task_id, attempt=wake.attempt, wake=wake.trigger, trigger_key=wake.key,
-            rule_id=d.rule_id, model=d.model, action=d.action.name,
-            args_json=json.dumps(d.action.args()), latency_ms=latency_ms,
-            prompt_tokens=d.prompt_tokens, completion_tokens=d.completion_tokens,
-            context_digest=d.context_digest, context_bytes=d.context_bytes, note=d.note))
+        # One round trip when the hub can apply the action itself (all but EXECUTE, and
+        # not when a test holds the monitor between recording and applying).
+        hub_applies = d.action.name != "EXECUTE" and not self.hold_ms
+        rec = await self._call(self.monitors.Act, monitor_pb2.ActRequest(
+            apply=hub_applies, decision=monitor_pb2.Decision(
+                task_id=tm.task_id, attempt=wake.attempt, wake=wake.trigger,
+                trigger_key=wake.key, rule_id=d.rule_id, model=d.model,
+                action=d.action.name, args_json=json.dumps(d.action.args()),
+                latency_ms=latency_ms, prompt_tokens=d.prompt_tokens,
+                completion_tokens=d.completion_tokens, context_digest=d.context_digest,
+                context_bytes=d.context_bytes, note=d.note)))
         stored = rec.decision
         action = d.action if rec.created else action_from_dict(
             {"action": stored.action, **json.loads(stored.args_json or "{}")})
@@ -244,14 +257,15 @@ class Runner:
         if rec.created:
             self.by_llm += bool(d.model) and not d.rule_id
             self.by_rule += bool(d.rule_id)
-        if stored.applied:
+        if stored.applied and not rec.applied_now:
             tm.decided(wake, action, now_ms())
             return
-        if self.hold_ms:
-            await asyncio.sleep(self.hold_ms / 1000)
-        result = await self._apply(tm, wake, action)
-        await self._call(self.monitors.DecisionApplied, monitor_pb2.DecisionAppliedRequest(
-            decision_id=stored.decision_id, result=result))
+        if not rec.applied_now:
+            if self.hold_ms:
+                await asyncio.sleep(self.hold_ms / 1000)
+            result = await self._apply(tm, wake, action)
+            await self._call(self.monitors.DecisionApplied, monitor_pb2.DecisionAppliedRequest(
+                decision_id=stored.decision_id, result=result))
         tm.decided(wake, action, now_ms())
         if tm.done and action.name != "COMPLETE":
             await self._call(self.monitors.SetMonitorState, monitor_pb2.SetMonitorStateRequest(
