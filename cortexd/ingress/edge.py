@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 INT64_MAX = (1 << 63) - 1
@@ -39,32 +39,86 @@ class Refused:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """One field of a message type that can hold an out-of-range value."""
+
+    name: str
+    repeated: bool
+    enum_values: frozenset[int] | None = None  # an enum: the numbers it defines
+    enum_text: str = ""
+    message: Descriptor | None = None  # a message (or map value message) to descend into
+    map_values: bool = False  # a map: check its values
+    uint64: bool = False
+
+
+_PLANS: dict[str, tuple[_Check, ...]] = {}
+
+
+def _plan(descriptor: Descriptor) -> tuple[_Check, ...]:
+    """The fields of ``descriptor`` worth checking, computed once per type: most fields
+    (strings, bools, 32-bit numbers, maps of strings) cannot be out of range, and
+    walking them cost SubmitMany 38 µs a task."""
+    key = descriptor.full_name
+    if (plan := _PLANS.get(key)) is not None:
+        return plan
+    _PLANS[key] = ()  # a recursive type: its own fields are being planned
+    checks: list[_Check] = []
+    for field in descriptor.fields:
+        entry = field.message_type
+        if entry is not None and entry.GetOptions().map_entry:
+            value = entry.fields_by_name["value"]
+            if value.message_type is not None and _plan(value.message_type):
+                checks.append(_Check(field.name, True, message=value.message_type,
+                                     map_values=True))
+            elif value.type == FieldDescriptor.TYPE_ENUM and value.enum_type is not None:
+                checks.append(_enum_check(field.name, value, map_values=True))
+            continue
+        if field.type == FieldDescriptor.TYPE_MESSAGE and entry is not None:
+            if _plan(entry):
+                checks.append(_Check(field.name, field.is_repeated, message=entry))
+        elif field.type == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
+            checks.append(_enum_check(field.name, field))
+        elif field.type in (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64):
+            checks.append(_Check(field.name, field.is_repeated, uint64=True))
+    plan = _PLANS[key] = tuple(checks)
+    return plan
+
+
+def _enum_check(name: str, field: FieldDescriptor, map_values: bool = False) -> _Check:
+    enum = field.enum_type
+    assert enum is not None
+    known = ", ".join(v.name for v in enum.values)
+    return _Check(name, field.is_repeated or map_values,
+                  enum_values=frozenset(enum.values_by_number),
+                  enum_text=f"is not a {enum.name} ({known})", map_values=map_values)
+
+
 def check_message(message: Message, path: str = "") -> str | None:
     """The first enum or uint64 field of ``message`` out of range, as a sentence."""
-    for field, value in message.ListFields():
-        name = f"{path}{field.name}"
-        values = value if field.is_repeated else (value,)
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            values = tuple(value.values())
-            field = field.message_type.fields_by_name["value"]
+    for check in _plan(cast(Descriptor, message.DESCRIPTOR)):
+        value = getattr(message, check.name)
+        if check.map_values:
+            values = list(value.values())
+        elif check.repeated:
+            values = list(value)
+        elif check.message is not None:
+            if not message.HasField(check.name):
+                continue
+            values = [value]
+        else:
+            values = [value]
+        name = f"{path}{check.name}"
         for item in values:
-            problem = _check_value(field, item, name)
-            if problem is not None:
-                return problem
-    return None
-
-
-def _check_value(field: FieldDescriptor, value: Any, name: str) -> str | None:
-    if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return check_message(value, name + ".")
-    if field.type == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
-        enum = field.enum_type
-        if value not in enum.values_by_number:
-            known = ", ".join(v.name for v in enum.values)
-            return f"{name}: {value} is not a {enum.name} ({known})"
-    elif field.type in (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64):
-        if value > INT64_MAX:
-            return f"{name}: {value} is beyond the largest value, {INT64_MAX}"
+            if check.message is not None:
+                problem = check_message(item, name + ".")
+                if problem is not None:
+                    return problem
+            elif check.enum_values is not None:
+                if item not in check.enum_values:
+                    return f"{name}: {item} {check.enum_text}"
+            elif check.uint64 and item > INT64_MAX:
+                return f"{name}: {item} is beyond the largest value, {INT64_MAX}"
     return None
 
 
