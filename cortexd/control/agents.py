@@ -10,9 +10,9 @@
   person's answer through ``cortexctl input``) clears it. Watchers and the feed
   hear both.
 - **Secrets**: input typed while the task's last prompt is a password prompt is
-  remembered here (bounded, memory only) and replaced by ``[secret]`` in every
-  context a monitor reads (``GetContext``), so it never leaves the hub, and it is
-  never logged.
+  kept by ``secrets.py`` (sealed in the store, a bounded cache in memory) and
+  replaced by ``[secret]`` in every context a monitor reads (``GetContext``), so it
+  never leaves the hub, and it is never logged.
 """
 
 from collections import OrderedDict
@@ -21,6 +21,7 @@ from cortex.ids import is_task_id
 from cortex.v1 import control_pb2
 from cortexd.control.errors import RequestError
 from cortexd.control.monitorfeed import MonitorFeed
+from cortexd.control.secrets import SecretKeeper, load_key
 from cortexd.control.state import HubState, now_ms
 from cortexd.control.tasks import TaskService
 from cortexd.monitors.actions import Action
@@ -36,9 +37,6 @@ from cortexd.store.monitoring import (
 #: The owner of policies until tenants exist (the seam: every row has an owner).
 DEFAULT_OWNER = "default"
 MAX_GOAL_CHARS = 4000
-MAX_SECRET_TASKS = 4096
-MAX_SECRETS_PER_TASK = 8
-SECRET = b"[secret]"
 MAX_TREE = 1000
 MAX_CACHED_AGENTS = 10_000
 
@@ -57,7 +55,7 @@ class Agents:
         self.store = store
         self.feed = feed
         self.attention: dict[str, str] = {}
-        self._secrets: OrderedDict[str, list[bytes]] = OrderedDict()
+        self.secrets = SecretKeeper(store, load_key(state.settings.state_dir))
         # Agent rows of watched tasks as RecordDecision needs them (owner and session
         # never change after registration), so a decision costs one store statement.
         self._rows: OrderedDict[str, AgentTaskRow] = OrderedDict()
@@ -176,22 +174,12 @@ class Agents:
         answer ends the task's need for one."""
         prompt = self.state.prompts.get(task_id)
         if prompt is not None and prompt.kind == "password":
-            secret = data.strip(b"\r\n")
-            if secret:
-                kept = self._secrets.setdefault(task_id, [])
-                kept.append(secret)
-                del kept[:-MAX_SECRETS_PER_TASK]
-                self._secrets.move_to_end(task_id)
-                while len(self._secrets) > MAX_SECRET_TASKS:
-                    self._secrets.popitem(last=False)
+            row = await self.agent_task(task_id)
+            await self.secrets.add(row.owner if row is not None else DEFAULT_OWNER, task_id,
+                                   data.strip(b"\r\n"), now_ms())
         if task_id in self.attention:
             await self.store.update_agent_task(task_id, now_ms(), attention="")
             self._attention(task_id, "")
-
-    def redact(self, task_id: str, data: bytes) -> bytes:
-        for secret in self._secrets.get(task_id, ()):
-            data = data.replace(secret, SECRET)
-        return data
 
     async def apply(self, task_id: str, a: Action) -> str:
         """Apply a monitor's decision in the hub (every action but EXECUTE, which the
@@ -269,8 +257,10 @@ class Agents:
             state = "done"
         return state, tasks, decisions
 
-    def context(self, task_id: str, head: bytes, tail: bytes) -> tuple[bytes, bytes]:
-        return self.redact(task_id, head), self.redact(task_id, tail)
+    async def context(self, task_id: str, head: bytes, tail: bytes) -> tuple[bytes, bytes]:
+        """The journal as a monitor may see it: the task's secrets replaced."""
+        head, tail = await self.secrets.redact(task_id, head, tail)
+        return head, tail
 
 
 async def start_agents(state: HubState, tasks: TaskService, store: object) -> Agents:

@@ -287,7 +287,7 @@ class MonitorsService(monitor_pb2_grpc.MonitorsServicer):
             await self._fail(context, e)
             raise
         view = await self.state.journals.view(task.task_id, task.attempt, task.output_bytes)
-        head, tail = self.agents.context(task.task_id, view.head, view.tail)
+        head, tail = await self.agents.context(task.task_id, view.head, view.tail)
         if request.screen_bytes:  # what rules read: the end of the output only
             screen = tail if view.omitted_bytes or len(tail) >= request.screen_bytes \
                 else head + tail

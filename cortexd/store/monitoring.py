@@ -233,3 +233,15 @@ class MonitorTables:
                                  "agent_sessions WHERE owner=? ORDER BY created_ms DESC, "
                                  "session_id LIMIT ?", (owner, limit))
         return [SessionRow(r[0], r[1], r[2], r[3], int(r[4])) for r in rows]
+
+    # -- secrets (sealed by the control process, cortexd/control/secrets.py) -------------
+
+    async def add_secret(self, owner: str, task_id: str, sealed: bytes, at_ms: int) -> None:
+        await self._m_all("INSERT INTO task_secrets (owner, task_id, sealed, at_ms) VALUES "
+                          "(?,?,?,?) RETURNING 1", (owner, task_id, sealed, at_ms))
+
+    async def task_secrets(self, task_id: str, limit: int = 64) -> list[bytes]:
+        """The sealed secrets of ``task_id``, the newest last."""
+        rows = await self._m_all("SELECT sealed FROM task_secrets WHERE task_id=? "
+                                 "ORDER BY id DESC LIMIT ?", (task_id, limit))
+        return [bytes(r[0]) for r in reversed(rows)]
