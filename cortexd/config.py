@@ -85,6 +85,9 @@ class Settings:
     llm_calls_per_task_per_min: int = 6
     llm_max_invalid_answers: int = 2
     llm_response_format: str = "json_schema"  # json_schema | json_object
+    # Stored policies from files (cortexd/control/policyfiles.py): comma-separated files
+    # and directories; NAME.toml is policy NAME. Re-read on SIGHUP.
+    monitor_policy_files: str = ""
     # Fault injection for tests only: hold each decision this long between recording it
     # and applying it (the window a kill -9 must hit).
     monitor_hold_before_apply_ms: int = 0

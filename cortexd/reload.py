@@ -5,7 +5,9 @@ compares it with what it loaded before, applies the settings named in
 :data:`RELOADABLE` to every child (over its pipe, ``{"event": "reload", ...}``)
 and names the others in the log as needing a restart. Credentials are re-read
 on every reload (the ``tokens`` file), whatever changed, so a re-enrolled or
-revoked credential takes effect at once. Node streams are not touched.
+revoked credential takes effect at once, and so are the monitor policy files
+(``monitor_policy_files``, cortexd/control/policyfiles.py), which may change while
+the setting does not. Node streams are not touched.
 """
 
 from dataclasses import dataclass, fields, replace
@@ -18,7 +20,7 @@ RELOADABLE = frozenset({
     "log_level", "max_queued_tasks", "max_watchers", "max_attempts", "admit_per_s",
     "max_pending_attaches", "node_grace_s", "attach_timeout_s", "heartbeat_interval_ms",
     "max_heartbeats_per_s", "envelope_ttl_ms", "queue_scan_s", "max_restarts_per_minute",
-    "child_timeout_s", "shutdown_grace_s",
+    "child_timeout_s", "shutdown_grace_s", "monitor_policy_files",
 })
 
 

@@ -40,6 +40,7 @@ from cortexd.control.hub import Hub
 from cortexd.control.monitorapi import MonitorsService
 from cortexd.control.operate import Operations, SupervisorLink
 from cortexd.control.operateapi import OPERATE_SERVICE, OperateService
+from cortexd.control.policyfiles import sync_policies
 from cortexd.control.queuewaits import run_queue_timeouts
 from cortexd.control.service import ControlService
 from cortexd.control.shells import ShellService
@@ -56,6 +57,7 @@ from cortexd.serializers import make_encoder
 from cortexd.status.collect import StatusSource
 from cortexd.status.routes import add_routes as add_status_routes
 from cortexd.store import Store, StoreError, open_store
+from cortexd.store.monitoring import MonitorTables
 from cortexd.store.rows import BatchedWrites
 from cortexd.web.server import build_app
 from cortexd.web.server import start as start_web
@@ -130,6 +132,8 @@ class Control:
             report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.PORT_IN_USE)
             return exitcodes.PORT_IN_USE
         agents = await start_agents(st, hub.tasks, store)  # monitors (cortexd/control/agents.py)
+        if s.monitor_policy_files:
+            await sync_policies(agents.store, s.monitor_policy_files)
         control = ControlService(hub, agents)
         control.artifacts = artifacts
         control.auth = auth
@@ -231,7 +235,15 @@ class Control:
             self.tokens.load()
         except Exception as e:  # a broken tokens file: keep the credentials we had
             self.log.error("reload_tokens_failed", error=str(e))
+        if settings.monitor_policy_files and isinstance(hub.state.store, MonitorTables):
+            hub.state.spawn(self._sync_policies(hub.state.store, settings.monitor_policy_files))
         self.log.info("control_reloaded", log_level=settings.log_level)
+
+    async def _sync_policies(self, store: MonitorTables, spec: str) -> None:
+        try:
+            await sync_policies(store, spec)
+        except Exception:  # a store outage: the files are read again at the next reload
+            self.log.exception("policies_reload_failed")
 
 
 async def beat_rings(st: HubState, interval_s: float = 1.0) -> None:

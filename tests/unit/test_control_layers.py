@@ -8,7 +8,7 @@ import cortexd.control
 
 LAYERS = [
     {"errors", "watchers", "journals", "logreads", "monitorfeed", "nodecalls", "listing",
-     "waits", "submitcheck"},
+     "waits", "submitcheck", "secrets"},
     {"state"}, {"finishes"},
     {"offers"}, {"placement"},
     {"attempts"},
@@ -17,7 +17,7 @@ LAYERS = [
     {"inbox"},
     {"tasks"}, {"intake", "nodes", "shards", "browse"}, {"runs", "watching", "agents"},
     {"hub"}, {"figures", "service", "shells", "operate", "credentials"},
-    {"monitorapi", "operateapi"},
+    {"monitorapi", "operateapi", "policyfiles"},
     {"process"},
 ]
 
