@@ -67,8 +67,11 @@ class NodeSessions:
         labels = node_labels(hello.labels, ((t.name, t.version) for t in hello.tools))
         for bad in hello.tool_problems:
             st.log.warning("node_tool_skipped", node=node_id, tool=bad.name, error=bad.error)
+        # Not attached (placeable) until its Welcome is on the shard's ring: a task placed
+        # before it would be sent ahead of the Welcome, to a session the shard does not
+        # have yet, and dropped (stuck ASSIGNED); and the kept tasks are not counted yet.
         node = NodeState(node_id, epoch, shard, labels, hello.capacity,
-                         hello.agent_version, attached=True, last_seen_ms=now_ms(),
+                         hello.agent_version, attached=False, last_seen_ms=now_ms(),
                          isolation=hello.isolation, draining=node_id in st.held_nodes)
         st.nodes[node_id] = node
         self.cancel_grace(node_id)
@@ -104,6 +107,7 @@ class NodeSessions:
         await st.to_shard(shard, m.pack(m.WELCOME, conn_id, node_id, epoch,
                                         node_pb2.HubFrame(welcome=welcome).SerializeToString(),
                                         welcome.heartbeat_interval_ms))
+        node.attached = True
         st.log.info("node_admitted", node=node_id, epoch=epoch, shard=shard,
                     kept=len(plan.keep), resent=len(plan.resend))
         if plan.resend:

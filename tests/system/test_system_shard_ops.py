@@ -123,7 +123,14 @@ def test_drain_restart_and_scale_under_load_lose_nothing(fleet, tmp_path):
 
     def all_ended() -> bool:
         return all(client.get_task(t).state >= pb.SUCCEEDED for t in tasks)
-    wait_until(all_ended, 240, f"{len(tasks)} tasks to end", interval_s=1.0)
+    try:
+        wait_until(all_ended, 180, f"{len(tasks)} tasks to end", interval_s=1.0)
+    except TimeoutError:
+        stuck = [client.get_task(t) for t in tasks]
+        raise AssertionError("tasks that never ended: " + "; ".join(
+            f"{t.task_id} {pb.TaskState.Name(t.state)} attempt {t.attempt} on "
+            f"{t.node_id or '-'} ({t.reason})" for t in stuck if t.state < pb.SUCCEEDED)
+            ) from None
     for task_id, mark in tasks.items():
         task = client.get_task(task_id)
         # An attempt the node refused (capacity, right after a move) is retried: a later
