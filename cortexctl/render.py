@@ -169,6 +169,7 @@ def task_dict(task: pb.Task) -> dict[str, Any]:
         "spooled_bytes": task.spooled_bytes,
         "held_back_bytes": task.held_back_bytes,
         "last_prompt": prompt_dict(task.last_prompt) if task.HasField("last_prompt") else None,
+        "waiting_for_input": waiting_for_input(task) or None,  # the prompt's kind, if unanswered
         "inputs": [{"path": i.path, "sha256": i.digest.sha256, "size_bytes": i.digest.size_bytes}
                    for i in task.inputs],
         "outputs": [{"path": o.path, "sha256": o.digest.sha256,

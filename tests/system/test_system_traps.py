@@ -176,6 +176,7 @@ def test_waiting_for_input_shows_in_tasks_get_and_watch(fleet):
     tid = ctl.submit("python3 -c 'import getpass; getpass.getpass()'; echo done")
     wait_until(lambda: "(input)" in ctl.ok("tasks").decode(), 60, "tasks to show (input)")
     assert "RUNNING (input)" in ctl.ok("tasks").decode()
+    assert ctl.task(tid)["waiting_for_input"] == "password"
     detail = ctl.ok("get", tid).decode()
     assert "for input (password" in detail and f"cortexctl input {tid} TEXT" in detail
     watch = subprocess.Popen([*binary("cortexctl"), "--hub", hub.control_address,
