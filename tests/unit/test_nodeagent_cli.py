@@ -141,3 +141,13 @@ def test_state_dir_in_use_exits_3(files: dict[str, str], tmp_path: Path) -> None
         assert cli.run(argv(files)) == exitcodes.STATE_LOCKED
     finally:
         os.close(fd)
+
+
+def test_tls_server_name_turns_tls_on_and_names_the_certificate(files: dict[str, str]) -> None:
+    from cortex.tls import channel_name_options
+
+    config, _ = parse([a for a in argv(files) if a != "--insecure-loopback"]
+                      + ["--tls-server-name", "hub-a.example.internal"])
+    assert config.tls.enabled and config.tls.server_name == "hub-a.example.internal"
+    assert ("grpc.ssl_target_name_override", "hub-a.example.internal") in (
+        channel_name_options(config.tls))
