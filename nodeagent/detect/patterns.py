@@ -69,6 +69,19 @@ STRONG: tuple[Pattern, ...] = (
     _p("repl_sqlite", REPL, 0.95, r"^sqlite> $|^   \.\.\.> $"),
     _p("repl_irb", REPL, 0.9, r"^irb\([^)\n]*\):\d+:\d+[>*\"'] $"),
     _p("repl_redis", REPL, 0.85, r"^[\w.\-]+:\d+(?:\[\d+\])?> $"),
+    _p("python_help", INPUT_REQUIRED, 0.9, r"^help> $"),
+    # Questions whose shape is a program's own (captured here: tests/corpus/kernel).
+    _p("git_username", INPUT_REQUIRED, 0.9, r"^Username for '[^'\n]{1,200}': $"),
+    _p("apt_phrase", INPUT_REQUIRED, 0.9, r"^ \?\] $"),
+    _p("bash_select", INPUT_REQUIRED, 0.9, r"^#\? $"),
+    _p("default_in_parens", INPUT_REQUIRED, 0.8,
+       r"^[a-z][\w .\-]{0,60}: \([^()\n]{1,80}\) $"),  # npm init: "package name: (dir) "
+    _p("field_default_brackets", INPUT_REQUIRED, 0.8,
+       r"^[A-Z][^\n]{0,120} \[[^\]\n]{0,80}\]:$"),  # openssl req: "Country Name ... [AU]:"
+    # A shell's own prompt as the whole line: "# ", "$ ", "bash-5.2# ", "me@host:~/src$ "
+    # (an interactive shell with no Cortex marker, e.g. another task's nonce).
+    _p("shell_prompt", INPUT_REQUIRED, 0.8,
+       r"^(?:[\w.\-]{1,40}(?:@[\w.\-]{1,64})?(?::[~/][^\s]{0,120})?)?[#$%] $"),
     _p("installer_choice", INPUT_REQUIRED, 0.85,
        r"(?i)\b(?:enter a value|enter (?:your )?(?:choice|selection|number)|your choice|"
        r"selection(?: number)?|choose (?:an? )?\w+|select (?:an? )?\w+|"

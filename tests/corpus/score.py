@@ -12,7 +12,10 @@ kernel could tell, with what /proc showed then (``kernel.json``, the shape of
 wait at the end unscored, as above), and with it — the facts reach the replay's last
 quiet tick through the live layer's own rule, and the wait at the end (``any_wait``:
 any waiting kind) is scored. The figures: the pattern corpus alone, the kernel corpus
-without and with the kernel layer, and all transcripts without and with it.
+without and with the kernel layer, and all transcripts without and with it; and, to
+say what the pattern layers reach alone on the waits only the kernel is sure of, the
+kernel corpus and all transcripts with those waits scored without kernel facts
+("patterns only").
 """
 
 import json
@@ -67,7 +70,8 @@ def _kinds(exp: dict[str, object]) -> frozenset[str]:
     return WAIT_KINDS if exp.get("any_wait") else frozenset({str(exp["kind"])})
 
 
-def score_file(raw: Path, score: Score, facts: KernelFacts | None = None) -> None:
+def score_file(raw: Path, score: Score, facts: KernelFacts | None = None,
+               waits: bool = False) -> None:
     produced: list[Detection] = replay_file(raw, NONCE, kernel=facts)[0]
     expected = expected_of(raw.with_suffix(".expected.jsonl"))
     score.files += 1
@@ -75,7 +79,8 @@ def score_file(raw: Path, score: Score, facts: KernelFacts | None = None) -> Non
     used: set[int] = set()
 
     def unscored(exp: dict[str, object]) -> bool:
-        return bool(exp.get("kernel_only")) and not (facts is not None and exp.get("any_wait"))
+        return bool(exp.get("kernel_only")) and not ((facts is not None or waits)
+                                                     and exp.get("any_wait"))
     # Scored expectations take their events first; an unscored one only takes what is left.
     for exp in sorted(expected, key=unscored):
         hit = next((i for i, d in enumerate(produced) if i not in used
@@ -105,13 +110,16 @@ def kernel_records(corpus: Path = KERNEL_CORPUS) -> dict[str, dict[str, object]]
 
 
 def score_corpus(corpus: Path = CORPUS, kernel: bool = False,
-                 score: Score | None = None) -> Score:
-    """``kernel``: give each file its recorded /proc facts (``kernel.json``) if any."""
+                 score: Score | None = None, waits: bool = False) -> Score:
+    """``kernel``: give each file its recorded /proc facts (``kernel.json``) if any;
+    ``waits``: score the wait at the end of a kernel cut without them too (what the
+    pattern layers alone find of the waits only the kernel is sure of)."""
     score = score if score is not None else Score()
     records = kernel_records(corpus) if kernel else {}
     for raw in sorted(corpus.glob("*.raw")):
         record = records.get(raw.name)
-        score_file(raw, score, facts_from_record(record) if record is not None else None)
+        score_file(raw, score, facts_from_record(record) if record is not None else None,
+                   waits)
     return score
 
 
@@ -120,8 +128,12 @@ def figures() -> list[tuple[str, Score]]:
     score_corpus(KERNEL_CORPUS, score=both_without)
     both_with = score_corpus(CORPUS)
     score_corpus(KERNEL_CORPUS, kernel=True, score=both_with)
+    both_waits = score_corpus(CORPUS)
+    score_corpus(KERNEL_CORPUS, score=both_waits, waits=True)
     return [("pattern corpus", score_corpus(CORPUS)),
             ("kernel corpus, no kernel layer", score_corpus(KERNEL_CORPUS)),
+            ("kernel waits, patterns only", score_corpus(KERNEL_CORPUS, waits=True)),
+            ("all, waits scored, patterns only", both_waits),
             ("kernel corpus, kernel layer", score_corpus(KERNEL_CORPUS, kernel=True)),
             ("all, no kernel layer", both_without), ("all, kernel layer", both_with)]
 

@@ -124,7 +124,11 @@ def test_only_a_shell_polling_its_terminal_is_a_prompt() -> None:
     from nodeagent.detect.detector import PromptDetector
     from nodeagent.detect.events import KernelFacts
 
+    # "[root@box ~]# " is no shape the pattern layer knows; "root@box:~# " it does.
     for comm, kinds in (("bash", ["input_required"]), ("node", []), ("", [])):
         det = PromptDetector(None)
-        det.feed(b"root@box:~# ", 12)
+        assert det.feed(b"[root@box ~]# ", 14) == []
         assert [d.kind for d in det.on_quiet(KernelFacts("poll", 1, comm))] == kinds, comm
+    det = PromptDetector(None)
+    assert [d.rule for d in det.feed(b"root@box:~# ", 12)] == ["shell_prompt"]
+    assert det.on_quiet(KernelFacts("poll", 1, "bash")) == []  # one event per prompt
