@@ -7,6 +7,8 @@ totals standing, counts a child restart, and its nodes are counted again once
 they re-attach. Every metric the Grafana dashboard names is in the scrape.
 """
 
+import time
+
 import pytest
 
 from examples.localfleet import Ctl, log_events, wait_until
@@ -77,3 +79,52 @@ def test_metrics_follow_the_run_and_survive_a_shard_respawn(fleet):
     for name in ("cortex_task_transitions_total", "cortex_node_attaches_total",
                  "cortex_node_frames_total", "cortex_output_bytes_total"):
         assert total(later, name) >= total(after, name), name
+
+
+@pytest.mark.timeout(180)
+def test_scrapes_during_a_steady_run_follow_the_runs_own_counts(fleet, tmp_path):
+    """Scraped while tasks are submitted and finish, not only after: each scrape's
+    SUCCEEDED transitions lie between the run's own count just before the scrape and
+    just after it (the store's count through the API), and never go back."""
+    import threading
+
+    from cortex.v1 import control_pb2 as pb
+    from cortexctl.client import HubClient, HubSettings, client_tls
+
+    hub = fleet.hub(shards=2, extra_args=["--metrics-listen", "127.0.0.1:0"])
+    address = hub.info["metrics_address"]
+    fleet.nodes(hub, 2)
+    client = HubClient(HubSettings(hub.control_address, hub.admin_token_file.read_text().strip(),
+                                   client_tls(None, None, None, False), insecure_loopback=True))
+    base = total(scrape(address), "cortex_task_transitions_total", state="SUCCEEDED")
+    halt = threading.Event()
+    submitted: list[str] = []
+
+    def submit() -> None:
+        while not halt.is_set() and len(submitted) < 200:
+            submitted.append(client.submit(pb.SubmitRequest(command="echo steady")).task.task_id)
+            halt.wait(0.05)
+
+    def succeeded() -> int:
+        return sum(1 for t in client.list_tasks("SUCCEEDED", limit=1000))
+
+    thread = threading.Thread(target=submit, daemon=True)
+    thread.start()
+    try:
+        seen = []
+        for _ in range(8):
+            lo = succeeded()
+            grew = total(scrape(address), "cortex_task_transitions_total",
+                         state="SUCCEEDED") - base
+            hi = succeeded()
+            assert lo <= grew <= hi, (lo, grew, hi)
+            seen.append(grew)
+            time.sleep(0.5)  # the run goes on between scrapes
+        assert seen == sorted(seen) and seen[-1] > seen[0], seen
+    finally:
+        halt.set()
+        thread.join(10)
+    wait_until(lambda: succeeded() == len(submitted), 60, "every task finished")
+    final = total(scrape(address), "cortex_task_transitions_total", state="SUCCEEDED") - base
+    assert final == len(submitted)
+    client.close()
