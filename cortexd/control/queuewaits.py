@@ -1,5 +1,6 @@
 """The hub's side of queue waits: why its queued tasks wait (waits.py over this hub's
-nodes) and the queue timeout a submission may ask for (``queue_timeout_s``).
+nodes and the cluster directory's) and the queue timeout a submission may ask for
+(``queue_timeout_s``).
 
 Every second the sweep ends each task in this hub's queue that has been QUEUED longer
 than its timeout as FAILED with the reason ``queue timeout: …`` saying why it waited
@@ -19,9 +20,16 @@ SWEEP_S = 1.0
 
 
 def node_waits(st: HubState) -> WaitExplainer:
+    """Over this hub's nodes and, in a cluster, the nodes the directory (as last read:
+    placement's offers refresh it while tasks are queued) says other hubs hold."""
     def loads() -> list[NodeLoad]:
-        return [NodeLoad(n.node_id, n.labels, n.capacity, len(n.running), n.attached,
-                         n.draining) for n in st.nodes.values()]
+        out = {n.node_id: NodeLoad(n.node_id, n.labels, n.capacity, len(n.running),
+                                   n.attached, n.draining) for n in st.nodes.values()}
+        for node_id, e in st.coord.known_directory().items():
+            if e.host != st.coord.host_id:
+                out[node_id] = NodeLoad(node_id, e.labels, e.capacity, e.running, True,
+                                        e.draining)
+        return list(out.values())
     return WaitExplainer(loads, lambda: st.coord.clustered)
 
 

@@ -11,7 +11,7 @@ A task no node could take used to wait silently, and ``--follow`` hung with no w
   (every matching node is at capacity).
 
 No reason (``Wait()``) means a node could take it now: it is about to be placed. In a
-cluster the rule sees this hub's nodes only, and says so: other hubs are offered the task.
+cluster the nodes are this hub's and those the directory last said other hubs hold.
 """
 
 from __future__ import annotations
@@ -56,12 +56,12 @@ def _wanted(selector: Mapping[str, str], tool: str) -> str:
 def why_queued(selector: Mapping[str, str], pin: str, tool: str, nodes: Iterable[NodeLoad],
                clustered: bool = False) -> Wait:
     needs = requires(tool)
-    here = " attached to this hub" if clustered else " attached"
+    here = " attached to any hub of the cluster" if clustered else " attached"
     if pin:
         node = next((n for n in nodes if n.node_id == pin), None)
         if node is None:
             return Wait("node_unknown", f"node {pin} is unknown: it never attached"
-                        + (" to this hub" if clustered else ""))
+                        + (" to a hub of the cluster" if clustered else ""))
         if not node.attached:
             return Wait("node_detached", f"node {pin} is detached (cortexctl nodes)")
         if node.draining:

@@ -76,6 +76,9 @@ class Coordinator(Protocol):
 
     async def directory(self, max_age_s: float = 1.0) -> dict[str, DirEntry]: ...
 
+    def known_directory(self) -> dict[str, DirEntry]:
+        """The directory as last read, without I/O ({} before the first read)."""
+
     async def lookup(self, node_id: str) -> DirEntry | None: ...
 
     async def live_hosts(self) -> set[str]: ...
@@ -115,6 +118,9 @@ class LocalCoordinator:
         return False
 
     async def directory(self, max_age_s: float = 1.0) -> dict[str, DirEntry]:
+        return {}
+
+    def known_directory(self) -> dict[str, DirEntry]:
         return {}
 
     async def lookup(self, node_id: str) -> DirEntry | None:

@@ -178,6 +178,9 @@ class RedisCoordinator:
                 delay = min(delay * 2, 2.0)
                 self.dir_writer.ready.set()
 
+    def known_directory(self) -> dict[str, DirEntry]:
+        return self._dir_cache[1]
+
     async def directory(self, max_age_s: float = 1.0) -> dict[str, DirEntry]:
         at, cached = self._dir_cache
         if time.monotonic() - at < max_age_s:

@@ -32,7 +32,7 @@ def test_an_unpinned_task_names_the_first_reason_that_holds():
     busy = why_queued({}, "", "", [node(running=2), node("n2", capacity=1, running=1)])
     assert busy.code == "busy" and "all 2 matching nodes are busy (3/3 running)" in busy.text
     assert code(nodes=[node(running=2), node("n2")]) == ""
-    assert "this hub" in why_queued({}, "ghost", "", [], clustered=True).text
+    assert "of the cluster" in why_queued({}, "ghost", "", [], clustered=True).text
 
 
 def test_the_queue_timeout_counts_from_entering_the_queue():
@@ -53,3 +53,23 @@ def test_the_explainer_reads_the_nodes_once_per_listing():
         assert waits.explain({"gpu": "a100"}, "", "").code == "no_match"
         assert waits.explain({}, "", "").code == ""
     assert len(reads) == 1
+
+
+def test_in_a_cluster_the_directory_s_nodes_on_other_hubs_count():
+    from types import SimpleNamespace
+
+    from cortexd.control.queuewaits import node_waits
+    from cortexd.coord import DirEntry
+
+    local = SimpleNamespace(node_id="n1", labels={"zone": "a"}, capacity=1, running=set(),
+                            attached=False, draining=False)
+    directory = {"n1": DirEntry("hub-b", 0, 3, {"zone": "a"}, 2, 2),  # moved to hub-b, full
+                 "n2": DirEntry("hub-b", 1, 4, {"gpu": "a100"}, 4, 0),
+                 "n3": DirEntry("hub-a", 0, 5, {"gpu": "h100"}, 4, 0)}  # ours: st.nodes says
+    coord = SimpleNamespace(host_id="hub-a", clustered=True,
+                            known_directory=lambda: directory)
+    waits = node_waits(SimpleNamespace(nodes={"n1": local}, coord=coord))
+    assert waits.explain({"gpu": "a100"}, "", "").code == ""  # n2 on hub-b can take it
+    assert waits.explain({"gpu": "h100"}, "", "").code == "no_match"
+    assert waits.explain({}, "n1", "").code == "busy"  # attached at hub-b, at capacity
+    assert "any hub of the cluster" in waits.explain({"gpu": "x"}, "", "").text
