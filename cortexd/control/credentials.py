@@ -16,10 +16,11 @@ import grpc
 
 from cortex.errors import ConfigError
 from cortex.ids import is_node_id
-from cortex.tokens import ROLES, Credential, TokenTable
+from cortex.tokens import ROLES, Credential, TokenTable, token_hash
 from cortex.v1 import credentials_pb2 as pb
 from cortex.v1 import credentials_pb2_grpc
 from cortexd.control.state import HubState
+from cortexd.ingress.auth import bearer_token
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -55,6 +56,14 @@ class CredentialsService(credentials_pb2_grpc.CredentialsServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "fingerprint must be hex digits (cortexctl tokens ls)")
         try:
+            own = token_hash(bearer_token(context.invocation_metadata()) or "")
+            if any(c.sha256 == own and c.name == request.name
+                   and request.role in ("", c.role) and c.sha256.startswith(fingerprint)
+                   for c in self.table.credentials()):
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                    "that is the credential this call is made with: revoke it "
+                                    "with another admin credential (cortexd enroll NAME "
+                                    "--role admin), so that someone can still list and revoke")
             removed = self.table.revoke(request.name, request.role, fingerprint)
         except (ConfigError, OSError) as e:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))

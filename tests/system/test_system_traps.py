@@ -113,6 +113,9 @@ def test_re_enrolling_or_revoking_a_credential_takes_effect_in_the_running_hub(f
                "node-2's agent to be told why")
     again = ctl("tokens", "revoke", "node-2")
     assert again.returncode == 1 and b"credential 'node-2' not found" in again.stderr
+    own = ctl("tokens", "revoke", "admin")
+    assert own.returncode == 1 and b"the credential this call is made with" in own.stderr
+    assert ctl("nodes").returncode == 0
 
 
 def test_a_node_with_another_hubs_key_is_told_at_attach_and_stops(fleet, tmp_path):
