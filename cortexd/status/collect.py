@@ -11,6 +11,7 @@
   control process publishes; a task is counted once).
 """
 
+import asyncio
 import time
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
@@ -73,12 +74,28 @@ class Throughput:
 
 
 class StatusSource:
+    """Snapshots for the page; one at a time, and a snapshot younger than ``CACHE_S`` is
+    served again (each counts every state in the store: many open pages must not
+    multiply that)."""
+
+    CACHE_S = 1.0
+
     def __init__(self, hub: "Hub") -> None:
         self.hub = hub
         self.throughput = Throughput()
         hub.state.on_publish.append(self.throughput.on_publish)
+        self._lock = asyncio.Lock()
+        self._last: tuple[float, dict[str, Any]] | None = None
 
     async def snapshot(self) -> dict[str, Any]:
+        async with self._lock:
+            if self._last is not None and time.monotonic() - self._last[0] < self.CACHE_S:
+                return self._last[1]
+            snap = await self._build()
+            self._last = (time.monotonic(), snap)
+            return snap
+
+    async def _build(self) -> dict[str, Any]:
         hub, st = self.hub, self.hub.state
         shards = await hub.shards.list()
         nodes = await hub.nodes.list()
