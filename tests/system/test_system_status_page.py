@@ -103,6 +103,13 @@ def test_status_page_shows_the_api_numbers_and_updates(fleet, tmp_path):
             assert int(page.locator("#plot rect").evaluate_all(
                 "rs => rs.reduce((a, r) => a + Number(r.dataset.finished), 0)")) == 8
 
+            # An operator drains a node: the page says so (and the API agrees).
+            ctl.ok("nodes", "drain", "node-1")
+            expect(page.locator("#nodes-draining")).to_have_text("1", timeout=15_000)
+            assert [n["draining"] for n in ctl.json("nodes") if n["node_id"] == "node-1"] \
+                == [True]
+            expect(page.locator("#nodes-table")).to_contain_text("draining")
+
             shot = tmp_path / "status-page.png"
             page.screenshot(path=str(shot), full_page=True)
         finally:
