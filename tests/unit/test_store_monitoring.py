@@ -114,3 +114,16 @@ def test_sessions(url: str) -> None:
         assert [x.session_id for x in await s.list_sessions("default")] == ["s-2", "s-1"]
 
     run(url, body)
+
+
+def test_sealed_secrets_round_trip(url: str) -> None:
+    async def body(s: MonitorTables) -> None:
+        blobs = [bytes([0, 255, 7]) * 10, b"\x00sealed\xff"]
+        for i, b in enumerate(blobs):
+            await s.add_secret("default", "t-1", b, i)
+        await s.add_secret("default", "t-2", b"other", 9)
+        assert await s.task_secrets("t-1") == blobs  # bytes exactly, oldest first
+        assert await s.task_secrets("t-1", limit=1) == blobs[-1:]
+        assert await s.task_secrets("t-3") == []
+
+    run(url, body)
