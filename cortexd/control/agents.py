@@ -117,6 +117,8 @@ class Agents:
         """Store the agent row of a created (or deduplicated) task; idempotent."""
         if prepared.task_id and prepared.task_id != task.task_id:
             self.feed.forget_expected(prepared.task_id)
+        elif prepared.task_id:  # the task this submission created: no secrets yet
+            self.secrets.new_task(task.task_id)
         prepared.task_id = task.task_id
         fresh_session = ""
         if prepared.goal and not prepared.session_id:
@@ -170,8 +172,9 @@ class Agents:
         self.state.publish(task_id, ("attention", reason))
 
     async def input_sent(self, task_id: str, data: bytes) -> None:
-        """Input went to the task: a secret if typed at a password prompt; a person's
-        answer ends the task's need for one."""
+        """Input goes to the task (called just before it is sent, so that a program
+        echoing it cannot be faster than its redaction): a secret if typed at a password
+        prompt; a person's answer ends the task's need for one."""
         prompt = self.state.prompts.get(task_id)
         if prompt is not None and prompt.kind == "password":
             row = await self.agent_task(task_id)
@@ -188,8 +191,8 @@ class Agents:
         try:
             if a.name == "SEND_INPUT":
                 data = a.text.encode()
+                await self.input_sent(task_id, data)  # a secret is known before any echo
                 await self.tasks.send_input(task_id, data)
-                await self.input_sent(task_id, data)
                 return f"sent {len(data)} bytes"
             if a.name == "KILL":
                 await self.tasks.cancel_explained(task_id, a.reason or "killed by its monitor")

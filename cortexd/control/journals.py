@@ -64,5 +64,12 @@ class JournalCache:
         self._keep(task_id, attempt, journal)
         return journal.view()
 
+    def cached_view(self, task_id: str, attempt: int, total: int) -> JournalView | None:
+        """The view :meth:`view` would give, if it is in memory (no store read)."""
+        held = self._journals.get(task_id)
+        if held is not None and held[0] == attempt and held[1].total == total:
+            return held[1].view()
+        return None
+
     def forget(self, task_id: str) -> None:
         self._journals.pop(task_id, None)

@@ -25,6 +25,12 @@ from cortexd.store.monitoring import AgentTaskRow, DecisionRow, PolicyRow, Sessi
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 SNAPSHOT_BATCH = 256
+SCREEN_BYTES = 16_384  # the end of a journal a prompt's feed event carries
+
+
+def screen_of(head: bytes, tail: bytes, omitted: int, n: int) -> bytes:
+    """The last ``n`` bytes of a (redacted) journal: what a monitor's rules read."""
+    return (tail if omitted or len(tail) >= n else head + tail)[-n:]
 MAX_KEY_CHARS = 200
 
 
@@ -199,8 +205,17 @@ class MonitorsService(monitor_pb2_grpc.MonitorsServicer):
             return monitor_pb2.FeedEvent(state=self._pb(payload))
         if kind == "prompt":
             ev: node_pb2.PromptEvent = payload
-            return monitor_pb2.FeedEvent(prompt=monitor_pb2.FeedPrompt(
-                task_id=task_id, attempt=ev.attempt, prompt=prompt_pb(ev)))
+            fp = monitor_pb2.FeedPrompt(task_id=task_id, attempt=ev.attempt,
+                                        prompt=prompt_pb(ev))
+            known = self.state.ends.get(task_id)
+            view = (self.state.journals.cached_view(task_id, ev.attempt, known[1])
+                    if known is not None and known[0] == ev.attempt else None)
+            blobs = (self.agents.secrets.redact_known(task_id, view.head, view.tail)
+                     if view is not None else None)
+            if view is not None and blobs is not None:
+                fp.has_screen, fp.screen_end = True, view.total_bytes
+                fp.screen = screen_of(blobs[0], blobs[1], view.omitted_bytes, SCREEN_BYTES)
+            return monitor_pb2.FeedEvent(prompt=fp)
         if kind == "output":
             attempt, end, at_ms = payload
             return monitor_pb2.FeedEvent(output=monitor_pb2.FeedOutput(
@@ -289,9 +304,7 @@ class MonitorsService(monitor_pb2_grpc.MonitorsServicer):
         view = await self.state.journals.view(task.task_id, task.attempt, task.output_bytes)
         head, tail = await self.agents.context(task.task_id, view.head, view.tail)
         if request.screen_bytes:  # what rules read: the end of the output only
-            screen = tail if view.omitted_bytes or len(tail) >= request.screen_bytes \
-                else head + tail
-            head, tail = b"", screen[-request.screen_bytes:]
+            head, tail = b"", screen_of(head, tail, view.omitted_bytes, request.screen_bytes)
         prompt = self.state.last_prompt(task.task_id, task.attempt)
         return monitor_pb2.TaskContext(
             journal=control_pb2.Journal(

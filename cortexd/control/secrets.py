@@ -95,17 +95,33 @@ class SecretKeeper:
         return self._keep(task_id, opened)
 
     async def add(self, owner: str, task_id: str, secret: bytes, now_ms: int) -> None:
-        """Keep ``secret`` (stored before it is used, so a restart cannot lose it)."""
+        """Keep ``secret``: redacted at once, and stored (before the input is sent: the
+        caller awaits this first), so a restart cannot lose it."""
         if not secret:
             return
         known = await self._secrets(task_id)
         if secret in known:
             return
+        self._keep(task_id, [*known, secret])  # redacted from now on, before it is stored
         await self.store.add_secret(owner, task_id, self._seal(task_id, secret), now_ms)
-        self._keep(task_id, [*known, secret])
+
+    def new_task(self, task_id: str) -> None:
+        """``task_id`` was just created: it has no secrets yet (no store read needed)."""
+        if task_id not in self._known:
+            self._keep(task_id, [])
+
+    def redact_known(self, task_id: str, *blobs: bytes) -> list[bytes] | None:
+        """:meth:`redact` without a store read; None when the task's secrets are not in
+        memory (then only :meth:`redact` may say what leaves)."""
+        known = self._known.get(task_id)
+        return None if known is None else self._replace(known, blobs)
 
     async def redact(self, task_id: str, *blobs: bytes) -> list[bytes]:
-        secrets = sorted(await self._secrets(task_id), key=len, reverse=True)
+        return self._replace(await self._secrets(task_id), blobs)
+
+    @staticmethod
+    def _replace(known: list[bytes], blobs: tuple[bytes, ...]) -> list[bytes]:
+        secrets = sorted(known, key=len, reverse=True)
         out = []
         for data in blobs:
             for secret in secrets:  # the longest first: one secret may hold another

@@ -306,9 +306,9 @@ class ControlService(control_pb2_grpc.ControlServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"input must be 1 to {MAX_INPUT_BYTES} bytes")
         try:
-            attempt = await self.hub.tasks.send_input(request.task_id, request.data)
-            if self.agents is not None:
+            if self.agents is not None:  # a secret is known before the task can echo it
                 await self.agents.input_sent(request.task_id, request.data)
+            attempt = await self.hub.tasks.send_input(request.task_id, request.data)
         except RequestError as e:
             await self._fail(context, e)
             raise

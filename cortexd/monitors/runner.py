@@ -101,6 +101,9 @@ class Runner:
         self.slots: dict[str, Slot] = {}
         self._work: set[asyncio.Task[None]] = set()
         self._hub_calls = asyncio.Semaphore(MAX_HUB_CALLS)
+        # {task: (wake key, screen, its journal end)}: the screen a prompt's feed event
+        # carried, used by that wake's rules instead of a GetContext (one per task).
+        self._screens: dict[str, tuple[str, bytes, int]] = {}
         self.decisions = self.by_rule = self.by_llm = 0
         self.log = logs.get()
 
@@ -111,6 +114,7 @@ class Runner:
     def reset(self) -> None:
         """A new feed: rebuild every monitor from its snapshot (decisions are durable)."""
         self.tasks.clear()
+        self._screens.clear()
 
     # -- feed events ------------------------------------------------------------------
 
@@ -127,8 +131,11 @@ class Runner:
         elif kind == "prompt":
             if (tm := self.tasks.get(ev.prompt.task_id)) is not None:
                 p = ev.prompt.prompt
-                self._wake(tm, tm.on_prompt(ev.prompt.attempt, p.kind, p.offset, p.excerpt,
-                                            p.at_ms))
+                wake = tm.on_prompt(ev.prompt.attempt, p.kind, p.offset, p.excerpt, p.at_ms)
+                if wake is not None and ev.prompt.has_screen:
+                    self._screens[tm.task_id] = (wake.key, ev.prompt.screen,
+                                                 ev.prompt.screen_end)
+                self._wake(tm, wake)
         elif kind == "output":
             if (tm := self.tasks.get(ev.output.task_id)) is not None:
                 tm.on_output(ev.output.attempt, ev.output.end, ev.output.at_ms)
@@ -193,14 +200,18 @@ class Runner:
             if self.slots.get(tm.task_id) is slot and not slot.waiting:
                 del self.slots[tm.task_id]
 
-    async def _screen(self, tm: TaskMonitor) -> str:
-        """The rendered last lines the rules match on (only the end of the journal)."""
-        ctx = await self._call(self.monitors.GetContext, monitor_pb2.GetContextRequest(
-            task_id=tm.task_id, screen_bytes=SCREEN_BYTES))
-        j = ctx.journal
-        screen = j.tail
+    async def _screen(self, tm: TaskMonitor, wake: Wake) -> str:
+        """The rendered last lines the rules match on (only the end of the journal): the
+        one the prompt's feed event carried, else the hub's now."""
+        held = self._screens.pop(tm.task_id, None)
+        if held is not None and held[0] == wake.key:
+            screen, total = held[1], held[2]
+        else:
+            ctx = await self._call(self.monitors.GetContext, monitor_pb2.GetContextRequest(
+                task_id=tm.task_id, screen_bytes=SCREEN_BYTES))
+            screen, total = ctx.journal.tail, ctx.journal.total_bytes
         if tm.prompt is not None:
-            screen = screen_end(screen, j.total_bytes, tm.prompt.excerpt, tm.prompt.offset)
+            screen = screen_end(screen, total, tm.prompt.excerpt, tm.prompt.offset)
         return last_lines(screen)
 
     async def _journal(self, tm: TaskMonitor) -> JournalText:
@@ -213,7 +224,7 @@ class Runner:
         return JournalText(j.head, j.tail, marker)
 
     async def _decide(self, tm: TaskMonitor, wake: Wake) -> Decided:
-        s = tm.situation(wake, now_ms(), await self._screen(tm))
+        s = tm.situation(wake, now_ms(), await self._screen(tm, wake))
         rd = decide_by_rules(tm.policy, s)
         if rd is not None:
             return Decided(rd.action, rule_id=rd.rule_id)
