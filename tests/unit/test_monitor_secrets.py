@@ -42,3 +42,20 @@ def test_sealed_in_the_store_and_redacted_by_a_new_keeper(tmp_path: Path) -> Non
         assert await again.redact("t-3", b"hunter2") == [b"hunter2"]
         assert again.unreadable == 1
     asyncio.run(go())
+
+
+def test_what_the_feed_may_redact_without_the_store(tmp_path: Path) -> None:
+    from cortexd.control.monitorapi import screen_of
+
+    store = Store()
+
+    async def go() -> None:
+        k = SecretKeeper(store, load_key(tmp_path))  # type: ignore[arg-type]
+        assert k.redact_known("t-1", b"x") is None  # not known: the feed sends no screen
+        k.new_task("t-1")  # created just now: nothing to redact yet
+        assert k.redact_known("t-1", b"x") == [b"x"]
+        await k.add("default", "t-1", b"hunter2", 1)
+        assert k.redact_known("t-1", b"typed hunter2") == [b"typed [secret]"]
+    asyncio.run(go())
+    assert screen_of(b"head", b"tail", 0, 6) == b"adtail"  # contiguous: joined
+    assert screen_of(b"head", b"tail", 5, 6) == b"tail"  # a gap: the tail only
