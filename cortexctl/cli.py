@@ -44,6 +44,7 @@ from cortexctl import (
     runcmd,
     shellcmds,
     tokencmds,
+    wscmds,
 )
 from cortexctl.errors import CtlError, UsageError
 
@@ -239,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitorcmds.add_parsers(command, sub)
     browse.add_parser(sub, add_global_flags)
     _json_anywhere(parser)
+    wscmds.add_parser(sub, add_global_flags)
     return parser
 
 

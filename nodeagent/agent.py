@@ -43,6 +43,7 @@ from nodeagent.link import LinkSession, SessionEnd
 from nodeagent.ranlog import RanLog
 from nodeagent.reaper import OrphanReaper, become_subreaper
 from nodeagent.recovery import recover
+from nodeagent.workspace.mirror import WorkspaceMirror
 
 LOCK_FILE = "agent.lock"
 FORCED_KILL_WAIT_S = 5.0
@@ -73,6 +74,7 @@ class NodeAgent:
         self.fatal = ""  # why the agent stopped itself; "" = it was asked to
         self._explained: dict[str, str] = {}  # address -> the TLS problem last logged
         self._lock_fd = -1
+        self.workspaces: WorkspaceMirror | None = None
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Ask for shutdown as a signal would (a second call forces it)."""
@@ -86,6 +88,8 @@ class NodeAgent:
         self.host.cgroups = open_isolation(self.config.isolation, self._log)
         if self.config.control_address:  # tasks' artifacts (nodeagent/taskfiles.py)
             self.host.files.link = ArtifactLink(self.config, self._token, self._log)
+            self.workspaces = WorkspaceMirror(self.config, self._token, self._log)
+            self.workspaces.start()  # workspace copies (nodeagent/workspace/)
         reaper_task = None
         if self._manage_process:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -119,6 +123,8 @@ class NodeAgent:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             await self.host.files.close()
+            if self.workspaces is not None:
+                await self.workspaces.close()
             if self.host.browser is not None:
                 await self.host.browser.stop()
             self.host.close()

@@ -26,6 +26,7 @@ from cortex.v1 import (
     monitor_pb2_grpc,
     operate_pb2_grpc,
     shell_pb2_grpc,
+    workspace_pb2_grpc,
 )
 from cortexd import exitcodes
 from cortexd.artifacts import open_artifacts
@@ -61,6 +62,7 @@ from cortexd.store.monitoring import MonitorTables
 from cortexd.store.rows import BatchedWrites
 from cortexd.web.server import build_app
 from cortexd.web.server import start as start_web
+from cortexd.workspaces import close_workspaces, open_workspaces
 
 CONTROL_SERVICE = "cortex.v1.Control"
 
@@ -143,6 +145,9 @@ class Control:
             MonitorsService(agents), server)
         artifacts_pb2_grpc.add_ArtifactsServicer_to_server(  # type: ignore[no-untyped-call]
             artifacts, server)
+        workspaces, ws_watchers = await open_workspaces(s, auth)
+        workspace_pb2_grpc.add_WorkspacesServicer_to_server(  # type: ignore[no-untyped-call]
+            workspaces, server)
         browse_pb2_grpc.add_BrowseServicer_to_server(  # type: ignore[no-untyped-call]
             BrowseService(st, auth), server)
         shell_pb2_grpc.add_ShellServicer_to_server(  # type: ignore[no-untyped-call]
@@ -197,6 +202,7 @@ class Control:
         for link in st.links.values():
             link.close()
         await artifacts.store.close()
+        await close_workspaces(workspaces, ws_watchers)
         await store.close()
         self.log.info("control_stopped", nodes=sum(n.attached for n in st.nodes.values()),
                       queued=len(st.queue))

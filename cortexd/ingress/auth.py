@@ -65,6 +65,13 @@ CONTROL_METHODS |= {
     "/cortex.v1.Artifacts/Collect": _ADMIN,
     "/cortex.v1.Artifacts/AttachOutputs": frozenset({"node"}),
 }
+# Workspaces (workspace.proto): operators manage them; nodes run the sync rounds of the
+# workspaces attached to them (cortexd/workspaces/service.py checks the attachment).
+CONTROL_METHODS |= {f"/cortex.v1.Workspaces/{m}": _CLIENT for m in (
+    "Create", "Seed", "Attach", "Detach", "Status", "SyncNow", "Conflicts", "Resolve")}
+CONTROL_METHODS |= {f"/cortex.v1.Workspaces/{m}": _ANY for m in ("Missing", "Push", "Pull")}
+CONTROL_METHODS |= {f"/cortex.v1.Workspaces/{m}": frozenset({"node"})
+                    for m in ("Follow", "Plan", "Commit")}
 
 
 class Authenticator:

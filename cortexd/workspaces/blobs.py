@@ -1,0 +1,141 @@
+"""The hub's workspace blobs: content-addressed, checked on arrival, shared by workspaces.
+
+``STATE_DIR/workspaces/.blobs/ab/<sha256>`` holds the bytes a node or cortexctl pushed
+(and a conflict's losing version, kept by ``resolve``), each whole and checked: a blob is
+written to ``<sha256>.part`` as its chunks arrive, hashed as it goes, and renamed into
+place only when its size and sha256 match what the first chunk declared; a mismatch
+keeps nothing. A kill -9 mid-push leaves at most a ``.part`` (removed at the next push of
+that blob), never a wrong blob. Files move into a tree from here by copy (the copy is
+hashed again, ``cortex/wstree.apply_entry``), so a blob can be dropped once every
+synced state has moved on (not collected yet: see docs/architecture.md).
+
+``pull_chunks`` serves the hub's files: a blob when there is one, else the file at its
+path in the hub tree, hashed while read; a file that changed since it was planned ends
+with ``error`` and the node skips that action until the next round.
+"""
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cortex.wsmerge import WorkspacePathError
+from cortex.wstree import CHUNK_BYTES, safe_path
+
+MAX_CHUNK_BYTES = 1 << 20
+
+
+class PushRefused(Exception):
+    """A chunk out of order, too large, or a blob whose bytes are not its sha256."""
+
+
+@dataclass(slots=True)
+class _Incoming:
+    sha256: str
+    size: int
+    path: Path
+    fd: int
+    got: int
+    hasher: "hashlib._Hash"
+
+
+class BlobDir:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._in: _Incoming | None = None
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    def has(self, sha256: str) -> bool:
+        return self.path(sha256).exists()
+
+    def receive(self, sha256: str, size: int, offset: int, data: bytes, last: bool) -> bool | None:
+        """One pushed chunk; True when a blob was stored, False when it was refused (its
+        bytes did not hash to its name), None while it is incomplete."""
+        if len(data) > MAX_CHUNK_BYTES:
+            raise PushRefused(f"chunk of {len(data)} bytes (at most {MAX_CHUNK_BYTES})")
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise PushRefused(f"{sha256[:70]!r} is not a sha256")
+        cur = self._in
+        if cur is None or cur.sha256 != sha256:
+            self._abandon()
+            if offset != 0:
+                raise PushRefused(f"{sha256[:16]}: first chunk at offset {offset}")
+            part = self.path(sha256).with_suffix(".part")
+            part.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            cur = self._in = _Incoming(sha256, size, part, fd, 0, hashlib.sha256())
+        if offset != cur.got or cur.got + len(data) > cur.size:
+            self._abandon()
+            raise PushRefused(f"{sha256[:16]}: chunk at {offset}, expected {cur.got}")
+        os.write(cur.fd, data)
+        cur.hasher.update(data)
+        cur.got += len(data)
+        if not last:
+            return None
+        os.close(cur.fd)
+        self._in = None
+        if cur.got != cur.size or cur.hasher.hexdigest() != sha256:
+            cur.path.unlink(missing_ok=True)
+            return False
+        os.chmod(cur.path, 0o444)
+        os.replace(cur.path, self.path(sha256))
+        return True
+
+    def _abandon(self) -> None:
+        if self._in is not None:
+            os.close(self._in.fd)
+            self._in.path.unlink(missing_ok=True)
+            self._in = None
+
+    def close(self) -> None:
+        self._abandon()
+
+    def keep(self, source: Path, sha256: str) -> None:
+        """Keep a copy of a tree file as a blob (a version about to be replaced)."""
+        if self.has(sha256):
+            return
+        part = self.path(sha256).with_suffix(".part")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        h = hashlib.sha256()
+        with open(source, "rb") as src, open(part, "wb") as dst:
+            while chunk := src.read(CHUNK_BYTES):
+                h.update(chunk)
+                dst.write(chunk)
+        if h.hexdigest() != sha256:
+            part.unlink(missing_ok=True)
+            return
+        os.chmod(part, 0o444)
+        os.replace(part, self.path(sha256))
+
+
+def pull_chunks(blobs: BlobDir, tree_root: Path, rel: str,
+                sha256: str) -> Iterator[tuple[int, bytes, bool, str]]:
+    """(offset, data, last, error) pieces of one file for Pull."""
+    source = blobs.path(sha256)
+    if not source.exists():
+        try:
+            source = safe_path(tree_root, rel)
+        except WorkspacePathError as e:
+            yield 0, b"", True, str(e)
+            return
+    try:
+        f = open(source, "rb")
+    except OSError as e:
+        yield 0, b"", True, f"{rel}: {e.strerror}"
+        return
+    with f:
+        h, offset = hashlib.sha256(), 0
+        chunk = f.read(CHUNK_BYTES)
+        while True:
+            h.update(chunk)
+            nxt = f.read(CHUNK_BYTES) if len(chunk) == CHUNK_BYTES else b""
+            last = not nxt
+            error = "" if not last or h.hexdigest() == sha256 else f"{rel}: changed"
+            yield offset, chunk, last, error
+            if last:
+                return
+            offset += len(chunk)
+            chunk = nxt
