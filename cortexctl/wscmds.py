@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
+from cortex.cliargs import float_range
 from cortex.tokens import bearer
 from cortex.v1 import workspace_pb2 as wpb
 from cortex.v1 import workspace_pb2_grpc
@@ -194,7 +195,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]",
     a.add_argument("name", metavar="NAME", nargs="?")
     a = action("sync", cmd_sync, "sync NAME now: every online copy runs a round")
     a.add_argument("name", metavar="NAME")
-    a.add_argument("--wait", type=float, default=30.0, metavar="S",
+    a.add_argument("--wait", type=float_range(0.1, 3600.0), default=30.0, metavar="S",
                    help="how long to wait for the rounds (default 30)")
     a = action("conflicts", cmd_conflicts, "paths changed on both sides (open ones)")
     a.add_argument("name", metavar="NAME", nargs="?")
