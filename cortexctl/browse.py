@@ -160,6 +160,8 @@ def cmd_call(args: argparse.Namespace) -> int:
     result, data = BrowseClient(args).call(_session(args), op, **call_args)
     if op in ("screenshot", "html") or (op == "record.stop" and args.output):
         _write(data, args.output)
+        for name in result.get("artifact_names", []):  # kept on the hub: artifacts get NAME
+            print(f"stored as artifact {name}", file=sys.stderr)
         return exitcodes.OK
     if args.json:
         print(json.dumps(result))

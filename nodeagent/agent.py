@@ -108,6 +108,7 @@ class NodeAgent:
             self.host.browser = BrowserTool(cfg.browserd_socket, cfg.state_dir / "browserd",
                                             cfg.browserd_start, self.host.queue, self._log,
                                             cfg.browserd_args)
+            self.host.browser.uploader = self.host.files.link  # recordings (artifacts)
             self.host.browser.start()
         connector = loop.create_task(self._connect_loop())
         try:

@@ -191,17 +191,21 @@ class ArtifactLink:
                 await self._backoff(e, tries, f"attaching the outputs of {task_id}")
                 tries += 1
 
-    async def upload(self, task_id: str, path: Path, sha: str, size: int) -> None:
+    async def upload(self, task_id: str, path: Path, sha: str, size: int,
+                     name: str = "") -> None:
+        """Upload ``path`` for a task, or (``task_id`` empty) a blob the hub granted under
+        ``name`` (a browser recording): a Write is sent even when the hub has the bytes,
+        since its first message is what pins the name."""
         digest = apb.Digest(sha256=sha, size_bytes=size)
         tries, started = 0, time.monotonic()
         while True:
             try:
                 status = await self.stub.QueryWriteStatus(apb.QueryWriteStatusRequest(
                     digest=digest, task_id=task_id), metadata=self.md, timeout=UNARY_TIMEOUT_S)
-                if status.complete:
+                if status.complete and not name:
                     return
                 resp = await self.stub.Write(
-                    self._chunks(task_id, path, digest, status.committed_size),
+                    self._chunks(task_id, path, digest, status.committed_size, name),
                     metadata=self.md)
                 if resp.complete:
                     self.counts["uploaded"] += 1
@@ -215,14 +219,15 @@ class ArtifactLink:
 
     @staticmethod
     async def _chunks(task_id: str, path: Path, digest: apb.Digest,
-                      offset: int) -> AsyncIterator[apb.WriteRequest]:
+                      offset: int, name: str = "") -> AsyncIterator[apb.WriteRequest]:
         fd = os.open(path, os.O_RDONLY)
         try:
             while True:
                 data = await asyncio.to_thread(os.pread, fd, CHUNK_BYTES, offset)
                 last = offset + len(data) >= digest.size_bytes
                 yield apb.WriteRequest(digest=digest, write_offset=offset, data=data,
-                                       finish_write=last, task_id=task_id)
+                                       finish_write=last, task_id=task_id, name=name)
+                name = ""  # the first message names the blob
                 offset += len(data)
                 if last or not data:
                     return

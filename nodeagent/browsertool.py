@@ -15,6 +15,11 @@ it is not a task runner: its work arrives as ``NodeCall``s, never as tasks. Inva
 - The sessions opened through this connection are remembered; when the connection to
   browserd is lost (it crashed or was killed), they are reported to the hub as
   ``ToolEvent{sessions_lost}`` and the agent reconnects (to the new browserd) with backoff.
+- Recordings: a ``record.stop`` or ``session.close`` result that names recording files
+  gets ``uploads`` (file, sha256, size) added; the hub grants them and calls
+  ``artifact.upload``, which this agent answers itself by uploading that file (only a
+  file browserd named, never a path from the hub) through its artifact client
+  (nodeagent/artifacts.py) under the name the hub chose.
 """
 
 import asyncio
@@ -25,7 +30,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cortex
 from browserd.client import BrowserdClient
@@ -37,6 +42,21 @@ MAX_INFLIGHT = 16
 CHUNK = 256 * 1024
 MAX_SESSIONS_REMEMBERED = 4096
 CONNECT_BACKOFF_S = (0.05, 2.0)
+MAX_RECORDINGS_REMEMBERED = 1024
+
+
+class Uploader(Protocol):
+    async def upload(self, task_id: str, path: Path, sha: str, size: int,
+                     name: str = "") -> None: ...
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    h, n = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n
 
 
 def reply(call_id: int, **fields: Any) -> node_pb2.NodeFrame:
@@ -72,6 +92,8 @@ class BrowserTool:
         self.client: BrowserdClient | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self.sessions: set[str] = set()
+        self.uploader: Uploader | None = None  # the agent's artifact client (--control)
+        self.recordings: dict[tuple[str, str], Path] = {}  # (session, file) browserd named
         self.inflight = 0
         self.counts = {"calls": 0, "busy": 0, "lost_sessions": 0, "browserd_starts": 0}
         self._lost = asyncio.Event()
@@ -197,6 +219,8 @@ class BrowserTool:
         except ValueError:
             return [reply(call.call_id, ok=False, eof=True, error_type="bad_request",
                           error_message="args_json must be a JSON object")]
+        if call.op == "artifact.upload":
+            return [await self._upload(call.call_id, args)]
         if client is None or not client.connected:
             return [reply(call.call_id, ok=False, eof=True, error_type="unavailable",
                           error_message="browserd is not running on this node")]
@@ -211,6 +235,8 @@ class BrowserTool:
             self.sessions.add(str(result.get("session", "")))
         elif call.op == "session.close":
             self.sessions.discard(str(args.get("session", "")))
+        if call.op in ("record.stop", "session.close"):
+            await self._note_recordings(str(args.get("session", "")), result)
         data = result.pop("data", None)
         handoff = result.pop("handoff", None) or {}
         if not isinstance(data, bytes | memoryview):
@@ -220,3 +246,42 @@ class BrowserTool:
         finally:
             if isinstance(data, memoryview):
                 data.release()  # the handoff's pages go now, not at the next collection
+
+    async def _note_recordings(self, sid: str, result: dict[str, Any]) -> None:
+        """Remember the recording files browserd named and add ``uploads`` for the hub."""
+        paths = [p for p in result.get("artifacts", []) if isinstance(p, str)]
+        if isinstance(result.get("path"), str):
+            paths.append(result["path"])
+        uploads = []
+        for p in dict.fromkeys(paths):
+            path = Path(p)
+            if path.parent.name != "recordings" or not path.is_file():
+                continue  # downloads stay in the session; recordings are collected
+            try:
+                sha, size = await asyncio.to_thread(_hash_file, path)
+            except OSError:
+                continue
+            if len(self.recordings) >= MAX_RECORDINGS_REMEMBERED:
+                self.recordings.pop(next(iter(self.recordings)))
+            self.recordings[(sid, path.name)] = path
+            uploads.append({"file": path.name, "sha256": sha, "size": size})
+        if uploads:
+            result["uploads"] = uploads
+
+    async def _upload(self, call_id: int, args: dict[str, Any]) -> node_pb2.NodeFrame:
+        path = self.recordings.get((str(args.get("session", "")), str(args.get("file", ""))))
+        if path is None:
+            return reply(call_id, ok=False, eof=True, error_type="not_found",
+                         error_message="no recording of that name from browserd")
+        if self.uploader is None:
+            return reply(call_id, ok=False, eof=True, error_type="unavailable",
+                         error_message="this node has no artifact link (nodeagent --control)")
+        name, sha = str(args.get("name", "")), str(args.get("sha256", ""))
+        try:
+            await self.uploader.upload("", path, sha, int(args.get("size", 0)), name=name)
+        except Exception as e:  # noqa: BLE001 - ArtifactFailure, OSError: said to the hub
+            return reply(call_id, ok=False, eof=True, error_type="upload_failed",
+                         error_message=str(e)[:2000])
+        self._log.info("browser_recording_uploaded", name=name, sha256=sha)
+        return reply(call_id, ok=True, eof=True,
+                     result_json=json.dumps({"name": name, "sha256": sha}).encode())

@@ -7,7 +7,14 @@
   the credential's name) and still active, and as that task's tenant: it may read the
   task's inputs, and upload and attach its outputs. A task id in the request is a claim
   this checks; the owner never comes from the request.
+- A node may also upload one blob the hub asked it for (:class:`UploadGrants`: a browser
+  session's recording, cortexd/control/browse.py): granted by (node, sha256) for the
+  session owner's tenant and one name, before the hub asks, for a bounded time.
 """
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
 
 from cortex.tokens import Principal
 from cortexd.artifacts.rules import ArtifactError
@@ -15,6 +22,38 @@ from cortexd.lifecycle import ACTIVE
 from cortexd.store import Store, TaskRow
 
 DEFAULT_TENANT = "default"
+GRANT_TTL_S = 600.0
+MAX_GRANTS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    owner: str
+    name: str
+    size: int
+    expires: float
+
+
+class UploadGrants:
+    """Blobs a node may upload without a task: (node id, sha256) → owner and name."""
+
+    def __init__(self) -> None:
+        self._grants: OrderedDict[tuple[str, str], Grant] = OrderedDict()
+
+    def grant(self, node_id: str, sha256: str, size: int, owner: str, name: str,
+              ttl_s: float = GRANT_TTL_S) -> None:
+        self._grants[(node_id, sha256)] = Grant(owner, name, size, time.monotonic() + ttl_s)
+        while len(self._grants) > MAX_GRANTS:
+            self._grants.popitem(last=False)
+
+    def find(self, node_id: str, sha256: str, size: int) -> Grant | None:
+        g = self._grants.get((node_id, sha256))
+        if g is None or g.expires < time.monotonic() or g.size != size:
+            return None
+        return g
+
+    def revoke(self, node_id: str, sha256: str) -> None:
+        self._grants.pop((node_id, sha256), None)
 
 
 def tenant_of(principal: Principal) -> str:

@@ -57,6 +57,7 @@ class ArtifactsService(artifacts_pb2_grpc.ArtifactsServicer):
         self.uploads = uploads
         self.retention = retention
         self.collector = Collector(store, uploads, retention)
+        self.grants = access.UploadGrants()  # browser recordings (cortexd/control/browse.py)
         self.log = logs.get()
 
     async def _principal(self, context: Ctx) -> Principal:
@@ -76,6 +77,19 @@ class ArtifactsService(artifacts_pb2_grpc.ArtifactsServicer):
             raise ArtifactError("DEADLINE_EXCEEDED",
                                 f"no data for {self.idle_timeout_s:g} s: upload ended (the "
                                 "committed part is kept; resume with QueryWriteStatus)") from None
+
+    async def _writer(self, principal: Principal, task_id: str, sha: str, size: int,
+                      name: str | None) -> str:
+        """The owner a write acts as: a node without a task only for a granted blob, and a
+        Write (``name`` not None) only under the granted name (access.UploadGrants)."""
+        if principal.role == "node" and not task_id:
+            g = self.grants.find(principal.name, sha, size)
+            if g is None or (name is not None and name != g.name):
+                raise ArtifactError("PERMISSION_DENIED", "a node writes artifacts only for a "
+                                    "task, or a blob the hub asked it to upload, under its "
+                                    "name")
+            return g.owner
+        return await access.owner_for(self.tasks, principal, task_id, writing=True)
 
     # -- Write ---------------------------------------------------------------
     async def Write(self, request_iterator: AsyncIterator[pb.WriteRequest],  # noqa: N802
@@ -98,7 +112,7 @@ class ArtifactsService(artifacts_pb2_grpc.ArtifactsServicer):
         rules.check_digest(sha, size, self.max_bytes)
         if first.name:
             rules.check_name(first.name)
-        owner = await access.owner_for(self.tasks, principal, first.task_id, writing=True)
+        owner = await self._writer(principal, first.task_id, sha, size, first.name)
         refs = [(rules.name_ref(first.name), 0)] if first.name else []
         if await self.store.get(owner, sha) is not None:  # nothing to send again
             await self.store.add_refs(owner, sha, refs, _now_ms())
@@ -188,8 +202,7 @@ class ArtifactsService(artifacts_pb2_grpc.ArtifactsServicer):
         sha, size = request.digest.sha256, request.digest.size_bytes
         try:
             rules.check_digest(sha, size, self.max_bytes)
-            owner = await access.owner_for(self.tasks, principal, request.task_id,
-                                           writing=True)
+            owner = await self._writer(principal, request.task_id, sha, size, None)
             if await self.store.get(owner, sha) is not None:
                 return pb.QueryWriteStatusResponse(committed_size=size, complete=True)
             return pb.QueryWriteStatusResponse(

@@ -9,7 +9,11 @@ lists all). Placement: a node that advertises the browser tool in ``Hello.tools`
 pin or the selector, with the fewest sessions opened through this hub (ties: the least
 recently picked). A node's ``ToolEvent`` ``sessions_lost`` (its browserd died) marks
 those handles lost: later calls on them are ``FAILED_PRECONDITION`` and ``List`` shows
-them ``lost``.
+them ``lost``. Recordings: when ``record.stop`` or ``session.close`` answers with
+``uploads``, each is granted to that node (cortexd/artifacts/access.py, the caller's
+tenant, the name ``browse/SID/NODE/FILE``) and then uploaded by the node through the
+artifacts path (a second call, ``artifact.upload``) before the answer goes back, which
+lists the names under ``artifact_names`` (``cortexctl artifacts get NAME`` fetches one).
 """
 
 import asyncio
@@ -24,6 +28,8 @@ import grpc
 from cortex.ids import check_labels, is_node_id
 from cortex.tools import label_key
 from cortex.v1 import browse_pb2, browse_pb2_grpc, node_pb2, nodecall_pb2
+from cortexd.artifacts import rules
+from cortexd.artifacts.access import UploadGrants, tenant_of
 from cortexd.control.nodecalls import CallError, CallResult
 from cortexd.control.state import HubState, NodeState
 from cortexd.ingress.auth import Authenticator
@@ -33,6 +39,8 @@ BROWSER_LABEL = label_key(TOOL)  # from Hello.tools (cortex/tools.py)
 MAX_LOST = 10_000
 LIST_TIMEOUT_MS = 5_000
 DEFAULT_TIMEOUT_MS = 60_000
+UPLOAD_TIMEOUT_MS = 600_000
+MAX_UPLOADS_PER_CALL = 16
 OPS = frozenset({"navigate", "snapshot", "click", "type", "select", "hover", "press", "scroll",
                  "eval", "screenshot", "html", "console", "network", "downloads",
                  "record.start", "record.stop", "session.close"})
@@ -58,9 +66,11 @@ def choose_node(nodes: list[NodeState], pin: str, selector: dict[str, str],
 
 
 class BrowseService(browse_pb2_grpc.BrowseServicer):
-    def __init__(self, hub: HubState, auth: Authenticator) -> None:
+    def __init__(self, hub: HubState, auth: Authenticator,
+                 grants: UploadGrants | None = None) -> None:
         self.hub = hub
         self.auth = auth
+        self.grants = grants
         self.load: dict[str, int] = {}
         self.lost: OrderedDict[str, str] = OrderedDict()
         hub.node_calls.on_event(self._on_event)
@@ -170,6 +180,8 @@ class BrowseService(browse_pb2_grpc.BrowseServicer):
                                request.timeout_ms or DEFAULT_TIMEOUT_MS)
         if request.op == "session.close":
             self.load[node_id] = max(0, self.load.get(node_id, 0) - 1)
+        if request.op in ("record.stop", "session.close") and b'"uploads"' in got.result_json:
+            got = await self._collect(context, node, sid, got, owner)
         # The node's JSON and pieces go on as they came (the pieces were checked in
         # nodecalls; the JSON is not parsed and dumped again, only checked for its shape).
         if not got.result_json.lstrip().startswith(b"{"):
@@ -183,6 +195,49 @@ class BrowseService(browse_pb2_grpc.BrowseServicer):
         for piece in pieces[1:]:
             yield browse_pb2.BrowseCallReply(data=piece, data_offset=offset)
             offset += len(piece)
+
+    async def _collect(self, context: Ctx, node: NodeState, sid: str, got: CallResult,
+                       owner: str) -> CallResult:
+        """Grant and have the node upload the recordings it named; the names (and what
+        failed) are added to the result."""
+        who = self.auth.identify(context.invocation_metadata())
+        uploads = got.result.get("uploads")
+        if self.grants is None or who is None or not isinstance(uploads, list):
+            return got
+        names, failed = [], []
+        for up in uploads[:MAX_UPLOADS_PER_CALL]:
+            if not isinstance(up, dict):
+                continue
+            file, sha = str(up.get("file", "")), str(up.get("sha256", ""))
+            size = up.get("size")
+            name = f"browse/{sid}/{node.node_id}/{file}"
+            try:
+                if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                    raise rules.invalid(f"bad size {size!r:.40}")
+                rules.check_name(name)
+                rules.check_digest(sha, size, 1 << 62)
+            except rules.ArtifactError as e:
+                failed.append({"file": file[:200], "error": str(e)})
+                continue
+            self.grants.grant(node.node_id, sha, size, tenant_of(who), name)
+
+            async def send(frame: node_pb2.HubFrame) -> None:
+                await self.hub.send_node(node, frame)
+            try:
+                await self.hub.node_calls.call(
+                    node.node_id, TOOL, "artifact.upload",
+                    {"session": sid, "file": file, "name": name, "sha256": sha,
+                     "size": size}, owner, UPLOAD_TIMEOUT_MS, send)
+                names.append(name)
+            except CallError as e:
+                failed.append({"file": file, "error": f"{e.kind}: {e}"})
+            finally:
+                self.grants.revoke(node.node_id, sha)
+        result = {k: v for k, v in got.result.items() if k != "uploads"}
+        result["artifact_names"] = names
+        if failed:
+            result["artifact_errors"] = failed
+        return CallResult(json.dumps(result).encode(), got.pieces, got.sha256)
 
     async def List(self, request: browse_pb2.BrowseListRequest,  # noqa: N802
                    context: Ctx) -> browse_pb2.BrowseListResponse:

@@ -149,7 +149,7 @@ class Control:
         workspace_pb2_grpc.add_WorkspacesServicer_to_server(  # type: ignore[no-untyped-call]
             workspaces, server)
         browse_pb2_grpc.add_BrowseServicer_to_server(  # type: ignore[no-untyped-call]
-            BrowseService(st, auth), server)
+            BrowseService(st, auth, artifacts.grants), server)
         shell_pb2_grpc.add_ShellServicer_to_server(  # type: ignore[no-untyped-call]
             ShellService(hub), server)
         self.ops = Operations(hub, SupervisorLink(self.conn))
