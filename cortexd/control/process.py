@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -38,6 +39,7 @@ from cortexd.control.browse import BrowseService
 from cortexd.control.credentials import CredentialsService
 from cortexd.control.figures import ControlFigures
 from cortexd.control.hub import Hub
+from cortexd.control.localport import prepare_local_socket
 from cortexd.control.monitorapi import MonitorsService
 from cortexd.control.operate import Operations, SupervisorLink
 from cortexd.control.operateapi import OPERATE_SERVICE, OperateService
@@ -133,6 +135,14 @@ class Control:
         except BindError as e:
             report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.PORT_IN_USE)
             return exitcodes.PORT_IN_USE
+        try:  # the same services for the monitor processes (localport.py)
+            local = prepare_local_socket(s.state_dir)
+            if server.add_insecure_port(local) == 0:
+                raise OSError(f"cannot bind {local}")
+        except (OSError, RuntimeError) as e:
+            report(self.conn, "boot_error", message=f"control socket: {e}",
+                   exit_code=exitcodes.PORT_IN_USE)
+            return exitcodes.PORT_IN_USE
         agents = await start_agents(st, hub.tasks, store)  # monitors (cortexd/control/agents.py)
         if s.monitor_policy_files:
             await sync_policies(agents.store, s.monitor_policy_files)
@@ -191,6 +201,7 @@ class Control:
         await health.stopping()
         loop.remove_reader(self.conn.fileno())
         await server.stop(grace=min(3.0, s.shutdown_grace_s))
+        Path(local.removeprefix("unix:")).unlink(missing_ok=True)
         if web_runner is not None:
             await web_runner.cleanup()
         self.ops.close()

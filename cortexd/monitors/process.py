@@ -1,7 +1,7 @@
 """The monitor process: spawned by the supervisor, fed by the control process.
 
 It holds no task data of its own. It opens a gRPC channel to the Control port
-(its own admin credential, ``monitor.token``), subscribes to the event feed for
+(its Unix socket, with its own admin credential, ``monitor.token``), subscribes to the event feed for
 its share of the monitored tasks (``index`` of ``count``), and acts through the
 Control and Monitors APIs (``runner.py``). So an LLM's latency never stalls task
 dispatch or node streams: those run in other processes, and the feed is bounded
@@ -25,12 +25,13 @@ from typing import Any
 import grpc
 import uvloop
 
-from cortex import logs, tls
+from cortex import logs
 from cortex.tokens import bearer, read_token_file
 from cortex.v1 import control_pb2_grpc, monitor_pb2, monitor_pb2_grpc
 from cortexd import exitcodes
 from cortexd.childproc import install_stop_signals, report, watch_parent
 from cortexd.config import Settings
+from cortexd.control.localport import local_address
 from cortexd.monitors.credentials import monitor_token_file
 from cortexd.monitors.heartbeat import BEAT_S, Heartbeat
 from cortexd.monitors.llm import LLMClient, LLMSettings
@@ -52,10 +53,9 @@ def llm_settings(s: Settings) -> LLMSettings | None:
 
 
 def open_channel(s: Settings) -> grpc.aio.Channel:
-    if s.tls.enabled:  # the hub's own certificate is the root the monitor trusts
-        creds = tls.channel_credentials(tls.ClientTLS(ca_file=s.tls_cert_file, enabled=True))
-        return grpc.aio.secure_channel(s.control_listen, creds)
-    return grpc.aio.insecure_channel(s.control_listen)
+    """The control process's Unix socket (cortexd/control/localport.py): the TCP port may
+    demand a client certificate a monitor cannot present."""
+    return grpc.aio.insecure_channel(local_address(s.state_dir))
 
 
 class MonitorProcess:

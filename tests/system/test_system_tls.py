@@ -75,6 +75,14 @@ def test_tls_with_client_certificates(fleet, tmp_path):
     wait_until(lambda: b"node-1" in ctl("nodes").stdout, 30, "node-1 to attach over TLS")
     run = ctl("submit", "--follow", "--", "echo over tls")
     assert (run.returncode, run.stdout) == (0, b"over tls\r\n"), run.stderr
+    # The monitor process cannot present a client certificate: it reaches the control
+    # process on its Unix socket, so a rule still answers under client-certificate TLS.
+    policy = tmp_path / "proceed.toml"
+    policy.write_text('[[rule]]\nid = "yes"\non = "prompt"\nmatch = \'Proceed\\? \\[y/N\\]\'\n'
+                      'action = "SEND_INPUT"\ntext = "y\\n"\n')
+    run = ctl("submit", "--follow", "--policy-file", str(policy), "--",
+              "printf 'Proceed? [y/N] '; read a; echo answered-$a")
+    assert run.returncode == 0 and b"answered-y" in run.stdout, (run.stdout, run.stderr)
 
     plain = ctl("nodes", tls=["--insecure-loopback"])
     assert plain.returncode != 0
