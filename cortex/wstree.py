@@ -32,6 +32,7 @@ from typing import Any
 
 import pathspec
 
+from cortex.digests import file_sha256
 from cortex.wsmerge import DIR, FILE, LINK, Entry, WorkspacePathError, check_link, check_path
 
 IGNORE_FILE = ".cortexignore"
@@ -46,15 +47,6 @@ class StaleSource(WorkspacePathError):
 
 def _key(st: os.stat_result) -> StatKey:
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-
-
-def hash_file(path: Path) -> tuple[str, int]:
-    h, n = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            h.update(chunk)
-            n += len(chunk)
-    return h.hexdigest(), n
 
 
 def load_ignores(root: Path) -> "pathspec.PathSpec[Any]":
@@ -132,7 +124,7 @@ class TreeScanner:
         if old is not None and old[0] == _key(st):
             return Entry(FILE, old[1].digest, executable)
         try:
-            digest, _ = hash_file(full)
+            digest, _ = file_sha256(full)
         except OSError:
             return None
         self.hashed += 1

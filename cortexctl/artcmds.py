@@ -21,11 +21,12 @@ from typing import Any
 from tqdm import tqdm
 
 from cortex.cliargs import UINT32
+from cortex.digests import file_sha256
 from cortex.v1 import artifacts_pb2 as apb
 from cortex.v1 import control_pb2 as pb
 from cortexctl import commands, exitcodes, render
 from cortexctl.errors import UsageError
-from cortexctl.transfer import ArtifactClient, Progress, sha256_of
+from cortexctl.transfer import ArtifactClient, Progress
 
 SHA_LEN = 64
 
@@ -61,7 +62,7 @@ def put_file(client: ArtifactClient, args: argparse.Namespace, path: Path,
         raise UsageError(f"{path}: not a readable file")
     size = path.stat().st_size
     with _bar(args, size, f"hash {path.name}") as step:
-        sha, size = sha256_of(path, step)
+        sha, size = file_sha256(path, step)
     started = time.monotonic()
     with _bar(args, size, f"put {path.name}") as step:
         sent = client.upload(path, sha, size, name=name, progress=step)

@@ -33,17 +33,6 @@ RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
 Progress = Callable[[int], None]  # called with the bytes that moved since the last call
 
 
-def sha256_of(path: Path, progress: Progress | None = None) -> tuple[str, int]:
-    h, n = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            h.update(chunk)
-            n += len(chunk)
-            if progress:
-                progress(len(chunk))
-    return h.hexdigest(), n
-
-
 def _code(e: grpc.RpcError) -> grpc.StatusCode | None:
     return e.code() if isinstance(e, grpc.Call) else None
 

@@ -19,7 +19,6 @@ Memory stays flat: files move in 1 MiB chunks read or written as they go.
 """
 
 import asyncio
-import hashlib
 import os
 import shutil
 import time
@@ -30,6 +29,7 @@ from typing import Any
 import grpc
 
 from cortex import tls
+from cortex.digests import file_sha256
 from cortex.tokens import bearer
 from cortex.v1 import artifacts_pb2 as apb
 from cortex.v1 import artifacts_pb2_grpc
@@ -45,15 +45,6 @@ UNARY_TIMEOUT_S = 30.0
 
 class ArtifactFailure(NodeAgentError):
     """An input could not be fetched or placed; the task is rejected, nothing ran."""
-
-
-def _hash_file(path: Path) -> tuple[str, int]:
-    h, n = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            h.update(chunk)
-            n += len(chunk)
-    return h.hexdigest(), n
 
 
 def inside(root: Path, path: str) -> Path | None:
@@ -132,7 +123,7 @@ class ArtifactLink:
             except grpc.RpcError as e:
                 await self._backoff(e, tries, f"fetching input {sha[:16]}")
                 tries += 1
-        got, n = await asyncio.to_thread(_hash_file, part)
+        got, n = await asyncio.to_thread(file_sha256, part)
         if (got, n) != (sha, size):
             part.unlink()
             raise ArtifactFailure(f"input {sha[:16]}: the bytes received hash to {got[:16]} "
@@ -169,7 +160,7 @@ class ArtifactLink:
                 out.error = "missing" if not target.exists() else "not a regular file"
             else:
                 try:
-                    sha, size = await asyncio.to_thread(_hash_file, target)
+                    sha, size = await asyncio.to_thread(file_sha256, target)
                     await self.upload(task_id, target, sha, size)
                     out.digest.sha256, out.digest.size_bytes = sha, size
                 except (ArtifactFailure, OSError) as e:

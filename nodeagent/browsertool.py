@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import cortex
 from browserd.client import BrowserdClient
 from browserd.errors import BrowserdError
+from cortex.digests import file_sha256
 from cortex.v1 import node_pb2, nodecall_pb2, tool_pb2
 
 TOOL = "browser"
@@ -48,15 +49,6 @@ MAX_RECORDINGS_REMEMBERED = 1024
 class Uploader(Protocol):
     async def upload(self, task_id: str, path: Path, sha: str, size: int,
                      name: str = "") -> None: ...
-
-
-def _hash_file(path: Path) -> tuple[str, int]:
-    h, n = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            n += len(chunk)
-    return h.hexdigest(), n
 
 
 def reply(call_id: int, **fields: Any) -> node_pb2.NodeFrame:
@@ -258,7 +250,7 @@ class BrowserTool:
             if path.parent.name != "recordings" or not path.is_file():
                 continue  # downloads stay in the session; recordings are collected
             try:
-                sha, size = await asyncio.to_thread(_hash_file, path)
+                sha, size = await asyncio.to_thread(file_sha256, path)
             except OSError:
                 continue
             if len(self.recordings) >= MAX_RECORDINGS_REMEMBERED:

@@ -1,8 +1,8 @@
 """The monitor process: spawned by the supervisor, fed by the control process.
 
-It holds no task data of its own. It opens a gRPC channel to the Control port
-(its Unix socket, with its own admin credential, ``monitor.token``), subscribes to the event feed for
-its share of the monitored tasks (``index`` of ``count``), and acts through the
+It holds no task data of its own. It opens a gRPC channel to the control process
+(its Unix socket, with its own admin credential, ``monitor.token``), subscribes to the
+event feed for its share of the monitored tasks (``index`` of ``count``), and acts through the
 Control and Monitors APIs (``runner.py``). So an LLM's latency never stalls task
 dispatch or node streams: those run in other processes, and the feed is bounded
 (a monitor that falls behind is cut off and resyncs from a snapshot).
