@@ -16,6 +16,7 @@ LABEL_KEY_RE = re.compile(r"[a-z0-9][a-z0-9._/-]{0,62}")
 LABEL_VALUE_RE = re.compile(r"[A-Za-z0-9._:/-]{0,128}")
 IDEMPOTENCY_KEY_RE = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+WORKSPACE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 MAX_LABELS = 32
 

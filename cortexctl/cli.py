@@ -106,7 +106,12 @@ def add_task_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node", metavar="ID", help="run on this node only")
     p.add_argument("--idempotency-key", metavar="K", help="same key = same task")
     p.add_argument("--env", action="append", metavar="K=V", help="environment variable")
-    p.add_argument("--cwd", metavar="DIR", help="working directory on the node")
+    p.add_argument("--cwd", metavar="DIR", help="working directory on the node (absolute; "
+                   "with --workspace relative to the copy's root)")
+    p.add_argument("--workspace", metavar="NAME",
+                   help="run in the node's copy of workspace NAME, once a sync round that "
+                   "started after the task arrived has ended; placed only on a node NAME "
+                   "is attached to")
     p.add_argument("--task-timeout", metavar="S", type=UINT32, help="kill the task after S seconds")
     p.add_argument("--idle-timeout", metavar="S", type=UINT32,
                    help="kill the task after S seconds without output")

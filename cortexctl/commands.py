@@ -134,8 +134,12 @@ def submit_request(args: argparse.Namespace) -> pb.SubmitRequest:
     tool = getattr(args, "tool", None) or ""
     if tool and not is_tool_name(tool):
         raise UsageError(f"--tool {tool!r} is not a tool name ({TOOL_NAME_RE.pattern})")
+    workspace = getattr(args, "workspace", None) or ""
+    if workspace and not ids.WORKSPACE_NAME_RE.fullmatch(workspace):
+        raise UsageError(f"--workspace {workspace!r} is not a workspace name "
+                         f"({ids.WORKSPACE_NAME_RE.pattern})")
     request = pb.SubmitRequest(
-        tool=tool,
+        tool=tool, workspace=workspace,
         command=command, selector=selector, node_id=args.node or "",
         idempotency_key=args.idempotency_key or "", env=env, cwd=args.cwd or "",
         timeout_s=args.task_timeout or 0, idle_timeout_s=args.idle_timeout or 0,

@@ -2,11 +2,12 @@
 
 Among the nodes that fit, the least loaded (running / capacity) wins; ties go to
 the node that was picked least recently, so that equal nodes share the work. A task
-whose tool is not the shell needs a node with that tool's label (``cortex/tools.py``).
+whose tool is not the shell needs a node with that tool's label (``cortex/tools.py``);
+a task that runs in a workspace, a node the workspace is attached to (``among``).
 """
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -71,7 +72,8 @@ class Placer(Generic[N]):
     Tasks without a selector, pin or tool other than the shell (the common case) take
     the top of a heap keyed like ``pick`` — (load, last picked, position) — instead of
     a scan of every node, so a pass over k tasks and n nodes costs O(n + k log n), not
-    O(n k). The others scan as ``pick`` does. ``running(node)`` counts a node's tasks,
+    O(n k). The others scan as ``pick`` does; those limited to ``among`` (the nodes a
+    workspace is attached to) look only at those. ``running(node)`` counts a node's tasks,
     so the nodes need not be copied into Candidates for each pass. The caller records
     a placement on the node (one more running, ``last_picked``) and then calls
     :meth:`placed`, which pushes the node's new key; keys only grow within a pass, so
@@ -87,11 +89,18 @@ class Placer(Generic[N]):
                       for i, n in enumerate(self.nodes)]
         heapq.heapify(self._heap)
         self._next = len(self.nodes)
+        self._by_id: dict[str, N] | None = None  # built on the first pick limited to ``among``
 
-    def pick(self, selector: dict[str, str], pin: str = "", tool: str = "") -> N | None:
+    def pick(self, selector: dict[str, str], pin: str = "", tool: str = "",
+             among: Collection[str] | None = None) -> N | None:
         needs = requires(tool)
+        if among is not None:
+            if self._by_id is None:
+                self._by_id = {n.node_id: n for n in self.nodes}
+            by_id = self._by_id
+            return self._scan(selector, pin, needs, [by_id[i] for i in among if i in by_id])
         if selector or pin or needs is not None:
-            return self._scan(selector, pin, needs)
+            return self._scan(selector, pin, needs, self.nodes)
         heap = self._heap
         while heap:
             load, last, _, node = heap[0]
@@ -102,10 +111,11 @@ class Placer(Generic[N]):
             heapq.heappop(heap)
         return None
 
-    def _scan(self, selector: dict[str, str], pin: str, needs: str | None) -> N | None:
+    def _scan(self, selector: dict[str, str], pin: str, needs: str | None,
+              nodes: Iterable[N]) -> N | None:
         best: N | None = None
         best_key: tuple[float, int] = (2.0, 0)
-        for node in self.nodes:
+        for node in nodes:
             running = self._running(node)
             if running >= node.capacity or (pin and node.node_id != pin):
                 continue

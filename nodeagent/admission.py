@@ -53,8 +53,10 @@ def spec_problem(env: node_pb2.TaskEnvelope) -> str | None:
     for name, value in spec.env.items():
         if not ENV_NAME_RE.fullmatch(name) or "\0" in value:
             return f"environment variable {name[:80]!r} is not a valid name or value"
-    if spec.cwd and (not spec.cwd.startswith("/") or "\0" in spec.cwd):
-        return "cwd must be an absolute path"
+    if spec.cwd and "\0" in spec.cwd:
+        return "cwd has a NUL byte"
+    if spec.cwd and not spec.workspace and not spec.cwd.startswith("/"):
+        return "cwd must be an absolute path"  # in a workspace: inside its copy (taskfiles.py)
     if spec.cols > MAX_DIMENSION or spec.rows > MAX_DIMENSION:
         return f"terminal size {spec.cols}x{spec.rows} exceeds {MAX_DIMENSION}"
     return None

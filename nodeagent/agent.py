@@ -90,6 +90,8 @@ class NodeAgent:
             self.host.files.link = ArtifactLink(self.config, self._token, self._log)
             self.workspaces = WorkspaceMirror(self.config, self._token, self._log)
             self.workspaces.start()  # workspace copies (nodeagent/workspace/)
+            self.host.files.workspaces = self.workspaces  # tasks in a workspace wait for it
+            self.host.files.workspace_wait_s = self.config.workspace_wait_s
         reaper_task = None
         if self._manage_process:
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -68,7 +68,7 @@ def cannot_start(env: node_pb2.TaskEnvelope, tools: ToolSet) -> Rejection | None
         # it elsewhere (and fail it after its attempts).
         return Rejection(env.task_id, env.attempt, "capacity",
                          f"node has no tool {env.spec.tool!r}")
-    if env.spec.cwd and not os.path.isdir(env.spec.cwd):
+    if env.spec.cwd and not env.spec.workspace and not os.path.isdir(env.spec.cwd):
         return Rejection(env.task_id, env.attempt, "malformed",
                          f"cwd {env.spec.cwd!r} is not a directory on this node")
     return None

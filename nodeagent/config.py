@@ -56,6 +56,7 @@ class AgentConfig:
     log_level: str = "info"
     metrics_listen: str = ""  # HOST:PORT (or PORT, loopback) for /metrics; "" = off
     control_address: str = ""  # the hub's Control port, for artifacts; "" = none
+    workspace_wait_s: float = 60.0  # a task in a workspace waits this long for a round
     isolation: str = "auto"  # auto | cgroup (required) | process-group (nodeagent/cgroup.py)
     task_runner: str = "worker"  # worker (a process per task, nodeagent/worker.py) | inline
     # The browser tool (nodeagent/browsertool.py): browserd's socket; started by the agent
@@ -129,7 +130,11 @@ def _parser() -> _Parser:
     p.add_argument("--state-dir", default=env("CORTEX_STATE_DIR"))
     p.add_argument("--control", default=env("CORTEX_CONTROL", ""), metavar="HOST:PORT",
                    help="the hub's Control port, where tasks' input and output artifacts "
-                        "move (without it, a task with artifacts is refused)")
+                        "move and workspaces sync (without it, a task with artifacts or "
+                        "in a workspace is refused)")
+    p.add_argument("--workspace-wait-s", type=float, default=60.0, metavar="S",
+                   help="how long a task in a workspace waits for a sync round of its copy "
+                        "before it fails (default 60)")
     p.add_argument("--label", action="append", default=[], metavar="K=V")
     p.add_argument("--capacity", type=int, default=8)
     p.add_argument("--insecure-loopback", action="store_true")
@@ -266,7 +271,8 @@ def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Name
         raise ConfigError(f"--node-id {ns.node_id!r} is not a valid node id")
     if ns.capacity < 1:
         raise ConfigError(f"--capacity must be >= 1, got {ns.capacity}")
-    for flag in ("cancel_grace_s", "shutdown_grace_s", "backoff_base_s", "backoff_cap_s"):
+    for flag in ("cancel_grace_s", "shutdown_grace_s", "backoff_base_s", "backoff_cap_s",
+                 "workspace_wait_s"):
         _positive(getattr(ns, flag), "--" + flag.replace("_", "-"))
     for flag in ("stream_rate_bytes_s", "catchup_rate_bytes_s"):
         if getattr(ns, flag) < 0:
@@ -320,6 +326,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[AgentConfig, argparse.Name
         isolation=ns.isolation,
         task_runner=ns.task_runner,
         control_address=ns.control,
+        workspace_wait_s=ns.workspace_wait_s,
         browserd_socket=_browserd_socket(ns),
         browserd_start=ns.browserd_start,
         browserd_args=tuple(ns.browserd_arg),

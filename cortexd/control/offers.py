@@ -62,6 +62,8 @@ class Offers:
             hops = st.hops.get(task.task_id, 0)
             if hops >= MAX_OFFER_HOPS or task.task_id not in st.queue:
                 continue
+            if task.workspace:  # a workspace's attachments are this host's (workspaces/)
+                continue
             cand = pick(cands, task.selector, task.node_pin, task.tool)
             if cand is None:
                 continue

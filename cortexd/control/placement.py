@@ -40,7 +40,7 @@ def spec_of(task: TaskRow) -> bytes:
                                  artifacts_pb2.ArtifactInput(digest=artifacts_pb2.Digest(
                                      sha256=sha, size_bytes=size), path=path)
                                  for sha, size, path in task.inputs],
-                             tool=task.tool).SerializeToString()
+                             tool=task.tool, workspace=task.workspace).SerializeToString()
 
 
 #: Below this many bytes of command, env and paths (with room for protobuf's own
@@ -52,7 +52,7 @@ def undeliverable(task: TaskRow, max_frame_bytes: int) -> str | None:
     """Why ``task`` could never be sent to a node (its signed envelope would be over
     the node stream's frame limit), or None. Whatever the hub accepts it must be able
     to deliver, so this is checked at submission."""
-    rough = (len(task.command) * 4 + len(task.cwd) * 4
+    rough = (len(task.command) * 4 + len(task.cwd) * 4 + len(task.workspace) * 4
              + sum(4 * (len(k) + len(v)) + 16 for k, v in task.env.items())
              + sum(4 * len(p) + 16 for p in task.outputs)
              + sum(4 * len(p) + 128 for _, _, p in task.inputs) + 4096)
@@ -139,7 +139,10 @@ class Placement:
             if placer is None:
                 return None, None
             fresh = self._built_at >= self._pass_at
-            node = placer.pick(task.selector, task.node_pin, task.tool)
+            # A task in a workspace goes only to a node the workspace is attached to.
+            among = ((self.state.workspace_nodes(task.tenant, task.workspace) or ())
+                     if task.workspace else None)
+            node = placer.pick(task.selector, task.node_pin, task.tool, among)
             if node is not None and node.attached and not node.draining \
                     and self.state.nodes.get(node.node_id) is node:
                 return node, placer

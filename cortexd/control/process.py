@@ -156,6 +156,8 @@ class Control:
         artifacts_pb2_grpc.add_ArtifactsServicer_to_server(  # type: ignore[no-untyped-call]
             artifacts, server)
         workspaces, ws_watchers = await open_workspaces(s, auth)
+        st.workspace_nodes = workspaces.hub.nodes_of  # tasks in a workspace (placement.py)
+        workspaces.hub.on_attachments_changed = st.kick
         workspace_pb2_grpc.add_WorkspacesServicer_to_server(  # type: ignore[no-untyped-call]
             workspaces, server)
         browse_pb2_grpc.add_BrowseServicer_to_server(  # type: ignore[no-untyped-call]

@@ -30,7 +30,9 @@ def node_waits(st: HubState) -> WaitExplainer:
                 out[node_id] = NodeLoad(node_id, e.labels, e.capacity, e.running, True,
                                         e.draining)
         return list(out.values())
-    return WaitExplainer(loads, lambda: st.coord.clustered)
+    explainer = WaitExplainer(loads, lambda: st.coord.clustered)
+    explainer.workspace_nodes = lambda owner, name: st.workspace_nodes(owner, name)
+    return explainer
 
 
 async def sweep_queue_timeouts(st: HubState, waits: WaitExplainer) -> int:
@@ -42,7 +44,7 @@ async def sweep_queue_timeouts(st: HubState, waits: WaitExplainer) -> int:
         if st.queue.pop(task.task_id, None) is None:
             continue  # placed meanwhile
         st.hops.pop(task.task_id, None)
-        wait = waits.explain(task.selector, task.node_pin, task.tool)
+        wait = waits.explain_task(task)
         why = wait.text or "no node took it in time"
         await st.finish(task, State.FAILED,
                         f"queue timeout: QUEUED for {task.queue_timeout_s}s; {why}")

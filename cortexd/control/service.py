@@ -21,7 +21,7 @@ from cortexd.control.nodes import NodeView
 from cortexd.control.queuewaits import node_waits
 from cortexd.control.runs import cancel_dropped, wait_deadline, wait_end
 from cortexd.control.shards import ShardView
-from cortexd.control.submitcheck import check_submit
+from cortexd.control.submitcheck import check_submit, check_workspace
 from cortexd.control.watchers import Watcher
 from cortexd.control.watching import OutputSeen, PromptSeen, Seen, StateSeen
 from cortexd.ingress.auth import Authenticator
@@ -54,7 +54,8 @@ def task_pb(t: TaskRow, progress: tuple[int, int] = (0, 0),
         selector=t.selector, tenant=t.tenant, attention=attention, output_paths=t.outputs,
         inputs=[artifacts_pb2.ArtifactInput(
             digest=artifacts_pb2.Digest(sha256=sha, size_bytes=size), path=path)
-            for sha, size, path in t.inputs], tool=t.tool, queue_timeout_s=t.queue_timeout_s)
+            for sha, size, path in t.inputs], tool=t.tool, queue_timeout_s=t.queue_timeout_s,
+        workspace=t.workspace)
 
 
 def _row_of(request: control_pb2.SubmitRequest) -> TaskRow:
@@ -66,7 +67,8 @@ def _row_of(request: control_pb2.SubmitRequest) -> TaskRow:
                    selector=dict(request.selector), node_pin=request.node_id,
                    idempotency_key=request.idempotency_key, created_ms=now, updated_ms=now,
                    queue_timeout_s=request.queue_timeout_s,
-                   tool="" if request.tool == SHELL else request.tool)
+                   tool="" if request.tool == SHELL else request.tool,
+                   workspace=request.workspace)
 
 
 def _submit_result(request: control_pb2.SubmitRequest,
@@ -134,7 +136,10 @@ class ControlService(control_pb2_grpc.ControlServicer):
 
     async def _task_files(self, request: control_pb2.SubmitRequest, row: TaskRow,
                           context: Ctx) -> None:
-        """Validate and reference a submission's artifacts (issue 12) onto ``row``."""
+        """Check a submission's workspace, validate and reference its artifacts (issue
+        12) onto ``row``."""
+        if (no := check_workspace(self.hub.state.workspace_nodes, row.tenant, request)):
+            await context.abort(getattr(grpc.StatusCode, no[0]), no[1])
         if not request.inputs and not request.outputs:
             return
         try:
@@ -162,7 +167,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         out = task_pb(task, st.task_progress(task.task_id, task.attempt),
                       st.last_prompt(task.task_id, task.attempt), attention)
         if task.state is State.QUEUED:  # say why it waits (issue 13)
-            wait = self.waits.explain(task.selector, task.node_pin, task.tool)
+            wait = self.waits.explain_task(task)
             out.queue_wait, out.queue_reason = wait.code, wait.text
         return out
 
@@ -193,10 +198,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"at most {MAX_SUBMIT_MANY} tasks in one SubmitMany "
                                 f"(this one has {len(request.tasks)}); nothing was submitted")
-        items = [Refused("INVALID_ARGUMENT", err) if (err := check_submit(r)) is not None
-                 else Refused("INVALID_ARGUMENT", "inputs and outputs need Submit or Run, "
-                              "not SubmitMany") if r.inputs or r.outputs
-                 else _row_of(r) for r in request.tasks]
+        items = [self._intake_item(r) for r in request.tasks]
         agents = [await self._prepare(r, item) for r, item in zip(request.tasks, items,
                                                                    strict=True)]
         items = [a if isinstance(a, Refused) else item for a, item in zip(agents, items,
@@ -212,6 +214,17 @@ class ControlService(control_pb2_grpc.ControlServicer):
         return control_pb2.SubmitManyResponse(results=[
             _submit_result(req, outcome)
             for req, outcome in zip(request.tasks, outcomes, strict=True)])
+
+    def _intake_item(self, r: control_pb2.SubmitRequest) -> TaskRow | Refused:
+        """One task of a SubmitMany: its row, or why it is refused."""
+        if (err := check_submit(r)) is not None:
+            return Refused("INVALID_ARGUMENT", err)
+        if r.inputs or r.outputs:
+            return Refused("INVALID_ARGUMENT", "inputs and outputs need Submit or Run, "
+                           "not SubmitMany")
+        row = _row_of(r)
+        no = check_workspace(self.hub.state.workspace_nodes, row.tenant, r)
+        return row if no is None else Refused(*no)
 
     async def _prepare(self, request: control_pb2.SubmitRequest,
                        item: TaskRow | Refused) -> AgentTaskRow | Refused | None:
@@ -371,8 +384,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
                                                    request.no_output, self._client(context)):
                 event = watch_pb(seen)
                 if isinstance(seen, StateSeen) and seen.task.state is State.QUEUED:
-                    wait = self.waits.explain(seen.task.selector, seen.task.node_pin,
-                                              seen.task.tool)
+                    wait = self.waits.explain_task(seen.task)
                     event.state.queue_wait, event.state.queue_reason = wait.code, wait.text
                 yield event
         except RequestError as e:

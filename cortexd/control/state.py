@@ -19,7 +19,7 @@ Invariants:
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -92,9 +92,13 @@ def unpack_row(values: list[Any]) -> TaskRow:
     return TaskRow(**kw)
 
 
+def _no_workspaces(owner: str, name: str) -> None:
+    return None
+
+
 def held_bytes(row: TaskRow) -> int:
     """What a queued task holds in memory here, about: its command, env and paths."""
-    return (256 + len(row.command) + len(row.cwd)
+    return (256 + len(row.command) + len(row.cwd) + len(row.workspace)
             + sum(len(k) + len(v) for k, v in row.env.items())
             + sum(len(p) for p in row.outputs) + sum(len(p) + 80 for _, _, p in row.inputs))
 
@@ -185,6 +189,9 @@ class HubState:
         self.cancels: dict[str, None] = {}
         # Called with every task event (the monitors' feed, cortexd/control/monitorfeed.py).
         self.on_publish: list[Callable[[str, tuple[str, Any]], None]] = []
+        # The nodes a workspace (owner, name) is attached to; None: no such workspace.
+        # Set by the control process (cortexd/workspaces/hub.py WorkspaceHub.nodes_of).
+        self.workspace_nodes: Callable[[str, str], Collection[str] | None] = _no_workspaces
         self._kick = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self.log = logs.get()

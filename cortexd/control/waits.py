@@ -10,6 +10,9 @@ A task no node could take used to wait silently, and ``--follow`` hung with no w
   selector's labels and the tool), ``draining`` (every matching node drains), ``busy``
   (every matching node is at capacity).
 
+A task in a workspace is decided over the nodes the workspace is attached to only
+(``among``): ``no_node`` when none of them is attached to the hub.
+
 No reason (``Wait()``) means a node could take it now: it is about to be placed. In a
 cluster the nodes are this hub's and those the directory last said other hubs hold.
 """
@@ -17,10 +20,14 @@ cluster the nodes are this hub's and those the directory last said other hubs ho
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cortex.tools import requires
+
+if TYPE_CHECKING:
+    from cortexd.store import TaskRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +61,16 @@ def _wanted(selector: Mapping[str, str], tool: str) -> str:
 
 
 def why_queued(selector: Mapping[str, str], pin: str, tool: str, nodes: Iterable[NodeLoad],
-               clustered: bool = False) -> Wait:
+               clustered: bool = False, among: Collection[str] | None = None,
+               workspace: str = "") -> Wait:
     needs = requires(tool)
     here = " attached to any hub of the cluster" if clustered else " attached"
+    if among is not None:  # a task in a workspace: only the nodes it is attached to
+        nodes = [n for n in nodes if n.node_id in among]
+        if not pin and not any(n.attached for n in nodes):
+            on = ", ".join(sorted(among)) or "no node"
+            return Wait("no_node", f"workspace {workspace} is attached to {on}: none of "
+                        "them is attached to the hub")
     if pin:
         node = next((n for n in nodes if n.node_id == pin), None)
         if node is None:
@@ -103,14 +117,23 @@ class WaitExplainer:
         self._loads, self._clustered, self._max_age_s = loads, clustered, max_age_s
         self._at = float("-inf")
         self._nodes: list[NodeLoad] = []
-        self._memo: dict[tuple[tuple[tuple[str, str], ...], str, str], Wait] = {}
+        self._memo: dict[tuple[tuple[tuple[str, str], ...], str, str, str, str], Wait] = {}
+        # The nodes a workspace (owner, name) is attached to (HubState.workspace_nodes).
+        self.workspace_nodes: Callable[[str, str], Collection[str] | None] = \
+            lambda owner, name: ()
 
-    def explain(self, selector: Mapping[str, str], pin: str, tool: str) -> Wait:
+    def explain(self, selector: Mapping[str, str], pin: str, tool: str,
+                owner: str = "", workspace: str = "") -> Wait:
         now = time.monotonic()
         if now - self._at >= self._max_age_s:
             self._at, self._nodes, self._memo = now, self._loads(), {}
-        key = (tuple(sorted(selector.items())), pin, tool)
+        key = (tuple(sorted(selector.items())), pin, tool, owner, workspace)
         if (found := self._memo.get(key)) is None:
+            among = (self.workspace_nodes(owner, workspace) or ()) if workspace else None
             found = self._memo[key] = why_queued(selector, pin, tool, self._nodes,
-                                                 self._clustered())
+                                                 self._clustered(), among, workspace)
         return found
+
+    def explain_task(self, task: TaskRow) -> Wait:
+        return self.explain(task.selector, task.node_pin, task.tool, task.tenant,
+                            task.workspace)

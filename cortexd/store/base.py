@@ -58,6 +58,8 @@ class TaskRow:
     inputs: tuple[tuple[str, int, str], ...] = ()
     outputs: tuple[str, ...] = ()
     tool: str = ""  # the node tool that runs it ("" = the shell; cortex/tools.py)
+    # The workspace it runs in (issue 12, migration 0011), the tenant's: "" = none.
+    workspace: str = ""
 
 
 @dataclass(slots=True)

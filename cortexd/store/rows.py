@@ -28,7 +28,7 @@ from cortexd.store.groupcommit import GroupCommit
 
 TASK_COLS = ("task_id, command, state, attempt, node_id, node_epoch, env, cwd, timeout_s, "
              "selector, node_pin, idempotency_key, tenant, exit_code, reason, output_bytes, "
-             "cancel_requested, created_ms, updated_ms, limits, tool")
+             "cancel_requested, created_ms, updated_ms, limits, tool, workspace")
 TASK_COL_COUNT = len(TASK_COLS.split(", "))
 NODE_COLS = ("node_id, session_epoch, labels, capacity, agent_version, shard, attached, "
              "last_seen_ms")
@@ -41,7 +41,7 @@ def task_from_row(row: tuple[Any, ...] | list[Any]) -> TaskRow:
         selector=json.loads(row[9]), node_pin=row[10], idempotency_key=row[11] or "",
         tenant=row[12], exit_code=row[13], reason=row[14], output_bytes=row[15],
         cancel_requested=bool(row[16]), created_ms=row[17], updated_ms=row[18],
-        **_limits(row[19]), tool=row[20],
+        **_limits(row[19]), tool=row[20], workspace=row[21],
     )
 
 
@@ -77,7 +77,7 @@ def task_params(task: TaskRow) -> tuple[Any, ...]:
             json.dumps(task.selector), task.node_pin, task.idempotency_key or None,
             task.tenant, task.exit_code, task.reason, task.output_bytes,
             task.cancel_requested, task.created_ms, task.updated_ms, limits_json(task),
-            task.tool)
+            task.tool, task.workspace)
 
 
 def node_from_row(row: tuple[Any, ...]) -> NodeRow:

@@ -23,6 +23,7 @@ round carries the chosen side over, after keeping the losing hub version as a bl
 import asyncio
 import itertools
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,7 @@ class WorkspaceHub:
         self.followers: dict[str, asyncio.Queue[wpb.FollowEvent]] = {}
         self._round_ids = itertools.count(int(time.time() * 1000) << 8)
         self.on_new_workspace: Any = None  # the watcher starts one per workspace
+        self.on_attachments_changed: Any = None  # placement looks again (tasks in one)
 
     # -- loading, creating, attaching ---------------------------------------------
     async def load(self) -> None:
@@ -156,7 +158,15 @@ class WorkspaceHub:
                 for ws in self.spaces.values() for n, att in ws.attachments.items()
                 if n == node_id]
 
+    def nodes_of(self, owner: str, name: str) -> Collection[str] | None:
+        """The nodes workspace ``name`` is attached to (where its tasks may be placed);
+        None: there is no such workspace."""
+        ws = self.spaces.get((owner, name))
+        return None if ws is None else ws.attachments.keys()
+
     def tell_attachments(self, node_id: str) -> None:
+        if self.on_attachments_changed is not None:
+            self.on_attachments_changed()
         q = self.followers.get(node_id)
         if q is not None:
             q.put_nowait(wpb.FollowEvent(attachments=self.attachments_of(node_id),

@@ -5,13 +5,13 @@ owner (``access.tenant_of``, ``default`` today).
 """
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from cortex import logs
+from cortex.ids import WORKSPACE_NAME_RE
 from cortex.tokens import Principal
 from cortex.v1 import workspace_pb2 as wpb
 from cortex.v1 import workspace_pb2_grpc
@@ -23,7 +23,7 @@ from cortexd.workspaces.hub import Workspace, WorkspaceError, WorkspaceHub
 from cortexd.workspaces.records import ConflictRow
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
-NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+NAME = WORKSPACE_NAME_RE
 BATCH = 2000  # entries per message (well under the 1 MiB frame)
 MAX_ENTRIES = 1_000_000
 

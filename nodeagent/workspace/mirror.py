@@ -8,6 +8,11 @@ attachment has one ``CopySync``: a watcher on the copy (inotify, polling as fall
 ``cortex/wswatch.py``) and the hub's pokes both set one trigger; one round at a time
 runs (``rounds.py``) and a trigger during a round makes one more. A rescan every
 ``RESCAN_S`` covers a watch that missed something.
+
+A task that runs in a workspace waits in :meth:`WorkspaceMirror.current` for a round
+that **started** after it asked: rounds are numbered as they start (``started``) and
+``completed`` is the number of the last one that ended well, so a round already under
+way when the task arrived (whose plan may predate the hub's latest edit) never counts.
 """
 
 import asyncio
@@ -28,6 +33,7 @@ from nodeagent.config import AgentConfig
 from nodeagent.workspace.rounds import RoundResult, run_round
 
 RESCAN_S = 30.0
+ATTACH_WAIT_S = 5.0  # current(): how long an attachment may trail the task
 MAX_MESSAGE = 4 << 20
 
 
@@ -40,8 +46,10 @@ class CopySync:
         self.trigger = asyncio.Event()
         self.stop = asyncio.Event()
         self.rounds = 0
+        self.started = 0  # rounds begun (each one's number)
+        self.completed = 0  # the number of the last round that ended well
         self.last: RoundResult | None = None
-        self.done = asyncio.Event()  # set after each finished round
+        self.done = asyncio.Event()  # set (and replaced) after each round that ended well
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -77,6 +85,8 @@ class CopySync:
             if not self.mirror.online:
                 await self.mirror.online_event.wait()
             t0 = time.monotonic()
+            self.started += 1
+            number = self.started
             try:
                 res = await run_round(self.mirror.stub, self.mirror.md, self.name, self.root,
                                       self.scanner, self.mirror.staging / self.name)
@@ -89,6 +99,7 @@ class CopySync:
                 continue
             failures = 0
             self.rounds += 1
+            self.completed = number
             self.last = res
             if res.to_node or res.to_hub or res.conflicts or res.failed:
                 self.mirror.log.info(
@@ -117,6 +128,7 @@ class WorkspaceMirror:
         self.stub = workspace_pb2_grpc.WorkspacesStub(self.channel)  # type: ignore[no-untyped-call]
         self.md = bearer(token)
         self.copies: dict[str, CopySync] = {}
+        self.attachments_changed = asyncio.Event()  # set (and replaced) on each change
         self.online = False
         self.online_event = asyncio.Event()  # set while online
         self._task: asyncio.Task[None] | None = None
@@ -168,13 +180,39 @@ class WorkspaceMirror:
                 c = self.copies[name] = CopySync(self, name, Path(path))
                 c.start()
                 self.log.info("workspace_attached", workspace=name, path=path)
+        self.attachments_changed.set()
+        self.attachments_changed = asyncio.Event()
+
+    def poke(self, name: str) -> None:
+        """Run a round of ``name`` soon (a task in it ended)."""
+        c = self.copies.get(name)
+        if c is not None:
+            c.trigger.set()
 
     async def current(self, name: str, timeout_s: float = 60.0) -> Path:
-        """Wait for a round of ``name`` that started after this call (a task's start)."""
-        c = self.copies.get(name)
-        if c is None:
-            raise LookupError(f"workspace {name!r} is not attached on this node")
-        done = c.done
+        """The root of ``name``'s copy once a round that started after this call has
+        ended well (a task's start). LookupError: not attached here (after waiting up to
+        ``ATTACH_WAIT_S`` for the hub's word, which may trail the task's envelope);
+        TimeoutError: no such round within ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        attach_by = loop.time() + min(ATTACH_WAIT_S, timeout_s)
+        while (c := self.copies.get(name)) is None:
+            left = attach_by - loop.time()
+            if left <= 0:
+                raise LookupError(f"workspace {name!r} is not attached on this node")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.attachments_changed.wait(), left)
+        after = c.started  # a round under way now may have planned before the task came
         c.trigger.set()
-        await asyncio.wait_for(done.wait(), timeout_s)
+        while c.completed <= after:
+            if self.copies.get(name) is not c:
+                raise LookupError(f"workspace {name!r} was detached from this node")
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError(f"no sync round of workspace {name!r} ended within "
+                                   f"{timeout_s:g} s" + ("" if self.online else
+                                                         " (the hub is out of reach)"))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(c.done.wait(), min(left, 1.0))
         return c.root

@@ -47,3 +47,16 @@ def test_placer_skips_full_detached_and_draining_nodes() -> None:
     first.running, first.last_picked = 1, 1
     placer.placed(first)
     assert placer.pick({}) is None
+
+
+def test_a_task_in_a_workspace_goes_only_to_a_node_it_is_attached_to() -> None:
+    nodes = [Candidate("a", {}, 4, 0), Candidate("b", {"os": "linux"}, 4, 1),
+             Candidate("c", {"os": "linux"}, 1, 1), Candidate("d", {}, 4, 0, draining=True)]
+    placer = Placer(nodes, _count)
+    assert placer.pick({}).node_id == "a"  # type: ignore[union-attr]
+    got = placer.pick({}, among={"b", "c"})
+    assert got is not None and got.node_id == "b"  # c is full
+    assert placer.pick({}, among={"c", "d", "gone"}) is None  # full, draining, unknown
+    assert placer.pick({}, among=()) is None  # attached to no node
+    assert placer.pick({"os": "mac"}, among={"b"}) is None  # the selector still applies
+    assert placer.pick({}, "a", among={"b"}) is None  # and the pin

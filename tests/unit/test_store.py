@@ -375,19 +375,20 @@ def test_task_limits_survive_the_store_and_a_transition(url: str) -> None:
         row = task()
         row.timeout_s, row.idle_timeout_s = 30, 5
         row.memory_max_bytes, row.pids_max = 64 << 20, 50
+        row.workspace = "w1"  # migration 0011
         await store.create_task(row)
         got = await store.get_task(row.task_id)
-        assert got is not None
+        assert got is not None and got.workspace == "w1"
         assert (got.timeout_s, got.idle_timeout_s, got.memory_max_bytes, got.pids_max) == (
             30, 5, 64 << 20, 50)
         moved = await store.transition(row.task_id, attempt=0, node_epoch=0, to=State.ASSIGNED,
                                        new_attempt=True, node_id="n1", new_node_epoch=5,
                                        now_ms=2)
         assert (moved.idle_timeout_s, moved.memory_max_bytes, moved.pids_max) == (
-            5, 64 << 20, 50)
+            5, 64 << 20, 50) and moved.workspace == "w1"
         plain = await store.create_task(task("t-00000000000000000009"))
-        assert (plain[0].idle_timeout_s, plain[0].memory_max_bytes, plain[0].pids_max) == (
-            0, 0, 0)
+        assert (plain[0].idle_timeout_s, plain[0].memory_max_bytes, plain[0].pids_max,
+                plain[0].workspace) == (0, 0, 0, "")
 
     run(url, body)
 

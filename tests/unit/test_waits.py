@@ -73,3 +73,17 @@ def test_in_a_cluster_the_directory_s_nodes_on_other_hubs_count():
     assert waits.explain({"gpu": "h100"}, "", "").code == "no_match"
     assert waits.explain({}, "n1", "").code == "busy"  # attached at hub-b, at capacity
     assert "any hub of the cluster" in waits.explain({"gpu": "x"}, "", "").text
+
+
+def test_a_task_in_a_workspace_waits_for_the_nodes_it_is_attached_to():
+    nodes = [node("n1"), node("n2", attached=False), node("n3", running=2)]
+    wait = why_queued({}, "", "", nodes, among={"n2"}, workspace="w1")
+    assert wait.code == "no_node" and "workspace w1 is attached to n2" in wait.text
+    assert why_queued({}, "", "", nodes, among=(), workspace="w1").code == "no_node"
+    assert why_queued({}, "", "", nodes, among={"n3"}, workspace="w1").code == "busy"
+    assert why_queued({}, "", "", nodes, among={"n1", "n2"}, workspace="w1").code == ""
+    explainer = WaitExplainer(lambda: nodes, lambda: False)
+    explainer.workspace_nodes = lambda owner, name: {"n3"} if name == "w1" else None
+    assert explainer.explain({}, "", "", "default", "w1").code == "busy"
+    assert explainer.explain({}, "", "", "default", "").code == ""
+    assert explainer.explain({}, "", "", "default", "gone").code == "no_node"
