@@ -8,6 +8,9 @@ one DB-API connection on one thread of their own (the SQLite file is the hub's s
 WAL allows the second connection; PostgreSQL is the cluster's), so the event loop
 never waits on the database.
 
+A PostgreSQL connection the server dropped is replaced at the next call (the call that
+found it broken fails), so the workspaces outlive a database restart.
+
 The synced state is written as a diff (rows upserted, rows deleted) in one transaction
 with the attachment's round counter, so after a crash it is either the old base or the
 new one, never a mix.
@@ -90,11 +93,27 @@ class WorkspaceRecords:
     async def _run(self, fn: Callable[[Any], T]) -> T:
         def run() -> T:
             if self.pg:
-                with self._db.transaction():
-                    return fn(self._db.cursor())
+                return self._run_pg(fn)
             with self._db:
                 return fn(self._db)
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
+    def _run_pg(self, fn: Callable[[Any], T]) -> T:
+        """One transaction. A connection the server dropped (a restart, a terminated
+        backend) fails this call and is replaced at the next: never retried here, as the
+        outcome of a commit cut off is unknown (the node's round is planned again)."""
+        import psycopg
+
+        if self._db is None or self._db.closed:
+            self._db = psycopg.connect(self.url, autocommit=True)
+        try:
+            with self._db.transaction():
+                return fn(self._db.cursor())
+        except psycopg.OperationalError:
+            if self._db.broken or self._db.closed:
+                self._db.close()
+                self._db = None
+            raise
 
     async def open(self) -> None:
         def connect() -> None:
