@@ -174,7 +174,8 @@ class WorkspaceMirror:
     async def _set_attachments(self, wanted: dict[str, str]) -> None:
         for name in list(self.copies):
             if wanted.get(name) != str(self.copies[name].root):
-                await self.copies.pop(name).close()
+                await self.copies.pop(name).close()  # its copy stays as it is
+                self.log.info("workspace_detached", workspace=name)
         for name, path in wanted.items():
             if name not in self.copies:
                 c = self.copies[name] = CopySync(self, name, Path(path))
