@@ -2,12 +2,15 @@
 
 ``STATE_DIR/workspaces/.blobs/ab/<sha256>`` holds the bytes a node or cortexctl pushed
 (and a conflict's losing version, kept by ``resolve``), each whole and checked: a blob is
-written to ``<sha256>.part`` as its chunks arrive, hashed as it goes, and renamed into
-place only when its size and sha256 match what the first chunk declared; a mismatch
-keeps nothing. A kill -9 mid-push leaves at most a ``.part`` (removed at the next push of
-that blob), never a wrong blob. Files move into a tree from here by copy (the copy is
-hashed again, ``cortex/wstree.apply_entry``), so a blob can be dropped once every
-synced state has moved on (not collected yet: see docs/architecture.md).
+written to ``<sha256>.<random>.part`` as its chunks arrive, hashed as it goes, and renamed
+into place only when its size and sha256 match what the first chunk declared; a mismatch
+keeps nothing. Each push has a part file of its own: two pushes of one blob at once (two
+nodes with the same new file) once shared ``<sha256>.part``, and the second's truncation
+left zeros in the blob the first then stored. A kill -9 mid-push leaves at most ``.part``
+files (``sweep`` removes them when the hub starts), never a wrong blob. Files move into
+a tree from here by copy (the copy is hashed again, ``cortex/wstree.apply_entry``), so a
+blob can be dropped once every synced state has moved on (not collected yet: see
+docs/architecture.md).
 
 ``pull_chunks`` serves the hub's files: a blob when there is one, else the file at its
 path in the hub tree, hashed while read; a file that changed since it was planned ends
@@ -16,6 +19,7 @@ with ``error`` and the node skips that action until the next round.
 
 import hashlib
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +55,20 @@ class BlobDir:
     def has(self, sha256: str) -> bool:
         return self.path(sha256).exists()
 
+    def _part(self, sha256: str) -> Path:
+        """A part file for one push (or keep) of ``sha256``, nobody else's."""
+        final = self.path(sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return final.with_name(f"{sha256}.{secrets.token_hex(8)}.part")
+
+    def sweep(self) -> int:
+        """Remove the part files a killed hub left (call before any push can run)."""
+        n = 0
+        for part in self.root.glob("*/*.part"):
+            part.unlink(missing_ok=True)
+            n += 1
+        return n
+
     def receive(self, sha256: str, size: int, offset: int, data: bytes, last: bool) -> bool | None:
         """One pushed chunk; True when a blob was stored, False when it was refused (its
         bytes did not hash to its name), None while it is incomplete."""
@@ -63,9 +81,8 @@ class BlobDir:
             self._abandon()
             if offset != 0:
                 raise PushRefused(f"{sha256[:16]}: first chunk at offset {offset}")
-            part = self.path(sha256).with_suffix(".part")
-            part.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            part = self._part(sha256)
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             cur = self._in = _Incoming(sha256, size, part, fd, 0, hashlib.sha256())
         if offset != cur.got or cur.got + len(data) > cur.size:
             self._abandon()
@@ -97,8 +114,7 @@ class BlobDir:
         """Keep a copy of a tree file as a blob (a version about to be replaced)."""
         if self.has(sha256):
             return
-        part = self.path(sha256).with_suffix(".part")
-        part.parent.mkdir(parents=True, exist_ok=True)
+        part = self._part(sha256)
         h = hashlib.sha256()
         with open(source, "rb") as src, open(part, "wb") as dst:
             while chunk := src.read(CHUNK_BYTES):

@@ -97,6 +97,7 @@ class WorkspaceHub:
 
     # -- loading, creating, attaching ---------------------------------------------
     async def load(self) -> None:
+        await asyncio.to_thread(self.blobs.sweep)  # part files of pushes a kill cut off
         for owner, name, created in await self.records.workspaces():
             self._add(owner, name, created)
         for row in await self.records.attachments():
