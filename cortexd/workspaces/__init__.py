@@ -2,7 +2,8 @@
 
 ``open_workspaces`` builds the records (the hub's own store: SQLite or PostgreSQL), the
 hub side (``hub.py``) and the gRPC service; ``watch_trees`` pokes the attached nodes when
-a hub tree changes (an agent edits it), so a change reaches them within a second or two.
+a hub tree changes (an agent edits it), so a change reaches them within a second or two;
+``gc.py`` collects the blobs nothing needs any more.
 """
 
 import asyncio
@@ -13,6 +14,7 @@ from cortex import logs
 from cortex.wswatch import changes
 from cortexd.config import Settings
 from cortexd.ingress.auth import Authenticator
+from cortexd.workspaces.gc import run_collector
 from cortexd.workspaces.hub import Workspace, WorkspaceHub
 from cortexd.workspaces.records import WorkspaceRecords
 from cortexd.workspaces.service import WorkspacesService
@@ -61,6 +63,8 @@ async def open_workspaces(settings: Settings,
     watchers = TreeWatchers(hub)
     hub.on_new_workspace = watchers.start
     await hub.load()
+    # The blob collector (gc.py) ends with the watchers.
+    watchers.tasks.append(asyncio.get_running_loop().create_task(run_collector(hub)))
     return WorkspacesService(hub, auth), watchers
 
 

@@ -9,8 +9,8 @@ nodes with the same new file) once shared ``<sha256>.part``, and the second's tr
 left zeros in the blob the first then stored. A kill -9 mid-push leaves at most ``.part``
 files (``sweep`` removes them when the hub starts), never a wrong blob. Files move into
 a tree from here by copy (the copy is hashed again, ``cortex/wstree.apply_entry``), so a
-blob can be dropped once every synced state has moved on (not collected yet: see
-docs/architecture.md).
+blob is only ever a way station, or a conflict's version: ``collect`` (run by
+``cortexd/workspaces/gc.py``) removes those no conflict names once unused for a while.
 
 ``pull_chunks`` serves the hub's files: a blob when there is one, else the file at its
 path in the hub tree, hashed while read; a file that changed since it was planned ends
@@ -28,6 +28,10 @@ from cortex.wsmerge import WorkspacePathError
 from cortex.wstree import CHUNK_BYTES, safe_path
 
 MAX_CHUNK_BYTES = 1 << 20
+
+
+def _is_sha256(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
 class PushRefused(Exception):
@@ -53,7 +57,33 @@ class BlobDir:
         return self.root / sha256[:2] / sha256
 
     def has(self, sha256: str) -> bool:
-        return self.path(sha256).exists()
+        """Whether the blob is here. Asking counts as a use: its mtime becomes now, and
+        ``collect`` keeps a blob for its grace period after the last use."""
+        if not _is_sha256(sha256):
+            return False
+        try:
+            os.utime(self.path(sha256))
+        except OSError:
+            return False
+        return True
+
+    def collect(self, keep: set[str], unused_since: float) -> tuple[int, int]:
+        """Remove every blob not in ``keep`` whose last use (mtime) is before
+        ``unused_since`` (a ``time.time()``); (blobs, bytes) removed. One removed under a
+        round that planned with it costs that round's action a retry, nothing more."""
+        count = size = 0
+        for path in self.root.glob("*/*"):
+            if not _is_sha256(path.name) or path.name in keep:
+                continue  # part files are the sweep's
+            try:
+                st = path.stat()
+                if st.st_mtime >= unused_since:
+                    continue
+                path.unlink()
+            except OSError:
+                continue
+            count, size = count + 1, size + st.st_size
+        return count, size
 
     def _part(self, sha256: str) -> Path:
         """A part file for one push (or keep) of ``sha256``, nobody else's."""
@@ -74,7 +104,7 @@ class BlobDir:
         bytes did not hash to its name), None while it is incomplete."""
         if len(data) > MAX_CHUNK_BYTES:
             raise PushRefused(f"chunk of {len(data)} bytes (at most {MAX_CHUNK_BYTES})")
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        if not _is_sha256(sha256):
             raise PushRefused(f"{sha256[:70]!r} is not a sha256")
         cur = self._in
         if cur is None or cur.sha256 != sha256:

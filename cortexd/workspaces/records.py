@@ -253,3 +253,10 @@ class WorkspaceRecords:
             "UPDATE workspace_conflicts SET resolved_ms = %s, resolution = %s "
             "WHERE owner = %s AND id = %s AND resolved_ms = 0"),
             (now_ms, resolution, owner, conflict_id)))
+
+    async def conflict_digests(self) -> set[str]:
+        """The file digests every conflict (open or resolved) names: their blobs stay."""
+        rows = await self._run(lambda db: db.execute(
+            "SELECT base, hub, node FROM workspace_conflicts").fetchall())
+        return {e.digest for row in rows for e in map(entry_from, row)
+                if e is not None and e.kind == FILE}
