@@ -96,7 +96,9 @@ async def snapshot(s: BrowserSession, args: dict[str, Any]) -> dict[str, Any]:
     page = s.live_page()
     text = await guarded(s, "snapshot", _timeout_ms(args, s.settings.action_timeout_ms),
                          lambda: page.aria_snapshot(mode="ai"))
-    before, s.last_snapshot = s.last_snapshot, text
+    before = s.last_snapshot
+    if not args.get("peek"):  # a monitor's look leaves the caller's diff baseline alone
+        s.last_snapshot = text
     out: dict[str, Any] = {"url": page.url, "full_bytes": len(text.encode()),
                            "refs": len(snap.refs(text))}
     if args.get("diff") and before:

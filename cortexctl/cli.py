@@ -129,6 +129,9 @@ def add_task_flags(p: argparse.ArgumentParser) -> None:
                    help="watch the task with this inline monitor policy (TOML)")
     p.add_argument("--goal", metavar="TEXT",
                    help="the agent session's goal (starts a session; the LLM is told it)")
+    p.add_argument("--browse-session", metavar="SID@NODE",
+                   help="the monitor also reads this browser session's snapshot (yours, "
+                   "open: browse ls) at every decision; rules match it with snapshot_match")
 
 
 def _submit(args: argparse.Namespace) -> int:

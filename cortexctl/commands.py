@@ -78,11 +78,14 @@ def pairs(values: list[str] | None, flag: str) -> dict[str, str]:
 
 
 def monitor_fields(args: argparse.Namespace) -> dict[str, str]:
-    """--monitor POLICY / --policy-file FILE / --goal TEXT as SubmitRequest fields."""
+    """--monitor POLICY / --policy-file FILE / --goal TEXT / --browse-session SID@NODE as
+    SubmitRequest fields."""
     monitor, policy_file = getattr(args, "monitor", None), getattr(args, "policy_file", None)
     if monitor and policy_file:
         raise UsageError("--monitor and --policy-file: give one")
     out = {"goal": getattr(args, "goal", None) or ""}
+    if browse := getattr(args, "browse_session", None):
+        out["browse_session"] = browse
     if monitor:
         out["monitor_policy"] = monitor
     if policy_file:

@@ -4,7 +4,8 @@ A ``ThreadingHTTPServer`` on 127.0.0.1 (an ephemeral port) in a daemon thread:
 ``/form`` (a field, a select, a submit button → ``/done``), ``/counter`` (a button that
 changes one element), ``/cookie`` (sets a cookie) and ``/whoami`` (shows it), ``/hog``
 (allocates memory until stopped), ``/hang`` (a script that never ends), ``/rows?n=N``
-(a table of N rows), ``/download`` (a file download), ``/console`` (logs and throws).
+(a table of N rows), ``/download`` (a file download), ``/console`` (logs and throws),
+``/shop`` (a field, and a button that turns the heading "Checkout" into "Order placed").
 """
 
 import threading
@@ -28,6 +29,10 @@ window.keep = [];
 function eat() { for (let i = 0; i < 8; i++) { const a = new Uint8Array(16 << 20);
   a.fill(1); keep.push(a); } setTimeout(eat, 20); }
 eat();</script>"""
+
+SHOP = """<!doctype html><title>Shop</title><h1>Checkout</h1>
+<label>Note <input aria-label="note"></label>
+<button onclick="document.querySelector('h1').textContent='Order placed'">Place order</button>"""
 
 HANG = """<!doctype html><title>Hang</title><p>looping</p>
 <button onclick="while (true) {}">Loop</button>"""
@@ -65,7 +70,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         pages = {"/form": FORM, "/counter": COUNTER, "/hog": HOG, "/hang": HANG,
-                 "/console": CONSOLE}
+                 "/console": CONSOLE, "/shop": SHOP}
         if url.path in pages:
             self._send(pages[url.path])
         elif url.path == "/done":

@@ -13,6 +13,9 @@
   kept by ``secrets.py`` (sealed in the store, a bounded cache in memory) and
   replaced by ``[secret]`` in every context a monitor reads (``GetContext``), so it
   never leaves the hub, and it is never logged.
+- **Browse sessions**: a policy (or the submission, ``browse_session``) may name a
+  browser session whose snapshot the monitor reads; the submitter must own it
+  (checked here, pagereads.py), and the name is kept in the task's policy text.
 """
 
 from collections import OrderedDict
@@ -21,11 +24,12 @@ from cortex.ids import is_task_id
 from cortex.v1 import control_pb2
 from cortexd.control.errors import RequestError
 from cortexd.control.monitorfeed import MonitorFeed
+from cortexd.control.pagereads import PageReads
 from cortexd.control.secrets import SecretKeeper, load_key
 from cortexd.control.state import HubState, now_ms
 from cortexd.control.tasks import TaskService
 from cortexd.monitors.actions import Action
-from cortexd.monitors.policy import PolicyError, parse_policy
+from cortexd.monitors.policy import PolicyError, parse_policy, with_browse_session
 from cortexd.store import TaskRow
 from cortexd.store.monitoring import (
     DONE,
@@ -59,6 +63,7 @@ class Agents:
         # Agent rows of watched tasks as RecordDecision needs them (owner and session
         # never change after registration), so a decision costs one store statement.
         self._rows: OrderedDict[str, AgentTaskRow] = OrderedDict()
+        self.pages: PageReads | None = None  # set by the control process (browse sessions)
 
     async def load(self) -> None:
         for row in await self.store.agent_tasks(watching=True):
@@ -69,33 +74,32 @@ class Agents:
     # -- submissions ---------------------------------------------------------------
 
     async def prepare(self, req: control_pb2.SubmitRequest, owner: str,
-                      task_id: str = "") -> AgentTaskRow | None:
+                      task_id: str = "", caller: str = "") -> AgentTaskRow | None:
         """The agent row a submission asks for (None: a plain task), or RequestError.
         ``task_id``: the id the submission will create; the feed holds that task's
-        events until :meth:`register` (they can come before it, see monitorfeed)."""
-        name, body = req.monitor_policy, req.policy_toml
-        if not (name or body or req.goal or req.parent_task_id):
+        events until :meth:`register` (they can come before it, see monitorfeed).
+        ``caller``: the submitter's credential name, who must own a browse session the
+        policy names (pagereads.py)."""
+        if not (req.monitor_policy or req.policy_toml or req.goal or req.parent_task_id
+                or req.browse_session):
             return None
         if len(req.goal) > MAX_GOAL_CHARS:
             raise RequestError("INVALID_ARGUMENT", f"goal is longer than {MAX_GOAL_CHARS}")
-        if body and name not in ("", "inline"):
-            raise RequestError("INVALID_ARGUMENT",
-                               "give a stored policy's name or an inline policy, not both")
-        if name and name != "inline":
-            stored = await self.store.get_policy(DEFAULT_OWNER, name)
-            if stored is None:
-                raise RequestError("NOT_FOUND", f"no monitor policy named {name!r} "
-                                   "(cortexctl policies ls)")
-            body = stored.body
-        elif body:
-            name = "inline"
-        elif name == "inline":
-            raise RequestError("INVALID_ARGUMENT", "monitor policy 'inline' needs policy_toml")
+        name, body = await self._policy(req)
+        if req.browse_session and not body:
+            raise RequestError("INVALID_ARGUMENT", "a browse session is read by a monitor: "
+                               "give a monitor policy too")
         if body:
             try:
-                parse_policy(name, body)
+                if req.browse_session:
+                    body = with_browse_session(name, body, req.browse_session)
+                browse = parse_policy(name, body).browse_session
             except PolicyError as e:
                 raise RequestError("INVALID_ARGUMENT", str(e)) from e
+            if browse:
+                if self.pages is None:
+                    raise RequestError("FAILED_PRECONDITION", "this hub has no Browse service")
+                await self.pages.check(browse, caller)
         session = ""
         if req.parent_task_id:
             if not is_task_id(req.parent_task_id):
@@ -112,6 +116,24 @@ class Agents:
                             goal=req.goal, session_id=session,
                             parent_task_id=req.parent_task_id, cause=req.cause[:200],
                             created_ms=t, updated_ms=t)
+
+    async def _policy(self, req: control_pb2.SubmitRequest) -> tuple[str, str]:
+        """(name, text) of the submission's policy: a stored one, inline, or none."""
+        name, body = req.monitor_policy, req.policy_toml
+        if body and name not in ("", "inline"):
+            raise RequestError("INVALID_ARGUMENT",
+                               "give a stored policy's name or an inline policy, not both")
+        if name and name != "inline":
+            stored = await self.store.get_policy(DEFAULT_OWNER, name)
+            if stored is None:
+                raise RequestError("NOT_FOUND", f"no monitor policy named {name!r} "
+                                   "(cortexctl policies ls)")
+            return name, stored.body
+        if body:
+            return "inline", body
+        if name == "inline":
+            raise RequestError("INVALID_ARGUMENT", "monitor policy 'inline' needs policy_toml")
+        return name, body
 
     async def register(self, task: TaskRow, prepared: AgentTaskRow) -> AgentTaskRow:
         """Store the agent row of a created (or deduplicated) task; idempotent."""

@@ -306,9 +306,25 @@ class MonitorsService(monitor_pb2_grpc.MonitorsServicer):
         if request.screen_bytes:  # what rules read: the end of the output only
             head, tail = b"", screen_of(head, tail, view.omitted_bytes, request.screen_bytes)
         prompt = self.state.last_prompt(task.task_id, task.attempt)
-        return monitor_pb2.TaskContext(
+        out = monitor_pb2.TaskContext(
             journal=control_pb2.Journal(
                 task_id=task.task_id, attempt=task.attempt, head=head, tail=tail,
                 total_bytes=view.total_bytes, omitted_bytes=view.omitted_bytes,
                 omitted_from=view.omitted_from, omitted_to=view.omitted_to),
             last_prompt=prompt_pb(prompt) if prompt is not None else None)
+        if request.browse_snapshot:
+            snap = await self._snapshot(task.task_id)
+            if snap is not None:
+                out.snapshot.CopyFrom(snap)
+        return out
+
+    async def _snapshot(self, task_id: str) -> monitor_pb2.BrowseSnapshot | None:
+        """The snapshot of the browser session the task's policy names (pagereads.py)."""
+        row = await self.agents.agent_task(task_id)
+        if row is None or not row.policy_body or self.agents.pages is None:
+            return None
+        try:
+            handle = parse_policy(row.policy_name, row.policy_body).browse_session
+        except PolicyError:
+            return None
+        return await self.agents.pages.snapshot(task_id, handle) if handle else None

@@ -43,6 +43,7 @@ from cortexd.control.localport import prepare_local_socket
 from cortexd.control.monitorapi import MonitorsService
 from cortexd.control.operate import Operations, SupervisorLink
 from cortexd.control.operateapi import OPERATE_SERVICE, OperateService
+from cortexd.control.pagereads import PageReads
 from cortexd.control.policyfiles import sync_policies
 from cortexd.control.queuewaits import run_queue_timeouts
 from cortexd.control.service import ControlService
@@ -160,8 +161,10 @@ class Control:
         workspaces.hub.on_attachments_changed = st.kick
         workspace_pb2_grpc.add_WorkspacesServicer_to_server(  # type: ignore[no-untyped-call]
             workspaces, server)
+        browse = BrowseService(st, auth, artifacts.grants)
+        agents.pages = PageReads(browse, agents.secrets)  # what monitors read of a page
         browse_pb2_grpc.add_BrowseServicer_to_server(  # type: ignore[no-untyped-call]
-            BrowseService(st, auth, artifacts.grants), server)
+            browse, server)
         shell_pb2_grpc.add_ShellServicer_to_server(  # type: ignore[no-untyped-call]
             ShellService(hub), server)
         self.ops = Operations(hub, SupervisorLink(self.conn))

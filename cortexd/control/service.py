@@ -178,8 +178,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
         row = _row_of(request)
         await self._task_files(request, row, context)
         try:
-            agent = (await self.agents.prepare(request, row.tenant, row.task_id)
-                     if self.agents else None)
+            agent = (await self.agents.prepare(request, row.tenant, row.task_id,
+                                               self._client(context)) if self.agents else None)
             task, dedup = await self.hub.tasks.submit(row)
             if agent is not None and self.agents is not None:
                 await self.agents.register(task, agent)
@@ -199,8 +199,9 @@ class ControlService(control_pb2_grpc.ControlServicer):
                                 f"at most {MAX_SUBMIT_MANY} tasks in one SubmitMany "
                                 f"(this one has {len(request.tasks)}); nothing was submitted")
         items = [self._intake_item(r) for r in request.tasks]
-        agents = [await self._prepare(r, item) for r, item in zip(request.tasks, items,
-                                                                   strict=True)]
+        caller = self._client(context)
+        agents = [await self._prepare(r, item, caller) for r, item in zip(request.tasks, items,
+                                                                           strict=True)]
         items = [a if isinstance(a, Refused) else item for a, item in zip(agents, items,
                                                                           strict=True)]
         outcomes = await self.hub.intake.submit_many(items)
@@ -226,13 +227,13 @@ class ControlService(control_pb2_grpc.ControlServicer):
         no = check_workspace(self.hub.state.workspace_nodes, row.tenant, r)
         return row if no is None else Refused(*no)
 
-    async def _prepare(self, request: control_pb2.SubmitRequest,
-                       item: TaskRow | Refused) -> AgentTaskRow | Refused | None:
+    async def _prepare(self, request: control_pb2.SubmitRequest, item: TaskRow | Refused,
+                       caller: str) -> AgentTaskRow | Refused | None:
         """The monitor part of one task of a SubmitMany (None: a plain task)."""
         if self.agents is None or isinstance(item, Refused):
             return None
         try:
-            return await self.agents.prepare(request, item.tenant, item.task_id)
+            return await self.agents.prepare(request, item.tenant, item.task_id, caller)
         except RequestError as e:
             return Refused(e.code, str(e))
 
@@ -256,7 +257,8 @@ class ControlService(control_pb2_grpc.ControlServicer):
         task: TaskRow | None = None
         try:
             try:
-                agent = (await self.agents.prepare(request.task, row.tenant, row.task_id)
+                agent = (await self.agents.prepare(request.task, row.tenant, row.task_id,
+                                                   self._client(context))
                          if self.agents else None)
                 task, dedup = await tasks.submit(row)
                 if agent is not None and self.agents is not None:

@@ -9,7 +9,10 @@
 - :func:`llm_messages` builds the chat messages of one LLM call from the task's
   journal (10 KB head, the omitted-bytes marker, 30 KB tail) and never more than
   ``max_bytes`` in all (the tail is cut from its start, then the head from its end);
-  :func:`digest` names exactly what was sent (sha256 of the messages' JSON).
+  :func:`digest` names exactly what was sent (sha256 of the messages' JSON). When the
+  task's policy names a browser session, its accessibility snapshot (as the hub sent
+  it, secrets replaced) comes before the journal, at most :data:`SNAPSHOT_CONTEXT_BYTES`
+  of it (cut at the end, marked), within the same ``max_bytes``.
 """
 
 import hashlib
@@ -21,6 +24,7 @@ from cortexd.monitors.actions import ACTION_NAMES
 from cortexd.monitors.policy import Situation
 
 MAX_CONTEXT_BYTES = 40_000
+SNAPSHOT_CONTEXT_BYTES = 12_000
 LAST_LINES = 12
 _ESC_RE = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"
@@ -86,6 +90,34 @@ class JournalText:
     marker: str  # "" when nothing is omitted
 
 
+@dataclass(frozen=True, slots=True)
+class PageSnapshot:
+    """A browser session's accessibility snapshot as the hub returned it."""
+
+    session: str
+    url: str
+    text: str
+    full_bytes: int
+    sha256: str
+    truncated: bool = False
+
+
+def cut_utf8(text: str, limit: int) -> str:
+    data = text.encode()
+    return text if len(data) <= limit else data[:limit].decode(errors="ignore")
+
+
+def _snapshot_text(snap: PageSnapshot | None, limit: int) -> str:
+    if snap is None or limit <= 0:
+        return ""
+    body = cut_utf8(snap.text, limit)
+    more = len(snap.text.encode()) - len(body.encode()) if body != snap.text else 0
+    cut = (f"\n[… {more + snap.full_bytes - len(snap.text.encode())} more bytes of the "
+           "snapshot not shown …]" if more or snap.truncated else "")
+    return (f"\n\nThe browser page the task works in (session {snap.session}, "
+            f"{snap.url[:500]}), its accessibility snapshot:\n{body}{cut}\n")
+
+
 SYSTEM = (
     "You watch one shell task running in a terminal on a remote machine and decide the "
     "single next action. Answer with one JSON object only, no prose. Actions: "
@@ -109,10 +141,13 @@ def _situation_text(s: Situation, goal: str) -> str:
 
 
 def llm_messages(s: Situation, goal: str, instructions: str, journal: JournalText,
-                 max_bytes: int = MAX_CONTEXT_BYTES) -> list[dict[str, str]]:
+                 max_bytes: int = MAX_CONTEXT_BYTES,
+                 snapshot: PageSnapshot | None = None) -> list[dict[str, str]]:
     """The messages of one call; their JSON is at most ``max_bytes`` (UTF-8)."""
     system = SYSTEM + (f"\nInstructions for this task: {instructions}" if instructions else "")
-    intro = _situation_text(s, goal)[:4000] + "\n\nThe task's output (its journal):\n"
+    intro = _situation_text(s, goal)[:4000]
+    page = _snapshot_text(snapshot, min(SNAPSHOT_CONTEXT_BYTES, max_bytes // 3))
+    intro += page + "\n\nThe task's output (its journal):\n"
     head = render_text(journal.head)
     tail = render_text(journal.tail)
     marker = f"\n{journal.marker}\n" if journal.marker else ""

@@ -11,7 +11,8 @@ the caller ESCALATEs. Bounded:
   honouring Retry-After), calls per task per minute (a sliding window: past it the
   monitor WAITs instead of calling);
 - context: the journal's 10 KB head + 30 KB tail with the omitted-bytes marker,
-  never more than 40 KB per call (``context.llm_messages``).
+  never more than 40 KB per call (``context.llm_messages``), a browser session's
+  snapshot included when the policy names one.
 """
 
 import asyncio
@@ -25,7 +26,7 @@ import openai
 
 from cortex.errors import CortexError
 from cortexd.monitors.actions import ACTION_SCHEMA, Action, ActionError, action_from_dict
-from cortexd.monitors.context import JournalText, digest, llm_messages
+from cortexd.monitors.context import JournalText, PageSnapshot, digest, llm_messages
 from cortexd.monitors.policy import Situation
 
 HTTP_RETRIES = 2
@@ -105,10 +106,10 @@ class LLMClient:
             "name": "monitor_action", "schema": ACTION_SCHEMA, "strict": False}}
 
     async def decide(self, task_id: str, s: Situation, goal: str, instructions: str,
-                     journal: JournalText) -> LLMAnswer:
+                     journal: JournalText, snapshot: PageSnapshot | None = None) -> LLMAnswer:
         """One action from the model, validated; LLMError when there is none to be had."""
         messages: list[dict[str, str]] = llm_messages(s, goal, instructions, journal,
-                                                      self.s.max_context_bytes)
+                                                      self.s.max_context_bytes, snapshot)
         sent_digest, sent_bytes = digest(messages)
         prompt_tokens = completion_tokens = calls = 0
         problem = ""

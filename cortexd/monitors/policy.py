@@ -7,12 +7,15 @@ inline at submission. Its shape::
     llm = true                # ask the LLM when no rule decides (if one is configured)
     instructions = "…"        # what the LLM is told about this kind of task
     on_undecided = "escalate" # no rule, no LLM, a prompt: "escalate" or "wait"
+    browse_session = "s-…@web-1"  # a browser session whose snapshot the monitor reads
+                              # at every decision (or ``cortexctl submit --browse-session``)
 
     [[rule]]
     id = "confirm"            # recorded with every decision it makes
     on = "prompt"             # prompt | end | idle | timer | any
     kind = ["confirm"]        # prompt kinds (the node's detector names them)
     match = 'Proceed\\? \\[y/N\\]'  # regex searched in the rendered last lines
+    snapshot_match = 'Order placed'  # regex searched in the browser session's snapshot
     exit_code = 0             # end: the exit code (or a list of them)
     state = "SUCCEEDED"       # end: the final state (or a list)
     elapsed_over_s = 0        # since the task started
@@ -20,17 +23,21 @@ inline at submission. Its shape::
     action = "SEND_INPUT"     # and the action's fields: text, next_check_seconds,
     text = "y\\n"              # verdict, reason, command, selector, node, monitor
 
-Rules are tried in order; the first whose every condition holds decides. Invariant:
-a password prompt is never sent to an LLM — without a rule for it the task is
-escalated to a person (:func:`decide_by_rules` returns that decision).
+Rules are tried in order; the first whose every condition holds decides; a rule with
+``snapshot_match`` holds only when a snapshot was read (the policy names a session and
+the hub could fetch it). Invariant: a password prompt is never sent to an LLM —
+without a rule for it the task is escalated to a person (:func:`decide_by_rules`
+returns that decision).
 """
 
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
 from cortex.errors import CortexError
+from cortex.ids import NODE_ID_RE
 from cortexd.monitors.actions import Action, ActionError, action_from_dict, wait
 
 MAX_POLICY_BYTES = 64 << 10
@@ -38,8 +45,10 @@ MAX_RULES = 200
 ON_VALUES = ("prompt", "end", "idle", "timer", "any")
 RULE_KEYS = frozenset({"id", "on", "kind", "match", "exit_code", "state", "elapsed_over_s",
                        "idle_over_s", "action", "next_check_seconds", "text", "verdict",
-                       "reason", "command", "selector", "node", "monitor"})
-TOP_KEYS = frozenset({"check_every_s", "llm", "instructions", "on_undecided", "rule"})
+                       "reason", "command", "selector", "node", "monitor", "snapshot_match"})
+TOP_KEYS = frozenset({"check_every_s", "llm", "instructions", "on_undecided", "rule",
+                      "browse_session"})
+BROWSE_HANDLE = re.compile(r"s-[0-9a-f]{16}@" + NODE_ID_RE.pattern)
 PASSWORD_KINDS = frozenset({"password"})
 DEFAULT_CHECK_EVERY_S = 60
 
@@ -60,6 +69,7 @@ class Situation:
     exit_code: int | None = None
     elapsed_s: float = 0.0
     idle_s: float = 0.0
+    snapshot: str | None = None  # the browser session's snapshot (None: none was read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +83,7 @@ class Rule:
     states: frozenset[str] = frozenset()
     elapsed_over_s: float = 0.0
     idle_over_s: float = 0.0
+    snapshot_match: re.Pattern[str] | None = None
 
     def matches(self, s: Situation) -> bool:
         if not _on(self.on, s):
@@ -86,6 +97,9 @@ class Rule:
         if s.elapsed_s <= self.elapsed_over_s and self.elapsed_over_s:
             return False
         if s.idle_s <= self.idle_over_s and self.idle_over_s:
+            return False
+        if self.snapshot_match is not None and (
+                s.snapshot is None or self.snapshot_match.search(s.snapshot) is None):
             return False
         return self.match is None or self.match.search(s.last_lines) is not None
 
@@ -112,6 +126,7 @@ class Policy:
     llm: bool = True
     instructions: str = ""
     on_undecided: str = "escalate"
+    browse_session: str = ""
     source: str = field(default="", compare=False)
 
 
@@ -135,6 +150,37 @@ def _seconds(raw: dict[str, Any], key: str, where: str) -> float:
     return float(value)
 
 
+def _regex(raw: dict[str, Any], key: str, where: str) -> re.Pattern[str] | None:
+    if key not in raw:
+        return None
+    if not isinstance(raw[key], str):
+        raise PolicyError(f"{where}: {key} must be a regular expression string")
+    try:
+        return re.compile(raw[key], re.MULTILINE)
+    except re.error as e:
+        raise PolicyError(f"{where}: {key} is not a valid regular expression: {e}") from e
+
+
+def check_browse_session(handle: Any, where: str) -> str:
+    if not isinstance(handle, str) or not BROWSE_HANDLE.fullmatch(handle):
+        raise PolicyError(f"{where}: browse_session must be a session handle SID@NODE "
+                          f"(cortexctl browse ls), not {handle!r:.80}")
+    return handle
+
+
+def with_browse_session(name: str, body: str, handle: str) -> str:
+    """``body`` with ``browse_session = handle`` set (a submission's --browse-session):
+    a first line, so the TOML stays one document; refused when the policy names another."""
+    check_browse_session(handle, f"policy {name}")
+    named = parse_policy(name, body).browse_session
+    if named == handle:
+        return body
+    if named:
+        raise PolicyError(f"policy {name} names browse session {named}; "
+                          f"--browse-session {handle} cannot replace it")
+    return f"browse_session = {json.dumps(handle)}\n{body}"
+
+
 def _rule(raw: Any, index: int) -> Rule:
     where = f"rule {index + 1}"
     if not isinstance(raw, dict):
@@ -152,16 +198,9 @@ def _rule(raw: Any, index: int) -> Rule:
         action = action_from_dict(raw)
     except ActionError as e:
         raise PolicyError(f"{where}: {e}") from e
-    pattern = None
-    if "match" in raw:
-        if not isinstance(raw["match"], str):
-            raise PolicyError(f"{where}: match must be a regular expression string")
-        try:
-            pattern = re.compile(raw["match"], re.MULTILINE)
-        except re.error as e:
-            raise PolicyError(f"{where}: match is not a valid regular expression: {e}") from e
     return Rule(
-        id=rid, on=on, action=action, match=pattern,
+        id=rid, on=on, action=action, match=_regex(raw, "match", where),
+        snapshot_match=_regex(raw, "snapshot_match", where),
         kinds=_set(raw["kind"], f"{where}: kind", str) if "kind" in raw else frozenset(),
         exit_codes=(_set(raw["exit_code"], f"{where}: exit_code", int)
                     if "exit_code" in raw else frozenset()),
@@ -199,8 +238,12 @@ def parse_policy(name: str, text: str) -> Policy:
     undecided = data.get("on_undecided", "escalate")
     if undecided not in ("escalate", "wait"):
         raise PolicyError(f"policy {name}: on_undecided must be 'escalate' or 'wait'")
+    browse = data.get("browse_session", "")
+    if browse:
+        check_browse_session(browse, f"policy {name}")
     return Policy(name=name, rules=parsed, check_every_s=check, llm=llm,
-                  instructions=instructions[:4000], on_undecided=undecided, source=text)
+                  instructions=instructions[:4000], on_undecided=undecided,
+                  browse_session=browse, source=text)
 
 
 def decide_by_rules(policy: Policy, s: Situation) -> RuleDecision | None:

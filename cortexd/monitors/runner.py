@@ -5,7 +5,9 @@ share of them). A wake-up runs the decision ladder in its own asyncio task — a
 one per monitored task at a time, the rest wait their turn — so a slow LLM call
 holds up only its own task:
 
-1. read the task's context (``GetContext``: the journal, secrets already redacted);
+1. read the task's context (``GetContext``: the journal, secrets already redacted; and
+   when the policy names a browser session, its snapshot, fetched by the hub now — its
+   sha256 goes into the decision's note);
 2. **rules** (``policy.decide_by_rules``): no LLM call when a rule decides, and never
    one for a password prompt;
 3. else the **LLM** if one is configured and the policy allows it; a failure
@@ -27,7 +29,7 @@ import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -35,7 +37,7 @@ import grpc
 from cortex import logs
 from cortex.v1 import control_pb2, control_pb2_grpc, monitor_pb2, monitor_pb2_grpc
 from cortexd.monitors.actions import Action, action_from_dict, wait
-from cortexd.monitors.context import JournalText, last_lines, screen_end
+from cortexd.monitors.context import JournalText, PageSnapshot, last_lines, screen_end
 from cortexd.monitors.core import TaskMonitor, Wake
 from cortexd.monitors.llm import LLMClient, LLMError, RateLimited
 from cortexd.monitors.policy import (
@@ -66,6 +68,17 @@ def execute_key(task_id: str, attempt: int, trigger_key: str) -> str:
     """The follow-up's idempotency key: one per (task, attempt, causing event)."""
     h = hashlib.sha256(f"{task_id}:{attempt}:{trigger_key}".encode()).hexdigest()
     return f"mx-{h[:40]}"
+
+
+def snapshot_of(ctx: monitor_pb2.TaskContext) -> tuple[PageSnapshot | None, str]:
+    """The snapshot a GetContext carried, and what the decision record notes of it."""
+    if not ctx.HasField("snapshot"):
+        return None, ""
+    p = ctx.snapshot
+    if p.error:
+        return None, f"no snapshot of {p.session}: {p.error}"[:300]
+    return (PageSnapshot(p.session, p.url, p.text, p.full_bytes, p.sha256, p.truncated),
+            f"snapshot sha256={p.sha256} ({len(p.text.encode())} B of {p.session})")
 
 
 @dataclass
@@ -200,19 +213,24 @@ class Runner:
             if self.slots.get(tm.task_id) is slot and not slot.waiting:
                 del self.slots[tm.task_id]
 
-    async def _screen(self, tm: TaskMonitor, wake: Wake) -> str:
+    async def _screen(self, tm: TaskMonitor, wake: Wake) -> tuple[str, PageSnapshot | None,
+                                                                    str]:
         """The rendered last lines the rules match on (only the end of the journal): the
-        one the prompt's feed event carried, else the hub's now."""
+        one the prompt's feed event carried, else the hub's now; and when the policy names
+        a browser session, its snapshot (fetched now by the hub) and a note for the record."""
         held = self._screens.pop(tm.task_id, None)
-        if held is not None and held[0] == wake.key:
+        snap, note = None, ""
+        if held is not None and held[0] == wake.key and not tm.policy.browse_session:
             screen, total = held[1], held[2]
         else:
             ctx = await self._call(self.monitors.GetContext, monitor_pb2.GetContextRequest(
-                task_id=tm.task_id, screen_bytes=SCREEN_BYTES))
+                task_id=tm.task_id, screen_bytes=SCREEN_BYTES,
+                browse_snapshot=bool(tm.policy.browse_session)))
             screen, total = ctx.journal.tail, ctx.journal.total_bytes
+            snap, note = snapshot_of(ctx)
         if tm.prompt is not None:
             screen = screen_end(screen, total, tm.prompt.excerpt, tm.prompt.offset)
-        return last_lines(screen)
+        return last_lines(screen), snap, note
 
     async def _journal(self, tm: TaskMonitor) -> JournalText:
         """The whole context an LLM call may see (10 KB head, marker, 30 KB tail)."""
@@ -224,7 +242,17 @@ class Runner:
         return JournalText(j.head, j.tail, marker)
 
     async def _decide(self, tm: TaskMonitor, wake: Wake) -> Decided:
-        s = tm.situation(wake, now_ms(), await self._screen(tm, wake))
+        lines, snap, page_note = await self._screen(tm, wake)
+        d = await self._decide_on(tm, wake, lines, snap)
+        if page_note:
+            d.note = f"{d.note}; {page_note}" if d.note else page_note
+        return d
+
+    async def _decide_on(self, tm: TaskMonitor, wake: Wake, lines: str,
+                         snap: PageSnapshot | None) -> Decided:
+        s = tm.situation(wake, now_ms(), lines)
+        if snap is not None:
+            s = replace(s, snapshot=snap.text)
         rd = decide_by_rules(tm.policy, s)
         if rd is not None:
             return Decided(rd.action, rule_id=rd.rule_id)
@@ -234,7 +262,8 @@ class Runner:
             return Decided(rd.action, rule_id=rd.rule_id, note=why)
         try:
             journal = await self._journal(tm)
-            a = await self.llm.decide(tm.task_id, s, tm.goal, tm.policy.instructions, journal)
+            a = await self.llm.decide(tm.task_id, s, tm.goal, tm.policy.instructions, journal,
+                                      snap)
         except RateLimited as e:
             return Decided(wait(e.retry_in_s), rule_id="builtin:llm-rate", note=str(e))
         except LLMError as e:

@@ -8,14 +8,15 @@ import cortexd.control
 
 LAYERS = [
     {"errors", "watchers", "journals", "logreads", "monitorfeed", "nodecalls", "listing",
-     "waits", "submitcheck", "secrets"},
+     "waits", "submitcheck", "secrets", "localport"},
     {"state"}, {"finishes"},
     {"offers"}, {"placement"},
     {"attempts"},
     {"reconcile"}, {"sessions"},
     {"janitor", "queuewaits"}, {"cluster"},
     {"inbox"},
-    {"tasks"}, {"intake", "nodes", "shards", "browse"}, {"runs", "watching", "agents"},
+    {"tasks"}, {"intake", "nodes", "shards", "browse"}, {"pagereads"},
+    {"runs", "watching", "agents"},
     {"hub"}, {"figures", "service", "shells", "operate", "credentials"},
     {"monitorapi", "operateapi", "policyfiles"},
     {"process"},
