@@ -8,6 +8,10 @@ ring → shard → node stream → nodeagent → browserd's socket → Chromium,
 is ``/rows?n=300`` served on loopback. Raw and hub rounds alternate (raw, hub, hub, raw,
 …) so both see the same load; each figure is the median of ``--rounds`` rounds, with the
 load average of each round; target per call: hub ≤ raw × 1.2 + 5 ms; a new session ≤ 50 ms.
+Each round pair starts once browserd's pool holds its 2 warm browsers *settled* (their
+start done, browserd/table.py; the wait is recorded): the previous round's ten sessions
+emptied it. Fill + click through the hub is one ``steps`` call (type, then click); the
+same as two calls is recorded beside it (``fill_click_two_calls``).
 
 Also measured: the fixed cost of the path (``evaluate 1+1`` through the hub against the
 same call on browserd's socket, same session, alternating: hub − direct), and
@@ -41,6 +45,7 @@ from cortex.v1 import browse_pb2_grpc
 from examples.localfleet import Ctl, LocalHub, LocalNode, binary, log_events, wait_until
 from examples.testpages import PageServer
 
+WARM = 2
 STEPS = ("new_session", "goto", "snapshot", "screenshot", "full_screenshot", "evaluate",
          "fill_click", "ten_pages")
 
@@ -116,6 +121,21 @@ class HubBrowse:
         return result, bytes(data)
 
 
+async def pool_ready(socket_path: Path, warm: int, timeout_s: float = 60.0) -> float:
+    """Wait (bounded) until browserd's pool holds ``warm`` settled browsers; the ms waited."""
+    c = BrowserdClient(socket_path)
+    await c.connect()
+    began = time.perf_counter()
+    try:
+        while time.perf_counter() - began < timeout_s:
+            if (await c.call("ping")).get("warm_settled", 0) >= warm:
+                break
+            await asyncio.sleep(0.1)  # polling a counter browserd has no event for
+    finally:
+        await c.close()
+    return (time.perf_counter() - began) * 1000
+
+
 async def hub_round(hub: HubBrowse, url: str) -> dict[str, float]:
     out: dict[str, float] = {}
     out["new_session"], sid = await timed(hub.open)
@@ -129,10 +149,14 @@ async def hub_round(hub: HubBrowse, url: str) -> dict[str, float]:
     out["evaluate"], _ = await timed(lambda: hub.call(sid, "eval", js="1 + 1"))
     text = snap["text"]
 
-    async def fill_click() -> None:
-        await hub.call(sid, "type", ref=ref_of(text, 'textbox "search"'), text="x")
-        await hub.call(sid, "click", ref=ref_of(text, 'button "Go"'))
-    out["fill_click"], _ = await timed(fill_click)
+    box, go = ref_of(text, 'textbox "search"'), ref_of(text, 'button "Go"')
+    out["fill_click"], _ = await timed(lambda: hub.call(sid, "steps", steps=[
+        {"op": "type", "ref": box, "text": "x"}, {"op": "click", "ref": go}]))
+
+    async def two_calls() -> None:
+        await hub.call(sid, "type", ref=box, text="y")
+        await hub.call(sid, "click", ref=go)
+    out["fill_click_two_calls"], _ = await timed(two_calls)
     await hub.call(sid, "session.close")
     sessions = [await hub.open() for _ in range(10)]  # opening is not part of this figure
 
@@ -223,7 +247,9 @@ async def run(ns: argparse.Namespace, hub_address: str, token: str, base: str,
                                            args=list(CHROMIUM_ARGS), timeout=120_000)
         await raw_round(browser, url)  # warm-up
         await hub_round(hub, url)
+        pool_waits: list[float] = []
         for i in range(ns.rounds):
+            pool_waits.append(round(await pool_ready(socket_path, WARM), 1))
             pair = (raw_round(browser, url), hub_round(hub, url))
             if i % 2:  # raw, hub, hub, raw, …: neither side always goes first
                 through.append(await pair[1])
@@ -245,7 +271,8 @@ async def run(ns: argparse.Namespace, hub_address: str, token: str, base: str,
         targets[step] = {"raw_ms": r[step], "hub_ms": h[step], "ceiling_ms": round(ceiling, 2),
                          "ratio": round(h[step] / r[step], 3), "met": h[step] <= ceiling}
     return {"raw": r, "hub": h, "targets": targets, "snapshot_diff": diff,
-            "path_fixed_cost": fixed, "round_load_averages": loads, "_handle": handle}
+            "path_fixed_cost": fixed, "round_load_averages": loads,
+            "pool_ready_wait_ms": pool_waits, "_handle": handle}
 
 
 def main() -> None:
@@ -257,7 +284,7 @@ def main() -> None:
     base_dir = Path(tempfile.mkdtemp(prefix="bench-browserd-"))
     hub = LocalHub(base_dir, shards=1)
     node = LocalNode(hub, "web-1", extra_args=["--browserd-start",
-                                               "--browserd-arg=--warm-sessions=2",
+                                               f"--browserd-arg=--warm-sessions={WARM}",
                                                "--browserd-arg=--max-sessions=16"])
     try:
         hub.start()

@@ -20,7 +20,7 @@ from playwright.async_api import Locator
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from browserd import snapshot as snap
-from browserd.errors import BadRequest, OpTimeout, PageError, RefNotFound
+from browserd.errors import BadRequest, BrowserdError, OpTimeout, PageError, RefNotFound
 from browserd.session import BrowserSession
 from browserd.urls import check_url
 
@@ -149,6 +149,29 @@ async def act(s: BrowserSession, op: str, args: dict[str, Any]) -> dict[str, Any
     else:
         raise BadRequest(f"unknown action {op!r}")
     return {"url": page.url}
+
+
+STEP_OPS = ("click", "type", "select", "hover", "press", "scroll")
+MAX_STEPS = 32
+
+
+async def steps(s: BrowserSession, args: dict[str, Any]) -> dict[str, Any]:
+    """Several actions in one call, in order (one round trip instead of one each); the
+    first that fails is the call's error, its ``details`` naming the step and the
+    results of those before it."""
+    todo = args.get("steps")
+    if not isinstance(todo, list) or not 0 < len(todo) <= MAX_STEPS or not all(
+            isinstance(t, dict) and t.get("op") in STEP_OPS for t in todo):
+        raise BadRequest(f"steps must be a list of 1..{MAX_STEPS} maps, each with an op in "
+                         f"{', '.join(STEP_OPS)}")
+    done: list[dict[str, Any]] = []
+    for i, step in enumerate(todo):
+        try:
+            done.append(await act(s, step["op"], step))
+        except BrowserdError as e:
+            e.details = {**e.details, "step": i, "done": done}
+            raise
+    return {"results": done, "url": s.live_page().url}
 
 
 async def evaluate(s: BrowserSession, args: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,12 @@ weighs the whole tree against other groups; the session that takes a warm browse
 it back to 0 (:func:`set_autogroup_nice`). Lowering a nice needs CAP_SYS_NICE or
 RLIMIT_NICE (:func:`can_unnice`) and autogroups must be on: without either, warm
 launches are not niced at all, rather than leave a session slow.
+
+A browser is not done starting when Playwright's launch returns: its tree goes on using
+CPU for 0.2–0.8 s more over the next 0.5–3 s (measured here under load, niced and not:
+profile, GPU and utility processes finishing their start). A session handed such a
+browser pays for that on its first calls, so the pool (browserd/table.py) watches
+:func:`tree_busy_ms` until the tree is quiet before it calls a warm browser settled.
 """
 
 import os
@@ -106,17 +112,42 @@ def nice_wrapper(directory: Path, chromium: Path, nice: int) -> Path:
     return path
 
 
+def set_pid_autogroup_nice(pid: int, nice: int = 0) -> bool:
+    """One write to /proc (no scan): the nice of ``pid``'s autogroup, its whole tree."""
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(f"{int(nice)}\n")
+    except OSError:
+        return False
+    return True
+
+
 def set_autogroup_nice(profile_dir: Path, nice: int = 0) -> int | None:
     """Set the nice of the autogroup of the browser on ``profile_dir``; its pid, or None
     when it is not found or the write is refused."""
     root = browser_pid(processes(), profile_dir)
-    if root is None:
-        return None
-    try:
-        Path(f"/proc/{root}/autogroup").write_text(f"{int(nice)}\n")
-    except OSError:
+    if root is None or not set_pid_autogroup_nice(root, nice):
         return None
     return root
+
+
+def tree_busy_ms(root: int) -> float:
+    """Time ``root`` and its descendants' threads have run or waited to run so far, in ms
+    (``/proc/PID/task/TID/schedstat``: on-CPU and run-queue time). Waiting counts: a niced
+    tree starved on a loaded machine is still busy starting, not quiet."""
+    ns = 0
+    for pid in [root, *(p.pid for p in descendants(processes(), root))]:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
+                    run, wait = f.read().split()[:2]
+            except (OSError, ValueError):
+                continue
+            ns += int(run) + int(wait)
+    return ns / 1e6
 
 
 def rss_bytes(pid: int) -> int:

@@ -32,7 +32,7 @@ from browserd.table import SessionTable
 
 SESSION_OPS = ("navigate", "snapshot", "click", "type", "select", "hover", "press", "scroll",
                "eval", "screenshot", "html", "console", "network", "downloads", "record.start",
-               "record.stop")
+               "record.stop", "steps")
 
 
 class SocketInUse(BrowserdError):
@@ -209,7 +209,8 @@ class BrowserdServer:
         simple: dict[str, Callable[[BrowserSession, dict[str, Any]],
                                    Awaitable[dict[str, Any]]]] = {
             "navigate": actions.navigate, "snapshot": actions.snapshot,
-            "eval": actions.evaluate, "screenshot": actions.screenshot, "html": actions.html}
+            "eval": actions.evaluate, "screenshot": actions.screenshot, "html": actions.html,
+            "steps": actions.steps}
         if op in simple:
             return await simple[op](s, args)
         if op in ("click", "type", "select", "hover", "press", "scroll"):

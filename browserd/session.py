@@ -65,6 +65,7 @@ class BrowserSession:
     page: Page | None = None
     cdp: CDPSession | None = None
     browser_pid: int | None = None
+    settled: bool = False  # warm: its browser's start has finished using CPU (table.py)
     memory_killed: bool = False
     console: deque[dict[str, Any]] = field(default_factory=deque)
     network: deque[dict[str, Any]] = field(default_factory=deque)

@@ -14,7 +14,12 @@ Invariants:
   session becomes ``crashed`` with reason "over the session memory cap". The idle
   sweeper closes (``expired``, profile kept) sessions unused for ``idle_ttl_s``.
 - Warm browsers launch at ``warm_nice`` (their autogroup; browserd/chromium.py says why)
-  and the session that takes one sets it to 0 in the background (the open does not wait).
+  and the session that takes one sets it to 0 before the open answers (one write to
+  /proc: the pool learnt the browser's pid when it launched it).
+- A warm browser is *settled* once its tree ran or waited to run less than
+  ``SETTLE_QUIET_MS`` in a ``SETTLE_WINDOW_S`` window (at most ``SETTLE_MAX_S`` after
+  its launch; the start goes on after Playwright's launch returns, browserd/chromium.py);
+  an open takes a settled one first, else the oldest. The pool launches and settles one at a time.
 """
 
 import asyncio
@@ -33,6 +38,10 @@ from browserd.config import BrowserdSettings
 from browserd.errors import BrowserdError, SessionLimit, SessionNotFound
 from browserd.session import BrowserSession, check_session_id
 
+SETTLE_WINDOW_S = 0.25
+SETTLE_QUIET_MS = 20.0  # in one window: 8 % of a core
+SETTLE_MAX_S = 10.0
+
 
 class SessionTable:
     def __init__(self, settings: BrowserdSettings, pw: Playwright, log: Any) -> None:
@@ -42,7 +51,7 @@ class SessionTable:
         self.sessions: dict[str, BrowserSession] = {}
         self.warm: deque[BrowserSession] = deque()
         self.counts = {"opened": 0, "closed": 0, "crashed": 0, "memory_killed": 0,
-                       "expired": 0, "warm_hits": 0, "cold_launches": 0}
+                       "expired": 0, "warm_hits": 0, "warm_unsettled": 0, "cold_launches": 0}
         self._refill = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._renicing: set[asyncio.Task[None]] = set()
@@ -114,12 +123,16 @@ class SessionTable:
         if session_id is not None:
             return await self._reopen(owner, check_session_id(session_id))
         if self.warm:
-            s = self.warm.popleft()
+            s = next((w for w in self.warm if w.settled), self.warm[0])
+            self.warm.remove(s)
             self.counts["warm_hits"] += 1
+            self.counts["warm_unsettled"] += not s.settled
             if self.warm_executable is not None:
-                t = asyncio.create_task(self._unnice(s))
-                self._renicing.add(t)
-                t.add_done_callback(self._renicing.discard)
+                if s.browser_pid is None or not chromium.set_pid_autogroup_nice(
+                        s.browser_pid, 0):
+                    t = asyncio.create_task(self._unnice(s))
+                    self._renicing.add(t)
+                    t.add_done_callback(self._renicing.discard)
         else:
             s = await self._launch()
             self.counts["cold_launches"] += 1
@@ -187,11 +200,32 @@ class SessionTable:
             self._refill.clear()
             while len(self.warm) < self.settings.warm_sessions:
                 try:
-                    self.warm.append(await self._launch(warm=True))
+                    w = await self._launch(warm=True)
                 except Exception as e:  # noqa: BLE001 - retried on the next refill
                     self.log.error("warm_launch_failed", error=str(e)[:500])
                     await asyncio.sleep(2)
                     break
+                self.warm.append(w)  # takeable at once; preferred once settled
+                await self._settle(w)
+
+    async def _settle(self, w: BrowserSession) -> None:
+        """Watch the new browser's CPU until its start is over (bounded in time)."""
+        procs = await asyncio.to_thread(chromium.processes)
+        w.browser_pid = chromium.browser_pid(procs, w.profile)
+        if w.browser_pid is None:
+            w.settled = True
+            return
+        began = time.monotonic()
+        used = await asyncio.to_thread(chromium.tree_busy_ms, w.browser_pid)
+        while w in self.warm and time.monotonic() - began < SETTLE_MAX_S:
+            await asyncio.sleep(SETTLE_WINDOW_S)  # a measuring window, not a wait for an event
+            now = await asyncio.to_thread(chromium.tree_busy_ms, w.browser_pid)
+            if now - used < SETTLE_QUIET_MS:
+                break
+            used = now
+        w.settled = True
+        self.log.info("warm_settled", session=w.id,
+                      ms=round((time.monotonic() - began) * 1000), busy_ms=round(used))
 
     def _check_memory(self, live: list[BrowserSession]) -> list[tuple[BrowserSession, int, int]]:
         procs = chromium.processes()
@@ -242,5 +276,6 @@ class SessionTable:
         states: dict[str, int] = {}
         for s in self.sessions.values():
             states[s.state] = states.get(s.state, 0) + 1
-        return {"states": states, "warm": len(self.warm), **self.counts}
+        return {"states": states, "warm": len(self.warm),
+                "warm_settled": sum(w.settled for w in self.warm), **self.counts}
 

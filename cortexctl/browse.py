@@ -148,6 +148,12 @@ def _args_for(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     if a == "screenshot":
         return "screenshot", {"full_page": args.full_page,
                               **({"ref": args.ref} if args.ref else {})}
+    if a == "steps":
+        try:
+            steps = json.loads(args.steps)
+        except ValueError as e:
+            raise UsageError(f"steps: not JSON: {e}") from e
+        return "steps", {"steps": steps}
     if a == "record":
         return f"record.{args.what}", {}
     if a == "close":
@@ -226,6 +232,10 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]",
     a.add_argument("--ref")
     a.add_argument("--dx", type=int_range(-INT32_MAX, INT32_MAX), default=0)
     a.add_argument("--dy", type=int_range(-INT32_MAX, INT32_MAX), default=600)
+    a = action("steps", cmd_call, "several actions in one call, in order (one round trip)")
+    a.add_argument("steps", help='a JSON list, e.g. \'[{"op": "type", "ref": "e3", "text": '
+                   '"x"}, {"op": "click", "ref": "e4"}]\' (ops: click type select hover press '
+                   'scroll, with their fields)')
     a = action("eval", cmd_call, "evaluate JS in the page; print its JSON value")
     a.add_argument("js")
     a = action("screenshot", cmd_call, "a PNG of the viewport (or --full-page, or --ref)")

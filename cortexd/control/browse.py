@@ -43,7 +43,7 @@ UPLOAD_TIMEOUT_MS = 600_000
 MAX_UPLOADS_PER_CALL = 16
 OPS = frozenset({"navigate", "snapshot", "click", "type", "select", "hover", "press", "scroll",
                  "eval", "screenshot", "html", "console", "network", "downloads",
-                 "record.start", "record.stop", "session.close"})
+                 "record.start", "record.stop", "session.close", "steps"})
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 

@@ -255,23 +255,42 @@ def _autogroup_nice(profile: Path) -> int | None:
     return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
 
 
-def test_warm_browser_launched_niced_and_taken_at_nice_0(browserds) -> None:
+def test_warm_browser_launched_niced_settled_and_taken_at_nice_0(browserds) -> None:
     if not chromium.can_unnice():
         pytest.skip("no scheduler autogroups or no right to renice here")
     b = browserds("--warm-sessions", "1", "--warm-nice", "12")
 
     async def body(c: BrowserdClient) -> None:
-        for _ in range(600):  # the pool fills behind the ready line
-            if (await c.call("ping"))["warm"] == 1:
+        for _ in range(600):  # the pool fills and settles behind the ready line
+            if (await c.call("ping"))["warm_settled"] == 1:
                 break
             await asyncio.sleep(0.05)
         warm = [d / "profile" for d in (b.state_dir / "sessions").iterdir()]
         assert len(warm) == 1 and _autogroup_nice(warm[0]) == 12
         sid = (await c.call("session.create"))["session"]
         assert b.state_dir / "sessions" / sid / "profile" == warm[0]
-        for _ in range(200):  # set back in the background, after the open answered
-            if _autogroup_nice(warm[0]) == 0:
-                break
-            await asyncio.sleep(0.02)
-        assert _autogroup_nice(warm[0]) == 0
+        assert _autogroup_nice(warm[0]) == 0  # set back before the open answered
+        stats = await c.call("ping")
+        assert (stats["warm_hits"], stats["warm_unsettled"]) == (1, 0)
+    run(b, body)
+
+
+def test_steps_run_in_order_in_one_call(browserds, pages: PageServer) -> None:
+    b = browserds()
+
+    async def body(c: BrowserdClient) -> None:
+        sid = (await c.call("session.create", url=pages.base + "/shop"))["session"]
+        snap = (await c.call("snapshot", session=sid))["text"]
+        note, place = ref_of(snap, 'textbox "note"'), ref_of(snap, 'button "Place order"')
+        got = await c.call("steps", session=sid, steps=[
+            {"op": "type", "ref": note, "text": "fast"}, {"op": "click", "ref": place}])
+        assert len(got["results"]) == 2
+        after = (await c.call("snapshot", session=sid))["text"]
+        assert 'heading "Order placed"' in after and "fast" in after
+        with pytest.raises(errors.RefNotFound) as e:  # the second step fails: named
+            await c.call("steps", session=sid, steps=[
+                {"op": "type", "ref": note, "text": "again"}, {"op": "click", "ref": "e999"}])
+        assert e.value.details["step"] == 1 and len(e.value.details["done"]) == 1
+        with pytest.raises(errors.BadRequest):
+            await c.call("steps", session=sid, steps=[{"op": "eval", "js": "1"}])
     run(b, body)
