@@ -259,6 +259,11 @@ async def run(ns: argparse.Namespace, hub_address: str, token: str, base: str,
                 through.append(await pair[1])
             loads.append(round(os.getloadavg()[0], 2))
         await browser.close()
+    counts = BrowserdClient(socket_path)
+    await counts.connect()
+    pool = {k: v for k, v in (await counts.call("ping")).items()
+            if k in ("warm_hits", "warm_unsettled", "cold_launches")}
+    await counts.close()
     diff = await diff_figures(hub, base)
     fixed = await fixed_cost(hub, socket_path, 40)
     handle = await hub.open()
@@ -272,7 +277,7 @@ async def run(ns: argparse.Namespace, hub_address: str, token: str, base: str,
                          "ratio": round(h[step] / r[step], 3), "met": h[step] <= ceiling}
     return {"raw": r, "hub": h, "targets": targets, "snapshot_diff": diff,
             "path_fixed_cost": fixed, "round_load_averages": loads,
-            "pool_ready_wait_ms": pool_waits, "_handle": handle}
+            "pool_ready_wait_ms": pool_waits, "browserd_pool": pool, "_handle": handle}
 
 
 def main() -> None:
