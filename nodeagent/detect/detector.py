@@ -15,6 +15,9 @@ Invariants:
   starts a new segment. Each OSC mark fires at most once.
 - Weak patterns never fire on their own: only :meth:`on_quiet` with a kernel that says
   the foreground process is asleep on the terminal can turn them into an event.
+- Shaped patterns (:data:`patterns.SHAPED`) fire only at :meth:`on_quiet`: with no kernel
+  (a transcript) on their shape, with one only if it says someone reads or polls the
+  terminal; "nobody reads it" vetoes them for that tick (the adapter asks again).
 - The kernel alone fires only for a blocking ``read`` on the terminal, never for
   poll/select (a dev server polling stdin is not waiting for a person) — except on the
   alternate screen, where a full-screen program (pager, editor, ``top``) waiting on the
@@ -65,6 +68,7 @@ class _Weak:
     pattern: patterns.Pattern
     text: str
     offset: int
+    shaped: bool = False  # a shaped pattern: fires without a kernel, vetoed by "not waiting"
 
 
 class PromptDetector:
@@ -121,6 +125,9 @@ class PromptDetector:
                 out.append(Detection(PAGER, PATTERN, STANDOUT_CONFIDENCE, excerpt_of(line.text),
                                      end, rule="pager_standout"))
                 self._fired_segment = line.segment_start
+            elif line.text.strip() and (shaped := patterns.match(
+                    line.text, patterns.SHAPED, self._line.alt_screen)) is not None:
+                self._weak = _Weak(shaped, line.text, end, shaped=True)
             else:
                 weak = patterns.match(line.text, patterns.WEAK, self._line.alt_screen)
                 if weak is not None:
@@ -155,10 +162,18 @@ class PromptDetector:
         not available, e.g. a transcript)."""
         self._kernel_due = False
         line = self._line.rendered()
-        if facts is None or not facts.waiting or line.segment_start == self._fired_segment:
+        if line.segment_start == self._fired_segment:
+            return []
+        if self._weak is not None and self._weak.shaped and (facts is None or facts.waiting):
+            w = self._weak
+            kind = PASSWORD if facts is not None and facts.echo is False else w.pattern.kind
+            self._fired_segment = line.segment_start
+            return [Detection(kind, PATTERN, w.pattern.confidence, excerpt_of(w.text), w.offset,
+                              rule=w.pattern.name + ("" if facts is None else "+kernel"))]
+        if facts is None or not facts.waiting:
             return []
         det: Detection | None = None
-        if self._weak is not None:
+        if self._weak is not None and not self._weak.shaped:
             kind = PASSWORD if facts.echo is False else self._weak.pattern.kind
             det = Detection(kind, KERNEL, KERNEL_WEAK_CONFIDENCE, excerpt_of(self._weak.text),
                             self._weak.offset, rule=self._weak.pattern.name + "+kernel")

@@ -3,7 +3,8 @@
 Read from ``/proc`` only (no ptrace): the session leader's ``stat`` gives the terminal
 (``tty_nr``) and its foreground process group (``tpgid``, what ``tcgetpgrp`` on the
 master returns); the group's members are found by walking the session leader's
-descendants (``/proc/PID/task/TID/children``), falling back to a scan of ``/proc``. A
+descendants (``/proc/PID/task/TID/children``), falling back to a scan of ``/proc``; a
+descendant that left the session (``su -c`` calls ``setsid``) counts too. A
 member waits on the terminal when it is asleep (state ``S``) and ``/proc/PID/syscall``
 shows ``read`` on a descriptor that is the terminal (``"read"``), or poll/select/pselect
 with its stdin being the terminal (``"poll"``). Where ``syscall`` cannot be read, a
@@ -81,13 +82,17 @@ def _descendants(root: int) -> list[int]:
 
 
 def _members(session_pid: int, pgid: int) -> list[tuple[int, list[str]]]:
+    """The foreground group's processes, and descendants that left the session (``su -c``
+    and ``setsid`` start a new one, yet may still read the terminal they inherited)."""
     pids = _descendants(session_pid)
+    left_ok = bool(pids)  # only a walk of our own descendants may add those
     if not pids:
         pids = [int(n) for n in os.listdir("/proc") if n.isdigit()]
     found = []
     for pid in pids:
         st = _stat(pid)
-        if st is not None and len(st) > 5 and st[2] == str(pgid):
+        if st is not None and len(st) > 5 and (
+                st[2] == str(pgid) or (left_ok and st[3] != str(session_pid))):
             found.append((pid, st))
     return found
 

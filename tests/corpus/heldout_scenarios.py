@@ -305,4 +305,11 @@ SCENARIOS: list[Scenario] = [
              "setTimeout(() => {}, 60000)'", (N(b"Compiling"),), made=SCRIPT),
     Scenario("script-choice-newline", sh('echo "Enter choice:"; sleep 60'), (N(b"choice"),),
              made=SCRIPT + " (a newline after it)"),
+    # ---- captured after the tuning (not held out): a descendant that left the session ----
+    Scenario("su-c-read", "su -s /bin/bash nobody -c 'read -p \"Reply: \" x'", (W(IN, "ok\r"),),
+             made="real program, captured after tuning (su -c: setsid, then a read)"),
+    Scenario("setsid-read", "setsid -w bash -c 'read -p \"Reply: \" x'", (W(IN, "ok\r"),),
+             made="real program, captured after tuning (a new session reading the terminal)"),
+    Scenario("su-c-sleep", "su -s /bin/sh nobody -c 'echo working; sleep 60'",
+             (N(b"working"),), made="real program, captured after tuning"),
 ]

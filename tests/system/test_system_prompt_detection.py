@@ -98,9 +98,18 @@ def check(command: str, kind: str, detector: str, **kw: Any) -> node_pb2.PromptE
 
 
 def test_bash_read_prompt_is_input_required_from_the_kernel() -> None:
-    # "Your name: " is only a weak pattern: the kernel (bash asleep in read on the tty) agrees.
-    ev = check("bash -c 'read -p \"Your name: \" x; echo hi $x'", "input_required", "kernel",
-               answer=b"bob\n")
+    # "Total so far: " is only a weak pattern: the kernel (bash asleep in read on the tty)
+    # agrees.
+    ev = check("bash -c 'read -p \"Total so far: \" x; echo hi $x'", "input_required",
+               "kernel", answer=b"bob\n")
+    assert ev.excerpt == b"Total so far:"
+
+
+def test_a_field_label_is_a_pattern_the_kernel_confirms() -> None:
+    # "Your name: " is a form field's shape: it fires at the quiet tick once the kernel
+    # says someone reads the terminal.
+    ev = check("bash -c 'read -p \"Your name: \" x; echo hi $x'", "input_required",
+               "pattern", answer=b"bob\n")
     assert ev.excerpt == b"Your name:"
 
 
@@ -110,7 +119,7 @@ def test_password_prompt_getpass() -> None:
 
 
 def test_silent_read_is_a_password_by_the_terminal_echo_flag() -> None:
-    check("bash -c 'read -s -p \"Token? \" x'", "password", "kernel", answer=b"x\n")
+    check("bash -c 'read -s -p \"Secret? \" x'", "password", "kernel", answer=b"x\n")
 
 
 def test_sudo_prompt_from_the_agents_nonced_sudo_prompt() -> None:

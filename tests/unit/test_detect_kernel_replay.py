@@ -73,17 +73,26 @@ def _capture_until_waiting(command: str, timeout_s: float = 30.0) -> tuple[bytes
 
 
 def test_a_real_program_waiting_is_seen_only_with_its_kernel_record() -> None:
-    data, record = _capture_until_waiting("python3 -c \"input('Name: ')\"")
-    assert data.endswith(b"Name: ")
+    data, record = _capture_until_waiting("python3 -c \"input('Total so far: ')\"")
+    assert data.endswith(b"Total so far: ")
     assert replay(data) == []  # a weak ': ' prompt: the patterns alone stay silent
     got = replay(data, kernel=facts_from_record(record))
     assert [(d.kind, d.detector) for d in got] == [("input_required", "kernel")]
     assert got[0].offset == len(data)
 
 
+def test_a_descendant_that_left_the_session_still_reads_the_terminal() -> None:
+    # setsid (and su -c) start a new session: not the terminal's foreground group, yet the
+    # read is on the inherited terminal, so a person is being waited for.
+    data, record = _capture_until_waiting("setsid -w sh -c 'printf \"Reply: \"; read x'")
+    assert data.endswith(b"Reply: ")
+    facts = facts_from_record(record)
+    assert (facts.waiting, facts.comm) == ("read", "sh")
+
+
 def test_cli_takes_a_kernel_file(tmp_path: Path) -> None:
     raw = tmp_path / "quiet.raw"
-    raw.write_bytes(b"Your name: ")
+    raw.write_bytes(b"Total so far: ")
     kernel = tmp_path / "k.json"
     kernel.write_text(json.dumps({"quiet.raw": {"members": [member()]}}))
     out = io.StringIO()
@@ -124,11 +133,14 @@ def test_only_a_shell_polling_its_terminal_is_a_prompt() -> None:
     from nodeagent.detect.detector import PromptDetector
     from nodeagent.detect.events import KernelFacts
 
-    # "[root@box ~]# " is no shape the pattern layer knows; "root@box:~# " it does.
+    # "box ~ \u276f " is no shape the pattern layer knows; "root@box:~# " it does.
+    fancy = "box ~ \u276f ".encode()
     for comm, kinds in (("bash", ["input_required"]), ("node", []), ("", [])):
         det = PromptDetector(None)
-        assert det.feed(b"[root@box ~]# ", 14) == []
+        assert det.feed(fancy, len(fancy)) == []
         assert [d.kind for d in det.on_quiet(KernelFacts("poll", 1, comm))] == kinds, comm
     det = PromptDetector(None)
-    assert [d.rule for d in det.feed(b"root@box:~# ", 12)] == ["shell_prompt"]
+    assert det.feed(b"root@box:~# ", 12) == []  # a shaped pattern: the quiet tick decides
+    assert [d.rule for d in det.on_quiet(KernelFacts("poll", 1, "bash"))] == [
+        "shell_prompt+kernel"]
     assert det.on_quiet(KernelFacts("poll", 1, "bash")) == []  # one event per prompt

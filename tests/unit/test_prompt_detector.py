@@ -11,12 +11,14 @@ NONCE = "0123456789abcdef"
 
 
 def feed_all(det: PromptDetector, data: bytes, step: int = 0) -> list[tuple[str, str]]:
+    """Feed ``data`` in pieces of ``step`` bytes, each followed by a quiet tick with no
+    kernel to ask (as a transcript's replay does)."""
     out = []
     parts = [data] if not step else [data[i:i + step] for i in range(0, len(data), step)]
     end = 0
     for part in parts:
         end += len(part)
-        out += [(d.kind, d.detector) for d in det.feed(part, end)]
+        out += [(d.kind, d.detector) for d in [*det.feed(part, end), *det.on_quiet(None)]]
     return out
 
 
@@ -57,7 +59,7 @@ def test_only_the_last_partial_line_counts() -> None:
 
 def test_weak_pattern_needs_the_kernel() -> None:
     det = PromptDetector()
-    assert det.feed(b"Name: ", 6) == []
+    assert det.feed(b"Total so far: ", 14) == []
     assert det.wants_kernel
     assert det.on_quiet(None) == []
     det.want_kernel_again()
@@ -66,6 +68,26 @@ def test_weak_pattern_needs_the_kernel() -> None:
     (ev,) = det.on_quiet(KernelFacts("read", 1, "bash", "wait_woken", echo=True))
     assert (ev.kind, ev.detector) == ("input_required", "kernel")
     assert det.on_quiet(KernelFacts("read")) == []  # already fired for this line
+
+
+def test_shaped_pattern_fires_at_the_quiet_tick_unless_nobody_reads() -> None:
+    for line in (b"$ ", b"> ", b"Host: ", b"Port [8080]: ", b"app> ", b"(shop) "):
+        det = PromptDetector()
+        assert det.feed(line, len(line)) == [], line  # never at once: a quiet tick decides
+        assert det.wants_kernel
+        assert det.on_quiet(KernelFacts("")) == [], line  # nobody reads the terminal: vetoed
+        det.want_kernel_again()
+        (ev,) = det.on_quiet(KernelFacts("poll", 1, "prog"))  # someone polls it: a prompt
+        assert (ev.detector, ev.offset) == ("pattern", len(line))
+        assert ev.rule.endswith("+kernel")
+        assert det.on_quiet(KernelFacts("read")) == []  # one event per prompt
+        det = PromptDetector()
+        det.feed(line, len(line))
+        assert [d.detector for d in det.on_quiet(None)] == ["pattern"]  # no kernel: its shape
+    # Progress and log lines are no field: a gerund first, a log level first.
+    for line in (b"Checking password: ", b"Downloading file: ", b"ERROR 2002 (HY000): "):
+        det = PromptDetector()
+        assert det.feed(line, len(line)) == [] and det.on_quiet(None) == [], line
 
 
 def test_kernel_echo_off_means_password_and_poll_alone_never_fires() -> None:
