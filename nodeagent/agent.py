@@ -37,7 +37,7 @@ from nodeagent.browsertool import BrowserTool
 from nodeagent.cgroup import PROCESS_GROUP, open_isolation
 from nodeagent.config import AgentConfig
 from nodeagent.errors import NodeAgentError
-from nodeagent.host import TaskHost, all_finished, all_forgotten
+from nodeagent.host import TaskHost
 from nodeagent.hubs import HubRotation, Outcome
 from nodeagent.link import LinkSession, SessionEnd
 from nodeagent.ranlog import RanLog
@@ -48,6 +48,14 @@ from nodeagent.workspace.mirror import WorkspaceMirror
 LOCK_FILE = "agent.lock"
 FORCED_KILL_WAIT_S = 5.0
 
+
+
+def all_finished(host: TaskHost) -> bool:
+    return not host.processes
+
+
+def all_forgotten(host: TaskHost) -> bool:
+    return len(host.table) == 0
 
 class StateLocked(NodeAgentError):
     """Another agent process holds the state directory."""

@@ -391,12 +391,3 @@ class TaskHost:
         self.spools.close()
         if self.cgroups is not None:
             self.cgroups.close()
-
-
-def all_finished(host: TaskHost) -> bool:
-    return not host.processes
-
-
-def all_forgotten(host: TaskHost) -> bool:
-    return len(host.table) == 0
-
