@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,14 +79,27 @@ def ctl_peak_mib(ctl: Ctl, *args: str) -> tuple[dict[str, Any], float]:
     return (json.loads(lines[-1]) if lines else {}), peak / 1024
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def node_upload(ctl: Ctl, node: LocalNode, src: Path) -> dict[str, Any]:
     before = len(log_events(node.log_path, "artifact_uploaded"))
+    hub_cpu0, node_cpu0 = cpu_s(int(ctl.hub.info["control_pid"])), cpu_s(node.proc.pid)  # type: ignore[union-attr]
     tid = ctl.submit(f"ln -f {src} out.bin", "--node", node.node_id, "--output", "out.bin")
     _, status = ctl.watch(tid, timeout_s=900)
     assert status == 0, f"task {tid} exited {status}"
     events = log_events(node.log_path, "artifact_uploaded")
     assert len(events) == before + 1, "the node did not upload the output"
-    return {"task": tid, "sha256": events[-1]["sha256"], "seconds": events[-1]["duration_s"]}
+    stored = log_events(ctl.hub.log_path, "artifact_stored")
+    stages = {k: v for k, v in stored[-1].items() if k.endswith("_s")} if stored else {}
+    # CPU of the whole task (the node also hashes the file before the upload, ~0.7 s/GiB).
+    return {"task": tid, "sha256": events[-1]["sha256"], "seconds": events[-1]["duration_s"],
+            "hub_cpu_s": round(cpu_s(int(ctl.hub.info["control_pid"])) - hub_cpu0, 2),
+            "node_cpu_s": round(cpu_s(node.proc.pid) - node_cpu0, 2),  # type: ignore[union-attr]
+            "hub_stages": stages}
 
 
 def transfer_round(ctl: Ctl, node: LocalNode, src: Path, dest: Path) -> dict[str, Any]:
@@ -95,6 +109,8 @@ def transfer_round(ctl: Ctl, node: LocalNode, src: Path, dest: Path) -> dict[str
     assert got["size_bytes"] == size
     dest.unlink()
     return {"bytes": size, "upload_s": up["seconds"], "download_s": got["download_s"],
+            "hub_cpu_s": up["hub_cpu_s"], "node_cpu_s": up["node_cpu_s"],
+            "hub_stages": up["hub_stages"], "load": os.getloadavg()[0],
             "upload_mib_s": round(size / MiB / up["seconds"], 1),
             "download_mib_s": round(size / MiB / got["download_s"], 1),
             "cortexctl_peak_mib": round(peak, 1)}
@@ -112,9 +128,17 @@ def raw_round(base: Path, src: Path) -> dict[str, Any]:
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
         address = f"127.0.0.1:{port}"
-        up = asyncio.run(rawstream.upload(address, src))
-        up_durable = asyncio.run(rawstream.upload(address, src, durable=True))
-        down = asyncio.run(rawstream.download(address, base / "raw-dl.bin"))
+        cpu: dict[str, float] = {}
+
+        def timed(name: str, run: Any) -> float:
+            server0, client0 = cpu_s(server.pid), sum(os.times()[:2])
+            seconds: float = asyncio.run(run)
+            cpu[f"{name}_server_cpu_s"] = round(cpu_s(server.pid) - server0, 2)
+            cpu[f"{name}_client_cpu_s"] = round(sum(os.times()[:2]) - client0, 2)
+            return seconds
+        up = timed("upload", rawstream.upload(address, src))
+        up_durable = timed("upload_fsync", rawstream.upload(address, src, durable=True))
+        down = timed("download", rawstream.download(address, base / "raw-dl.bin"))
     finally:
         server.kill()
         server.wait()
@@ -122,7 +146,7 @@ def raw_round(base: Path, src: Path) -> dict[str, Any]:
         (base / "raw-dl.bin").unlink(missing_ok=True)
     size = src.stat().st_size
     return {"upload_s": round(up, 3), "download_s": round(down, 3),
-            "upload_fsync_s": round(up_durable, 3),
+            "upload_fsync_s": round(up_durable, 3), **cpu, "load": os.getloadavg()[0],
             "upload_mib_s": round(size / MiB / up, 1),
             "download_mib_s": round(size / MiB / down, 1)}
 
@@ -154,7 +178,36 @@ def resume_round(hub: LocalHub, ctl: Ctl, src: Path) -> dict[str, Any]:
             "whole": info["sha256"] == result["sha256"] and info["size_bytes"] == size}
 
 
-def run(base: Path, size_mib: int, rss_size_mib: int, kill_size_mib: int) -> dict[str, Any]:
+def throughput(ctl: Ctl, node: LocalNode, base: Path, size_mib: int,
+               rounds: int) -> dict[str, Any]:
+    """``rounds`` of ours and raw, alternating (ours, raw, raw, ours, ...): each 1 GiB file
+    is new (no dedup); ratios per pair and their median (noise moves both sides)."""
+    pairs = []
+    for i in range(rounds):
+        src = make_file(base / f"tp{i}.bin", size_mib)
+        if i % 2 == 0:
+            ours = transfer_round(ctl, node, src, base / "dl.bin")
+            raw = raw_round(base, src)
+        else:
+            raw = raw_round(base, src)
+            ours = transfer_round(ctl, node, src, base / "dl.bin")
+        src.unlink()
+        pairs.append({"ours": ours, "raw_grpc_aio": raw,
+                      "upload_ratio": round(raw["upload_s"] / ours["upload_s"], 2),
+                      "upload_ratio_vs_raw_fsync": round(raw["upload_fsync_s"]
+                                                         / ours["upload_s"], 2),
+                      "download_ratio": round(raw["download_s"] / ours["download_s"], 2)})
+
+    def median(key: str) -> float:
+        return float(statistics.median(p[key] for p in pairs))
+    out: dict[str, Any] = pairs[0] if rounds == 1 else {"rounds": pairs}
+    return out | {"median_upload_ratio": median("upload_ratio"),
+                  "median_upload_ratio_vs_raw_fsync": median("upload_ratio_vs_raw_fsync"),
+                  "median_download_ratio": median("download_ratio"), "goal_ratio": 0.7}
+
+
+def run(base: Path, size_mib: int, rss_size_mib: int, kill_size_mib: int,
+        rounds: int = 1) -> dict[str, Any]:
     hub = LocalHub(base / "fleet", shards=1).start()
     node = LocalNode(hub, "bench-node", capacity=2).start()
     ctl = Ctl(hub)
@@ -167,16 +220,7 @@ def run(base: Path, size_mib: int, rss_size_mib: int, kill_size_mib: int) -> dic
         if rss_size_mib:
             result["rss"] = rss_figures(ctl, node, base, rss_size_mib, rss0, ls_peak,
                                         control_pid, agent_pid)
-        src = make_file(base / "tp.bin", size_mib)
-        ours = transfer_round(ctl, node, src, base / "dl.bin")
-        raw = raw_round(base, src)
-        src.unlink()
-        result["throughput"] = {
-            "ours": ours, "raw_grpc_aio": raw,
-            "upload_ratio": round(raw["upload_s"] / ours["upload_s"], 2),
-            "upload_ratio_vs_raw_fsync": round(raw["upload_fsync_s"] / ours["upload_s"], 2),
-            "download_ratio": round(raw["download_s"] / ours["download_s"], 2),
-            "goal_ratio": 0.7}
+        result["throughput"] = throughput(ctl, node, base, size_mib, rounds)
         if kill_size_mib:
             result["resume_after_kill9"] = resume_round(
                 hub, ctl, make_file(base / "kill.bin", kill_size_mib))
@@ -204,13 +248,18 @@ def main() -> None:
     p.add_argument("--size-mib", type=int, default=1024)
     p.add_argument("--rss-size-mib", type=int, default=2048)
     p.add_argument("--kill-size-mib", type=int, default=512)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="throughput rounds, ours and raw alternating (default 1)")
+    p.add_argument("--label", default="", help="the key in the result file (default: "
+                   "artifacts, or artifacts_partial without the RSS and kill rounds)")
     p.add_argument("--dir", type=Path, default=None, help="scratch directory (default: /tmp)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="cortex-bench-artifacts-", dir=args.dir) as tmp:
-        result = run(Path(tmp), args.size_mib, args.rss_size_mib, args.kill_size_mib)
+        result = run(Path(tmp), args.size_mib, args.rss_size_mib, args.kill_size_mib,
+                     args.rounds)
     result["args"] = vars(args) | {"dir": str(args.dir)}
     full = args.rss_size_mib and args.kill_size_mib
-    save("artifacts" if full else "artifacts_partial", result, RESULTS)
+    save(args.label or ("artifacts" if full else "artifacts_partial"), result, RESULTS)
     print(json.dumps(result, indent=2))
 
 

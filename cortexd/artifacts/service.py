@@ -120,10 +120,12 @@ class ArtifactsService(artifacts_pb2_grpc.ArtifactsServicer):
         self.uploads.enter(principal.name)
         key = (owner, sha)
         live, generation = self.uploads.attach(key)
+        stages = {"receive_s": 0.0, "append_s": 0.0}
         try:
             committed = await self.store.begin(owner, sha, size, _now_ms())
             msg: pb.WriteRequest | None = first
             while msg is not None:
+                t0 = time.monotonic()
                 if (msg.digest.sha256, msg.digest.size_bytes) != (sha, size):
                     raise rules.invalid("the digest changed within one Write stream")
                 async with live.lock:
@@ -131,10 +133,13 @@ class ArtifactsService(artifacts_pb2_grpc.ArtifactsServicer):
                         raise ArtifactError("ABORTED", "a newer Write stream took over "
                                             "this upload")
                     committed = await self._append(live, owner, sha, size, msg)
+                    t1 = time.monotonic()
+                    stages["append_s"] += t1 - t0
                     if msg.finish_write:
-                        await self._finish(live, owner, sha, size, refs)
+                        await self._finish(live, owner, sha, size, refs, stages)
                         return pb.WriteResponse(committed_size=size, complete=True)
                 msg = await self._next(requests)
+                stages["receive_s"] += time.monotonic() - t1
             return pb.WriteResponse(committed_size=committed, complete=False)
         finally:
             self.uploads.detach(key)
@@ -181,7 +186,8 @@ class ArtifactsService(artifacts_pb2_grpc.ArtifactsServicer):
         live.hasher, live.hashed = hasher, n
 
     async def _finish(self, live: LiveUpload, owner: str, sha: str, size: int,
-                      refs: list[tuple[str, int]]) -> None:
+                      refs: list[tuple[str, int]], stages: dict[str, float]) -> None:
+        started = time.monotonic()
         got = live.hasher.hexdigest()
         if got != sha:
             await self.store.discard(owner, sha)
@@ -194,7 +200,9 @@ class ArtifactsService(artifacts_pb2_grpc.ArtifactsServicer):
             await self.store.finish(owner, sha, size, _now_ms())
         self.uploads.release(size)
         await self.store.add_refs(owner, sha, refs, _now_ms())
-        self.log.info("artifact_stored", owner=owner, sha256=sha, size=size)
+        self.log.info("artifact_stored", owner=owner, sha256=sha, size=size,
+                      finish_s=round(time.monotonic() - started, 3),
+                      **{k: round(v, 3) for k, v in stages.items()})
 
     async def QueryWriteStatus(self, request: pb.QueryWriteStatusRequest,  # noqa: N802
                                context: Ctx) -> pb.QueryWriteStatusResponse:
