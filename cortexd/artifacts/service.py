@@ -25,6 +25,7 @@ from cortex.v1 import artifacts_pb2_grpc
 from cortexd.artifacts import access, rules
 from cortexd.artifacts.backend import ArtifactStore
 from cortexd.artifacts.collect import Collector
+from cortexd.artifacts.pipeline import AppendPipeline
 from cortexd.artifacts.rules import ArtifactError, Retention
 from cortexd.artifacts.uploads import LiveUpload, Uploads, new_hasher
 from cortexd.ingress.auth import Authenticator
@@ -36,6 +37,17 @@ _END = object()
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _check_writer(live: LiveUpload, generation: int) -> None:
+    if live.generation != generation:
+        raise ArtifactError("ABORTED", "a newer Write stream took over this upload")
+
+
+def _timed_update(hasher: Any, data: bytes) -> float:
+    started = time.perf_counter()
+    hasher.update(data)
+    return time.perf_counter() - started
 
 
 def info_pb(row: rules.ArtifactRow) -> pb.ArtifactInfo:
@@ -120,58 +132,83 @@ class ArtifactsService(artifacts_pb2_grpc.ArtifactsServicer):
         self.uploads.enter(principal.name)
         key = (owner, sha)
         live, generation = self.uploads.attach(key)
-        stages = {"receive_s": 0.0, "append_s": 0.0}
+        stages = {"receive_s": 0.0, "hash_s": 0.0}
+        pipe: AppendPipeline | None = None
         try:
-            committed = await self.store.begin(owner, sha, size, _now_ms())
+            await self.store.begin(owner, sha, size, _now_ms())
+            pipe = AppendPipeline(
+                lambda at, data: self._append(live, generation, owner, sha, at, data, stages),
+                await self._start(live, generation, owner, sha))
             msg: pb.WriteRequest | None = first
             while msg is not None:
-                t0 = time.monotonic()
                 if (msg.digest.sha256, msg.digest.size_bytes) != (sha, size):
                     raise rules.invalid("the digest changed within one Write stream")
-                async with live.lock:
-                    if live.generation != generation:
-                        raise ArtifactError("ABORTED", "a newer Write stream took over "
-                                            "this upload")
-                    committed = await self._append(live, owner, sha, size, msg)
-                    t1 = time.monotonic()
-                    stages["append_s"] += t1 - t0
-                    if msg.finish_write:
-                        await self._finish(live, owner, sha, size, refs, stages)
-                        return pb.WriteResponse(committed_size=size, complete=True)
+                _check_writer(live, generation)
+                data = msg.data  # one copy out of the message, handed on as it is
+                try:
+                    rules.check_chunk(pipe.accepted, size, msg.write_offset, len(data),
+                                      msg.finish_write)
+                except ArtifactError:  # say what is committed, not what is queued
+                    rules.check_chunk(await pipe.close(), size, msg.write_offset,
+                                      len(data), msg.finish_write)
+                    raise
+                if data:
+                    await pipe.put(msg.write_offset, data)
+                if msg.finish_write:
+                    await pipe.close()
+                    async with live.lock:
+                        _check_writer(live, generation)
+                        await self._finish(live, owner, sha, size, refs,
+                                           stages | {"write_s": pipe.write_s,
+                                                     "queue_wait_s": pipe.wait_s})
+                    return pb.WriteResponse(committed_size=size, complete=True)
+                started = time.monotonic()
                 msg = await self._next(requests)
-                stages["receive_s"] += time.monotonic() - t1
-            return pb.WriteResponse(committed_size=committed, complete=False)
+                stages["receive_s"] += time.monotonic() - started
+            return pb.WriteResponse(committed_size=await pipe.close(), complete=False)
         finally:
+            if pipe is not None:
+                await pipe.stop()
             self.uploads.detach(key)
             self.uploads.leave(principal.name)
 
-    async def _append(self, live: LiveUpload, owner: str, sha: str, size: int,
-                      msg: pb.WriteRequest) -> int:
-        """Append one chunk. The committed offset is the one this hub's running hash has
-        reached (another hub appending meanwhile makes the store refuse the append, and
-        the hash is rebuilt); the write and the hash of a chunk run at once, off the loop."""
-        if live.hasher is None:
-            committed = await self.store.committed(owner, sha)
-            if committed is None:
-                raise ArtifactError("NOT_FOUND", "the upload is gone (collected); start again")
-            await self._rehash(live, owner, sha, committed)
-        committed = live.hashed
-        rules.check_chunk(committed, size, msg.write_offset, len(msg.data), msg.finish_write)
-        if not msg.data:
-            return committed
-        self.uploads.reserve(len(msg.data))
-        loop = asyncio.get_running_loop()
-        hashing = loop.run_in_executor(None, live.hasher.update, msg.data)
-        try:
-            end = await self.store.append(owner, sha, msg.write_offset, msg.data, _now_ms())
-        except BaseException:
-            self.uploads.release(len(msg.data))
-            await asyncio.gather(hashing, return_exceptions=True)
-            live.hasher = None  # the partial may hold part of the chunk: re-read it
-            raise
-        await hashing
-        live.hashed = end
-        return end
+    async def _start(self, live: LiveUpload, generation: int, owner: str, sha: str) -> int:
+        """Where this stream's appends start: the offset this hub's running hash has
+        reached, rebuilt from the committed bytes when there is none (a hub restart)."""
+        async with live.lock:
+            _check_writer(live, generation)
+            if live.hasher is None:
+                committed = await self.store.committed(owner, sha)
+                if committed is None:
+                    raise ArtifactError("NOT_FOUND", "the upload is gone (collected); "
+                                        "start again")
+                await self._rehash(live, owner, sha, committed)
+            return live.hashed
+
+    async def _append(self, live: LiveUpload, generation: int, owner: str, sha: str,
+                      offset: int, data: bytes, stages: dict[str, float]) -> int:
+        """Append one chunk (the pipeline's writer, in order). The store refuses an append
+        anywhere but at its committed end (another hub appending meanwhile: the hash is
+        rebuilt by the next stream); the write and the hash of a chunk run at once, off
+        the loop."""
+        async with live.lock:
+            _check_writer(live, generation)
+            if live.hasher is None or live.hashed != offset:
+                raise ArtifactError("ABORTED", "the upload moved under this stream; resume "
+                                    "from QueryWriteStatus")
+            self.uploads.reserve(len(data))
+            loop = asyncio.get_running_loop()
+            hashing = loop.run_in_executor(None, _timed_update, live.hasher, data)
+            try:
+                end = await self.store.append(owner, sha, offset, data, _now_ms())
+            except BaseException:
+                self.uploads.release(len(data))
+                await asyncio.gather(hashing, return_exceptions=True)
+                live.hasher = None  # the partial may hold part of the chunk: re-read it
+                raise
+            stages["hash_s"] += await hashing
+            live.hashed = end
+            return end
 
     async def _rehash(self, live: LiveUpload, owner: str, sha: str, committed: int) -> None:
         """Rebuild the running sha256 from the committed bytes (after a hub restart)."""
