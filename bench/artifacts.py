@@ -2,8 +2,9 @@
 chunks, RSS growth of node agent, hub and cortexctl while a large artifact moves, and an
 upload's resume after kill -9 of the hub.
 
-``python -m bench.artifacts [--size-mib 1024] [--rss-size-mib 2048] [--kill-size-mib 512]``
-writes ``bench/results/artifacts.json``. In one run, on one machine:
+``python -m bench.artifacts [--size-mib 1024] [--rss-size-mib 2048] [--kill-size-mib 512]
+[--rounds N] [--label KEY]`` writes ``bench/results/artifacts.json`` (``--rounds``: the
+throughput pairs, ours and raw alternating). In one run, on one machine:
 
 - **upload node → hub**: a task on a real nodeagent collects a ``--output`` file
   (hard-linked into its directory, so making it costs nothing); the figure is the
