@@ -14,11 +14,13 @@ import pytest
 from cortex.tokens import Principal
 from cortex.v1 import artifacts_pb2 as pb
 from cortexd.artifacts.localstore import LocalArtifacts
+from cortexd.artifacts.pgstore import PgArtifacts
 from cortexd.artifacts.pipeline import AppendPipeline
 from cortexd.artifacts.rules import ArtifactError, Retention
 from cortexd.artifacts.service import ArtifactsService
 from cortexd.artifacts.uploads import Uploads
 from cortexd.store import open_store
+from tests.pg import pg_schema
 
 MiB = 1 << 20
 
@@ -158,3 +160,37 @@ def test_a_write_error_mid_upload_fails_it_and_nothing_is_kept(tmp_path: Path) -
 async def _two(digest: pb.Digest) -> AsyncIterator[pb.WriteRequest]:
     yield pb.WriteRequest(digest=digest, write_offset=0, data=b"a" * MiB)
     yield pb.WriteRequest(digest=digest, write_offset=2 * MiB, data=b"b")
+
+
+def test_the_pipelined_write_on_the_shared_backend_resumes_and_checks() -> None:
+    data = os.urandom(5 * MiB + 3)
+    sha = hashlib.sha256(data).hexdigest()
+    digest = pb.Digest(sha256=sha, size_bytes=len(data))
+
+    async def requests(start: int, stop: int) -> AsyncIterator[pb.WriteRequest]:
+        for at in range(start, stop, MiB):
+            yield pb.WriteRequest(digest=digest, write_offset=at, data=data[at:at + MiB],
+                                  finish_write=at + MiB >= len(data))
+
+    async def main(url: str) -> None:
+        tasks = open_store(url)
+        await tasks.open()
+        store = PgArtifacts(url)
+        await store.open()
+        service = ArtifactsService(store, tasks, None,  # type: ignore[arg-type]
+                                   max_bytes=1 << 40, idle_timeout_s=10,
+                                   uploads=Uploads(4, 1 << 40),
+                                   retention=Retention(60, 60, 60))
+        admin = Principal("admin", "admin")
+        try:
+            resp = await service._write(admin, requests(0, 2 * MiB))
+            assert (resp.committed_size, resp.complete) == (2 * MiB, False)
+            resp = await service._write(admin, requests(2 * MiB, len(data)))
+            assert resp.complete
+            assert b"".join([c async for c in store.read(sha, 0, 0)]) == data
+        finally:
+            await store.close()
+            await tasks.close()
+
+    with pg_schema() as url:
+        asyncio.run(main(url))
