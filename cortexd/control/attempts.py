@@ -12,7 +12,7 @@ from cortexd.control.finishes import Act, decide_finish
 from cortexd.control.state import HubState, NodeState, cancel_frame, now_ms
 from cortexd.ipc import messages as m
 from cortexd.lifecycle import State, finished_state
-from cortexd.store import StaleWrite
+from cortexd.store import StaleWrite, TaskRow
 
 #: Rejections after which a new attempt may succeed (the envelope was fine).
 RETRYABLE_REJECTIONS = frozenset({"stale_epoch", "expired", "capacity", "draining"})
@@ -64,22 +64,34 @@ class Attempts:
                          ack: bool = True) -> None:
         if not is_task_id(out.task_id):
             return
-        st = self.state
         try:
-            before, after = await st.store.append_output(out.task_id, out.attempt, epoch,
-                                                         out.offset, out.data)
-        except StaleWrite:
-            await self._kill_stray(node, epoch, out.task_id, out.attempt,
-                                   "output for a superseded attempt")
-            return
-        st.remember_end(out.task_id, out.attempt, after)
-        if after > before:
-            fresh = out.data[before - out.offset:]
-            st.publish(out.task_id, ("output", (out.attempt, before, fresh)))
-            await st.journals.appended(out.task_id, out.attempt, before, fresh)
-        if ack and node.epoch == epoch:
-            await st.send_node(node, node_pb2.HubFrame(ack=node_pb2.OutputAck(
+            result: tuple[int, int] | StaleWrite = await self.state.store.append_output(
+                out.task_id, out.attempt, epoch, out.offset, out.data)
+        except StaleWrite as e:
+            result = e
+        after = await self._appended(node, epoch, out.task_id, out.attempt, out.offset,
+                                     out.data, result)
+        if after is not None and ack and node.epoch == epoch:
+            await self.state.send_node(node, node_pb2.HubFrame(ack=node_pb2.OutputAck(
                 task_id=out.task_id, attempt=out.attempt, offset=after)))
+
+    async def _appended(self, node: NodeState, epoch: int, task_id: str, attempt: int,
+                        offset: int, data: bytes,
+                        result: tuple[int, int] | StaleWrite) -> int | None:
+        """After an append committed: the new durable end to watchers and the journal
+        (None: refused, and the stray process told to stop)."""
+        st = self.state
+        if isinstance(result, StaleWrite):
+            await self._kill_stray(node, epoch, task_id, attempt,
+                                   "output for a superseded attempt")
+            return None
+        before, after = result
+        st.remember_end(task_id, attempt, after)
+        if after > before:
+            fresh = data[before - offset:]
+            st.publish(task_id, ("output", (attempt, before, fresh)))
+            await st.journals.appended(task_id, attempt, before, fresh)
+        return after
 
     def _on_progress(self, node: NodeState, epoch: int, p: node_pb2.TaskProgress) -> None:
         if node.epoch == epoch and p.task_id in node.running:  # bounded by running tasks
@@ -110,26 +122,29 @@ class Attempts:
     async def _on_finished(self, node: NodeState, epoch: int, fin: node_pb2.TaskFinished) -> None:
         if not is_task_id(fin.task_id):
             return
-        if fin.output and len(fin.output) <= fin.output_end:  # issue 9: folded output
-            await self._on_output(node, epoch, node_pb2.TaskOutput(
-                task_id=fin.task_id, attempt=fin.attempt, data=fin.output,
-                offset=fin.output_end - len(fin.output)), ack=False)
         st = self.state
-        held, cancel_requested = fin.output_end, False
-        fast = finished_state(fin.kind, fin.exit_code, False)
-        if not (st.ends.pop(fin.task_id, None) == (fin.attempt, fin.output_end)
-                and fast is finished_state(fin.kind, fin.exit_code, True)
-                and fin.task_id not in st.cancels):
-            # Unless this hub made the attempt's output durable up to the node's end and
-            # no cancel could change the result, read the task (the transition below is
-            # conditional on attempt and epoch either way).
-            task = await st.store.get_task(fin.task_id)
-            if task is None:
-                await self._ack_finished(node, epoch, fin)
-                return
-            cancel_requested = task.cancel_requested
-            if task.attempt == fin.attempt and not task.state.terminal:
-                held = task.output_bytes  # (an ended task's Finished is refused below)
+        folded = fin.output if fin.output and len(fin.output) <= fin.output_end else b""
+        # One write (issue 9): the folded output, then the end if it needs no decision
+        # here (the durable end is the node's, no cancel asked): one commit, not two.
+        done = await st.store.end_attempt(
+            fin.task_id, attempt=fin.attempt, node_epoch=epoch,
+            to=finished_state(fin.kind, fin.exit_code, False), exit_code=fin.exit_code,
+            reason=fin.reason, output_end=fin.output_end, output=folded, now_ms=now_ms())
+        if done.appended is not None:
+            await self._appended(node, epoch, fin.task_id, fin.attempt,
+                                 fin.output_end - len(folded), folded, done.appended)
+        if done.ended is not None:
+            await self._recorded(node, epoch, fin, done.ended)
+            return
+        # The end needs a decision: read the task (the transition below is conditional
+        # on attempt and epoch either way).
+        task = await st.store.get_task(fin.task_id)
+        if task is None:
+            await self._ack_finished(node, epoch, fin)
+            return
+        held, cancel_requested = fin.output_end, task.cancel_requested
+        if task.attempt == fin.attempt and not task.state.terminal:
+            held = task.output_bytes  # (an ended task's Finished is refused below)
         resync = st.resyncs.get(fin.task_id)
         verdict = decide_finish(fin.kind, fin.exit_code, fin.reason, fin.output_end, held,
                                 cancel_requested,
@@ -145,12 +160,20 @@ class Attempts:
                     "resend the rest"))
             return  # not ended, not acked: the node keeps the task and its spool
         try:
-            row = await st.store.transition(
+            row: TaskRow | StaleWrite = await st.store.transition(
                 fin.task_id, attempt=fin.attempt, node_epoch=epoch, to=verdict.state,
                 exit_code=fin.exit_code, reason=verdict.reason, now_ms=now_ms())
         except StaleWrite as e:
+            row = e
+        await self._recorded(node, epoch, fin, row)
+
+    async def _recorded(self, node: NodeState, epoch: int, fin: node_pb2.TaskFinished,
+                        row: TaskRow | StaleWrite) -> None:
+        """The end is durable (or was refused as stale, and recorded): ack it."""
+        st = self.state
+        if isinstance(row, StaleWrite):
             st.log.info("late_result_rejected", task=fin.task_id, attempt=fin.attempt,
-                        epoch=epoch, why=str(e))
+                        epoch=epoch, why=str(row))
         else:
             node.running.discard(row.task_id)
             st.ended(row)

@@ -179,14 +179,12 @@ class HubState:
             MAX_REMOTE_EVENTS)
         self.remote_events_dropped = 0
         self.fenced_frames = 0  # frames of a fenced session (refused by the store)
-        # {task: (attempt, durable output end)} after this hub's appends: a finished
-        # frame that agrees with it needs no read of the task (attempts.py).
+        # {task: (attempt, durable output end)} after this hub's appends (the monitors'
+        # screen reads the journal up to it, monitorapi.py).
         self.ends: dict[str, tuple[int, int]] = {}
         # {task: (attempt, output end held)} when the hub last closed a session to get the
         # rest of a finished task's output (finishes.py); they leave with the task.
         self.resyncs: dict[str, tuple[int, int]] = {}
-        # Active tasks whose cancel was asked here: their Finished is read, not guessed.
-        self.cancels: dict[str, None] = {}
         # Called with every task event (the monitors' feed, cortexd/control/monitorfeed.py).
         self.on_publish: list[Callable[[str, tuple[str, Any]], None]] = []
         # The nodes a workspace (owner, name) is attached to; None: no such workspace.
@@ -289,7 +287,6 @@ class HubState:
         self.progress.pop(row.task_id, None)
         self.ends.pop(row.task_id, None)
         self.resyncs.pop(row.task_id, None)
-        self.cancels.pop(row.task_id, None)
         self.publish(row.task_id, ("state", row))
 
     async def finish(self, task: TaskRow, state: State, reason: str) -> None:

@@ -18,7 +18,6 @@ from cortexd.lifecycle import ACTIVE, State
 from cortexd.store import StaleWrite, TaskRow
 
 STORE_CHUNK_BYTES = 64 * 1024
-MAX_CANCELS = 65_536  # cancels asked of active tasks, remembered (they leave at the end)
 
 
 def check_deliverable(state: HubState, task: TaskRow) -> None:
@@ -85,9 +84,6 @@ class TaskService:
             return row, f"it ended meanwhile ({row.state.value})"
         if row.state not in ACTIVE:
             return row, f"cancel recorded ({row.state.value})"
-        st.cancels[task_id] = None
-        if len(st.cancels) > MAX_CANCELS:
-            del st.cancels[next(iter(st.cancels))]
         node = st.nodes.get(row.node_id)
         if node is not None and node.attached:
             await st.send_node(node, cancel_frame(task_id, row.attempt,

@@ -13,10 +13,13 @@ its callers wait through an outage instead of seeing it.
 """
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cortex.errors import CortexError
 from cortexd.lifecycle import State
+
+if TYPE_CHECKING:
+    from cortexd.store.rows import Ended
 
 
 class StoreError(CortexError):
@@ -130,6 +133,14 @@ class Store(Protocol):
         reason: str = "",
         now_ms: int,
     ) -> TaskRow: ...
+
+    async def end_attempt(self, task_id: str, *, attempt: int, node_epoch: int, to: State,
+                          exit_code: int | None, reason: str, output_end: int,
+                          output: bytes = b"", now_ms: int) -> "Ended":
+        """A node's Finished as one write: its folded ``output`` appended, then ``to``
+        only if the durable end is then ``output_end`` and no cancel was requested
+        (``rows.EndAttempt``)."""
+        ...
 
     async def rebind_epoch(self, task_id: str, attempt: int, node_id: str, epoch: int) -> bool: ...
 

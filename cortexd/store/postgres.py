@@ -54,6 +54,9 @@ from cortexd.store.rows import (
     TASK_COLS,
     Append,
     BatchedWrites,
+    EndAttempt,
+    Ended,
+    Transition,
     WriteOp,
     WriteResult,
     node_from_row,
@@ -80,6 +83,11 @@ CLOSE_RETRY_S = 5.0
 _APPEND_SQL = "SELECT cortex_append_output(%s, %s, %s, %s, %s, %s, %s::uuid)"
 _TRANSITION_SQL = ("SELECT cortex_transition(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
                    "%s::uuid)")
+#: EndAttempt's transition: not tried (no row) while the task is current for it but its
+#: durable end is not the node's or a cancel was requested. The row is locked by the
+#: append before it (when there is one) and by cortex_transition, which checks again.
+_END_SQL = (_TRANSITION_SQL + " FROM tasks WHERE task_id = %s AND NOT (attempt = %s AND "
+            "node_epoch = %s AND state = ANY(%s) AND (output_bytes <> %s OR cancel_requested))")
 
 
 def is_transient(e: BaseException) -> bool:
@@ -331,16 +339,28 @@ class PostgresStore(BatchedWrites, MonitorTables):
             cursors = []
             async with conn.pipeline(), conn.transaction():
                 for op in ops:
-                    cur = conn.cursor()
-                    await cur.execute(*_statement(op))
-                    cursors.append(cur)
-            rows = [await cur.fetchone() for cur in cursors]
+                    for statement in _statements(op):
+                        cur = conn.cursor()
+                        await cur.execute(*statement)
+                        cursors.append(cur)
+            rows = iter([await cur.fetchone() for cur in cursors])
         if self.after_commit is not None:
             self.after_commit(ops)
-        return [self._result(op, row[0] if row else None)
-                for op, row in zip(ops, rows, strict=True)]
+        results: list[WriteResult | Exception] = []
+        for op in ops:
+            if not isinstance(op, EndAttempt):
+                results.append(self._result(op, _value(next(rows))))
+                continue
+            appended = (None if op.append is None
+                        else self._result(op.append, _value(next(rows))))
+            row = next(rows)
+            ended = None if row is None else self._result(op.transition, row[0])
+            # (an append's result is (before, after) or StaleWrite; a transition's a row
+            # or StaleWrite)
+            results.append(Ended(appended, ended))  # type: ignore[arg-type]
+        return results
 
-    def _result(self, op: WriteOp, value: Any) -> WriteResult | Exception:
+    def _result(self, op: Append | Transition, value: Any) -> WriteResult | Exception:
         if isinstance(op, Append):
             return op.stale() if value is None else (int(value[0]), int(value[1]))
         if value is None:
@@ -351,7 +371,20 @@ class PostgresStore(BatchedWrites, MonitorTables):
         return task if value["accepted"] else op.refused(task)
 
 
-def _statement(op: WriteOp) -> tuple[str, tuple[Any, ...]]:
+def _value(row: tuple[Any, ...] | None) -> Any:
+    return row[0] if row else None
+
+
+def _statements(op: WriteOp) -> list[tuple[str, tuple[Any, ...]]]:
+    if not isinstance(op, EndAttempt):
+        return [_statement(op)]
+    t = op.transition
+    end = (_END_SQL, (*_statement(t)[1], t.task_id, t.attempt, t.node_epoch,
+                      [s.value for s in t.allowed], op.end))
+    return [end] if op.append is None else [_statement(op.append), end]
+
+
+def _statement(op: Append | Transition) -> tuple[str, tuple[Any, ...]]:
     if isinstance(op, Append):
         return _APPEND_SQL, (op.task_id, op.attempt, op.node_epoch, op.offset, op.data,
                              op.now_ms, op.write_id)

@@ -141,7 +141,31 @@ class Transition:
                 f"epoch {current.node_epoch}")
 
 
-WriteOp = Append | Transition
+@dataclass(frozen=True, slots=True)
+class EndAttempt:
+    """A node's TaskFinished as one write (issue 9): its folded output appended
+    (``append``, optional), then its terminal ``transition`` in the same commit — tried
+    only when the attempt's durable output end is then ``end`` and no cancel was
+    requested, the case where the end needs no decision by the hub (finishes.py). A
+    transition whose attempt, epoch or state is stale is tried, refused and recorded
+    as any other. Otherwise it is not tried, and the hub decides as for any Finished
+    (the append stands: it is conditional on its own)."""
+
+    append: Append | None
+    end: int
+    transition: Transition
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """What an :class:`EndAttempt` did: the append's (before, after) or refusal (None:
+    nothing to append), and the task after its end, the refusal, or None: not tried."""
+
+    appended: tuple[int, int] | StaleWrite | None
+    ended: TaskRow | StaleWrite | None
+
+
+WriteOp = Append | Transition | EndAttempt
 
 
 class WriteObserver(Protocol):
@@ -150,7 +174,7 @@ class WriteObserver(Protocol):
     def appended(self, before: int, after: int) -> None: ...
 
     def committed(self, rows: int, seconds: float) -> None: ...
-WriteResult = tuple[int, int] | TaskRow
+WriteResult = tuple[int, int] | TaskRow | Ended
 
 
 class BatchedWrites:
@@ -202,4 +226,22 @@ class BatchedWrites:
         assert isinstance(result, tuple)
         if self.observer is not None:
             self.observer.appended(*result)
+        return result
+
+    async def end_attempt(self, task_id: str, *, attempt: int, node_epoch: int, to: State,
+                          exit_code: int | None, reason: str, output_end: int,
+                          output: bytes = b"", now_ms: int) -> Ended:
+        """A Finished in one write: ``output`` (the last bytes before ``output_end``)
+        appended, then ``to`` — only if the durable end is then ``output_end`` and no
+        cancel was requested (see :class:`EndAttempt`)."""
+        append = (Append(task_id, attempt, node_epoch, output_end - len(output), output,
+                         now_ms) if output else None)
+        result = await self.writer.submit(EndAttempt(append, output_end, Transition(
+            task_id, attempt, node_epoch, to, False, None, None, exit_code, reason, now_ms)))
+        assert isinstance(result, Ended)
+        if self.observer is not None:
+            if isinstance(result.appended, tuple):
+                self.observer.appended(*result.appended)
+            if isinstance(result.ended, TaskRow):
+                self.observer.transitioned(result.ended)
         return result

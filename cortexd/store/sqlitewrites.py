@@ -25,6 +25,8 @@ from cortexd.store.rows import (
     TASK_COL_COUNT,
     TASK_COLS,
     Append,
+    EndAttempt,
+    Ended,
     Transition,
     WriteOp,
     WriteResult,
@@ -99,6 +101,8 @@ class SQLiteWrites:
                         results.append(self._append(op))
                     elif isinstance(op, Transition):
                         results.append(self._transition(op))
+                    elif isinstance(op, EndAttempt):
+                        results.append(self._end(op))
                     elif isinstance(op, Read):
                         results.append(self._get(op.task_id))
                     else:
@@ -110,12 +114,34 @@ class SQLiteWrites:
             db.execute("ROLLBACK")
             raise
         if self.after_commit is not None:
-            self.after_commit([op for op in ops if isinstance(op, Append | Transition)])
+            self.after_commit([op for op in ops
+                               if isinstance(op, Append | Transition | EndAttempt)])
         return results
 
-    def _transition(self, op: Transition) -> TaskRow:
+    def _end(self, op: EndAttempt) -> Ended:
+        appended: tuple[int, int] | StaleWrite | None = None
+        if op.append is not None:
+            try:
+                appended = self._append(op.append)
+            except StaleWrite as e:
+                appended = e
+        t = op.transition
+        current = self._get(t.task_id)
+        if current is None:
+            return Ended(appended, None)  # the hub reads it, as for any Finished
+        if (current.attempt == t.attempt and current.node_epoch == t.node_epoch
+                and current.state in t.allowed
+                and (current.output_bytes != op.end or current.cancel_requested)):
+            return Ended(appended, None)  # an end the hub must decide (finishes.py)
+        try:
+            return Ended(appended, self._transition(t, current))
+        except StaleWrite as e:
+            return Ended(appended, e)
+
+    def _transition(self, op: Transition, current: TaskRow | None = None) -> TaskRow:
         db = self.db
-        current = self._get(op.task_id)
+        if current is None:
+            current = self._get(op.task_id)
         if current is None:
             raise StaleWrite(f"task {op.task_id} does not exist")
         if not (current.attempt == op.attempt and current.node_epoch == op.node_epoch

@@ -186,3 +186,25 @@ def test_after_the_end_more_output_and_finished_frames_change_nothing(
         await store.close()
 
     asyncio.run(main())
+
+
+def test_a_folded_finished_is_one_write_and_needs_no_read(tmp_path: Path) -> None:
+    """Issue 9: a task that ended quickly sends one TaskFinished with its output inside;
+    the append and the end go to the store as one write (one commit), then the ack."""
+    async def main() -> None:
+        hub, store, task, epoch = await assigned_task(tmp_path)
+        t, a = task.task_id, task.attempt
+        batches, writes = store.writer.batches, store.writer.writes
+        sent = await serve(hub, [[frame(epoch, finished=node_pb2.TaskFinished(
+            task_id=t, attempt=a, exit_code=0, kind=node_pb2.FINISH_KIND_EXITED,
+            output_end=3, output=b"hi\n"))]], want=1)
+        assert [f.WhichOneof("kind") for f in sent] == ["finished_ack"]
+        assert (store.writer.batches - batches, store.writer.writes - writes) == (1, 1)
+        done = await store.get_task(t)
+        assert done is not None and (done.state, done.output_bytes) == (State.SUCCEEDED, 3)
+        assert await store.read_output(t, a, 0, 100) == b"hi\n"
+        assert [h.to_state for h in await store.transitions(t) if h.accepted] == [
+            "ASSIGNED", "SUCCEEDED"]
+        await store.close()
+
+    asyncio.run(main())
