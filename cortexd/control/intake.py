@@ -5,7 +5,8 @@ Invariants:
 - A call over the limit is refused whole (the servicer checks it, with the limit in
   the message); within the limit every task gets its own outcome, in request order.
 - The tasks of one call are created side by side, so they share the store's group
-  commits (one transaction per ``store_batch_max_rows``) instead of one commit each.
+  commits (one transaction per ``store_batch_max_rows``) instead of one commit each;
+  those that find a free node are inserted placed (placement.py ``admit``).
 - An outcome of "submitted" means the task is durable: it is reported only after the
   commit that made it so. A task whose write failed is reported with its error and
   was not stored — or, when the commit outcome is unknown (UNAVAILABLE), may have
@@ -19,8 +20,9 @@ import asyncio
 from dataclasses import dataclass
 
 from cortexd.control.errors import RequestError
+from cortexd.control.placement import Placement
 from cortexd.control.state import HubState
-from cortexd.control.tasks import check_deliverable
+from cortexd.control.tasks import admit, check_deliverable
 from cortexd.store import StoreError, TaskRow
 
 #: Tasks in one SubmitMany, at most (a gRPC request is bounded by max_frame_bytes too).
@@ -41,8 +43,9 @@ Outcome = tuple[TaskRow, bool] | Refused
 class Intake:
     """Takes in batches of tasks; holds the queue room reserved by calls in flight."""
 
-    def __init__(self, state: HubState) -> None:
+    def __init__(self, state: HubState, placement: Placement | None = None) -> None:
         self.state = state
+        self.placement = placement
         self.reserved = 0
 
     def room(self) -> int:
@@ -81,11 +84,7 @@ class Intake:
         if (full := st.queue.room_for(row, st.settings.max_queued_tasks + self.reserved,
                                       st.settings.max_queued_bytes)) is not None:
             raise RequestError("RESOURCE_EXHAUSTED", full)
-        stored, created = await st.store.create_task(row)
-        if created:
-            st.queue[stored.task_id] = stored
-            st.publish(stored.task_id, ("state", stored))
-            st.kick()
+        stored, created = await admit(st, self.placement, row)
         return stored, not created
 
 

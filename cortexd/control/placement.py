@@ -15,6 +15,13 @@ session object, attached, not draining; the Placer checks room and key); when it
 fails, or a kept Placer finds no node, the Placer is rebuilt and asked again, so a
 task is never left queued because the Placer was old. What an old Placer can cost
 is spread: a node freed since the build waits for the next rebuild to be preferred.
+
+A new task that finds a free node while nothing is queued before it (:meth:`admit`)
+is inserted already placed (issue 9): the insert and QUEUED -> ASSIGNED, the same
+fenced conditional write, share one commit, and no scheduling pass runs for it. Its
+node is picked from the kept Placer only (a miss is not worth an O(nodes) rebuild per
+submission: the task is queued, and the pass that follows rebuilds). The envelopes of
+tasks placed so go out together, one signing batch per loop turn.
 """
 
 import asyncio
@@ -79,6 +86,7 @@ class Placement:
         self._built_at = 0.0
         self._built_for = 0  # len(st.nodes) at the build: a new node forces a rebuild
         self._pass_at = 0.0  # when the current pass started: a Placer built since is fresh
+        self._outbox: list[tuple[TaskRow, NodeState]] = []  # placed at insert, to send
 
     async def run(self) -> None:
         while True:
@@ -120,6 +128,56 @@ class Placement:
         rows = await asyncio.gather(*(self._assign(task, node) for task, node in placed))
         await self.dispatch([(row, node) for row, (_, node) in zip(rows, placed, strict=True)
                              if row is not None])
+
+    async def admit(self, task: TaskRow) -> tuple[TaskRow, bool]:
+        """Store a new task (or find the one its idempotency key names): (row, created).
+        Placed at once when nothing is queued and the kept Placer has a node for it,
+        else queued for the scheduler. Its events are published either way."""
+        st = self.state
+        node = self._reserve(task)
+        try:
+            row, created = await st.store.create_task(
+                task, None if node is None else (node.node_id, node.epoch))
+        finally:
+            if node is not None:
+                node.running.discard(task.task_id)  # re-added below if it was placed
+        if not created:
+            return row, False
+        if node is not None and row.state is State.ASSIGNED:
+            node.running.add(row.task_id)
+            st.publish(row.task_id, ("state", row))
+            self._outbox.append((row, node))
+            if len(self._outbox) == 1:
+                st.spawn(self._send_outbox())
+            return row, True
+        st.queue[row.task_id] = row
+        st.publish(row.task_id, ("state", row))
+        st.kick()
+        return row, True
+
+    def _reserve(self, task: TaskRow) -> NodeState | None:
+        st = self.state
+        if st.queue:  # older tasks wait: they go first, through the pass
+            return None
+        placer = self._fresh_placer()
+        node = None if placer is None else placer.pick(task.selector, task.node_pin,
+                                                       task.tool)
+        if placer is None or node is None or not node.attached or node.draining \
+                or st.nodes.get(node.node_id) is not node:
+            return None
+        self._picks += 1
+        node.last_picked = self._picks
+        node.running.add(task.task_id)
+        placer.placed(node)
+        return node
+
+    async def _send_outbox(self) -> None:
+        await asyncio.sleep(0)  # the other inserts of the same commit join the batch
+        batch, self._outbox = self._outbox, []
+        try:
+            await self.dispatch(batch)
+        except Exception:
+            self.state.log.exception("dispatch_failed", tasks=len(batch))
 
     def _fresh_placer(self, force: bool = False) -> Placer[NodeState] | None:
         """The kept Placer, rebuilt when old (or ``force``); None: no local node at all."""

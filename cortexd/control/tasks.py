@@ -11,7 +11,7 @@ from cortex.ids import is_task_id
 from cortex.v1 import node_pb2
 from cortexd.control.errors import RequestError
 from cortexd.control.logreads import LogReadError
-from cortexd.control.placement import undeliverable
+from cortexd.control.placement import Placement, undeliverable
 from cortexd.control.state import HubState, cancel_frame, now_ms
 from cortexd.journal import JournalView
 from cortexd.lifecycle import ACTIVE, State
@@ -26,9 +26,24 @@ def check_deliverable(state: HubState, task: TaskRow) -> None:
         raise RequestError("INVALID_ARGUMENT", why)
 
 
+async def admit(state: HubState, placement: Placement | None,
+                task: TaskRow) -> tuple[TaskRow, bool]:
+    """Store a checked task: placed at once where it can be (placement.py), else
+    queued. (row, created)."""
+    if placement is not None:
+        return await placement.admit(task)
+    row, created = await state.store.create_task(task)
+    if created:
+        state.queue[row.task_id] = row
+        state.publish(row.task_id, ("state", row))
+        state.kick()
+    return row, created
+
+
 class TaskService:
-    def __init__(self, state: HubState) -> None:
+    def __init__(self, state: HubState, placement: Placement | None = None) -> None:
         self.state = state
+        self.placement = placement
 
     async def submit(self, task: TaskRow) -> tuple[TaskRow, bool]:
         """Create ``task`` (or find the one of its idempotency key): (row, deduplicated)."""
@@ -37,11 +52,7 @@ class TaskService:
                                       st.settings.max_queued_bytes)) is not None:
             raise RequestError("RESOURCE_EXHAUSTED", full)
         check_deliverable(st, task)
-        row, created = await st.store.create_task(task)
-        if created:
-            st.queue[row.task_id] = row
-            st.publish(row.task_id, ("state", row))
-            st.kick()
+        row, created = await admit(st, self.placement, task)
         return row, not created
 
     async def get(self, task_id: str) -> TaskRow:

@@ -104,7 +104,13 @@ class Store(Protocol):
 
     async def list_nodes(self) -> list[NodeRow]: ...
 
-    async def create_task(self, task: TaskRow) -> tuple[TaskRow, bool]: ...
+    async def create_task(self, task: TaskRow,
+                          place: tuple[str, int] | None = None) -> tuple[TaskRow, bool]:
+        """Insert ``task`` QUEUED, or find the one its idempotency key names: (row,
+        created). ``place`` (node id, its session epoch): in the same commit, place it
+        there — QUEUED -> ASSIGNED, attempt 1, fenced on the node's session as any
+        placement; refused (and recorded), the task stays QUEUED."""
+        ...
 
     async def get_task(self, task_id: str) -> TaskRow | None: ...
 

@@ -48,6 +48,7 @@ from cortexd.store.pgschema import (
     require_schema,
     schema_state,
 )
+from cortexd.store.pgwrites import statement, statements, value
 from cortexd.store.rows import (
     NODE_COLS,
     TASK_COL_COUNT,
@@ -60,6 +61,7 @@ from cortexd.store.rows import (
     WriteOp,
     WriteResult,
     node_from_row,
+    placing,
     task_from_dict,
     task_from_row,
     task_params,
@@ -80,14 +82,6 @@ POOL_RECONNECT_S = 3.0
 #: must not wait on a database that is gone).
 CLOSE_RETRY_S = 5.0
 
-_APPEND_SQL = "SELECT cortex_append_output(%s, %s, %s, %s, %s, %s, %s::uuid)"
-_TRANSITION_SQL = ("SELECT cortex_transition(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                   "%s::uuid)")
-#: EndAttempt's transition: not tried (no row) while the task is current for it but its
-#: durable end is not the node's or a cancel was requested. The row is locked by the
-#: append before it (when there is one) and by cortex_transition, which checks again.
-_END_SQL = (_TRANSITION_SQL + " FROM tasks WHERE task_id = %s AND NOT (attempt = %s AND "
-            "node_epoch = %s AND state = ANY(%s) AND (output_bytes <> %s OR cancel_requested))")
 
 
 def is_transient(e: BaseException) -> bool:
@@ -213,12 +207,17 @@ class PostgresStore(BatchedWrites, MonitorTables):
 
     # -- tasks ------------------------------------------------------------------
 
-    async def create_task(self, task: TaskRow) -> tuple[TaskRow, bool]:
-        return await self.outages.call("write", lambda: self._create_task(task))
+    async def create_task(self, task: TaskRow,
+                          place: tuple[str, int] | None = None) -> tuple[TaskRow, bool]:
+        row, created = await self.outages.call("write", lambda: self._create_task(task, place))
+        if place is not None and row.state is State.ASSIGNED and self.observer:
+            self.observer.transitioned(row)
+        return row, created
 
-    async def _create_task(self, task: TaskRow) -> tuple[TaskRow, bool]:
+    async def _create_task(self, task: TaskRow,
+                           place: tuple[str, int] | None) -> tuple[TaskRow, bool]:
         marks = ",".join(["%s"] * TASK_COL_COUNT)
-        async with self.pool.connection() as conn:
+        async with self.pool.connection() as conn, conn.transaction():
             # DO NOTHING on any conflict: on the idempotency key, two hubs racing on one
             # key agree on one task; on the task id, this is a retry of our own insert
             # whose commit outcome was unknown (task ids are random, never reused).
@@ -226,7 +225,12 @@ class PostgresStore(BatchedWrites, MonitorTables):
                 f"INSERT INTO tasks ({TASK_COLS}) VALUES ({marks}) ON CONFLICT DO NOTHING "
                 "RETURNING task_id", task_params(task))
             if await cur.fetchone() is not None:
-                return task, True
+                if place is None:
+                    return task, True
+                op = placing(task, *place)  # placed in the insert's commit
+                cur = await conn.execute(*statement(op))
+                placed = self._result(op, value(await cur.fetchone()))
+                return (placed if isinstance(placed, TaskRow) else task), True
             cur = await conn.execute(f"SELECT {TASK_COLS} FROM tasks WHERE task_id=%s",
                                      (task.task_id,))
             if (row := await cur.fetchone()) is not None:
@@ -339,7 +343,7 @@ class PostgresStore(BatchedWrites, MonitorTables):
             cursors = []
             async with conn.pipeline(), conn.transaction():
                 for op in ops:
-                    for statement in _statements(op):
+                    for statement in statements(op):
                         cur = conn.cursor()
                         await cur.execute(*statement)
                         cursors.append(cur)
@@ -349,10 +353,10 @@ class PostgresStore(BatchedWrites, MonitorTables):
         results: list[WriteResult | Exception] = []
         for op in ops:
             if not isinstance(op, EndAttempt):
-                results.append(self._result(op, _value(next(rows))))
+                results.append(self._result(op, value(next(rows))))
                 continue
             appended = (None if op.append is None
-                        else self._result(op.append, _value(next(rows))))
+                        else self._result(op.append, value(next(rows))))
             row = next(rows)
             ended = None if row is None else self._result(op.transition, row[0])
             # (an append's result is (before, after) or StaleWrite; a transition's a row
@@ -370,28 +374,6 @@ class PostgresStore(BatchedWrites, MonitorTables):
         task = task_from_dict(value["task"])
         return task if value["accepted"] else op.refused(task)
 
-
-def _value(row: tuple[Any, ...] | None) -> Any:
-    return row[0] if row else None
-
-
-def _statements(op: WriteOp) -> list[tuple[str, tuple[Any, ...]]]:
-    if not isinstance(op, EndAttempt):
-        return [_statement(op)]
-    t = op.transition
-    end = (_END_SQL, (*_statement(t)[1], t.task_id, t.attempt, t.node_epoch,
-                      [s.value for s in t.allowed], op.end))
-    return [end] if op.append is None else [_statement(op.append), end]
-
-
-def _statement(op: Append | Transition) -> tuple[str, tuple[Any, ...]]:
-    if isinstance(op, Append):
-        return _APPEND_SQL, (op.task_id, op.attempt, op.node_epoch, op.offset, op.data,
-                             op.now_ms, op.write_id)
-    return _TRANSITION_SQL, (
-        op.task_id, op.attempt, op.node_epoch, op.to.value, [s.value for s in op.allowed],
-        op.to.terminal, op.new_attempt, op.node_id, op.new_node_epoch, op.exit_code, op.reason,
-        op.now_ms, op.write_id)
 
 
 # ``redact`` is re-exported: cortexctl and cortexd's config check name it from here.

@@ -141,6 +141,13 @@ class Transition:
                 f"epoch {current.node_epoch}")
 
 
+def placing(task: TaskRow, node_id: str, epoch: int) -> Transition:
+    """QUEUED -> ASSIGNED of a task as it is inserted (``create_task(place=…)``): the
+    same conditional, fenced write as a scheduling pass's, in the insert's commit."""
+    return Transition(task.task_id, 0, 0, State.ASSIGNED, True, node_id, epoch, None, "",
+                      int(time.time() * 1000))
+
+
 @dataclass(frozen=True, slots=True)
 class EndAttempt:
     """A node's TaskFinished as one write (issue 9): its folded output appended

@@ -35,6 +35,7 @@ from cortexd.store.rows import (
     TASK_COLS,
     BatchedWrites,
     node_from_row,
+    placing,
     task_from_row,
 )
 from cortexd.store.sqlitewrites import Create, Read, SQLiteOp, SQLiteResult, SQLiteWrites
@@ -174,10 +175,14 @@ class SQLiteStore(SQLiteWrites, BatchedWrites, MonitorTables):
 
     # -- tasks ------------------------------------------------------------------
 
-    async def create_task(self, task: TaskRow) -> tuple[TaskRow, bool]:
+    async def create_task(self, task: TaskRow,
+                          place: tuple[str, int] | None = None) -> tuple[TaskRow, bool]:
         # Through the writer: concurrent submits share one transaction (an
         # autocommit INSERT each cost ~200 µs of the store thread here).
-        result: tuple[TaskRow, bool] = await self.writer.submit(Create(task))
+        result: tuple[TaskRow, bool] = await self.writer.submit(
+            Create(task, None if place is None else placing(task, *place)))
+        if place is not None and result[0].state is State.ASSIGNED and self.observer:
+            self.observer.transitioned(result[0])
         return result
 
     async def get_task(self, task_id: str) -> TaskRow | None:

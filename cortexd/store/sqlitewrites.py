@@ -37,9 +37,11 @@ from cortexd.store.rows import (
 
 @dataclass(frozen=True, slots=True)
 class Create:
-    """Insert a task (or find the one its idempotency key names); (row, created)."""
+    """Insert a task (or find the one its idempotency key names); (row, created). With
+    ``place``, the new task is then placed by that transition, in the same commit."""
 
     task: TaskRow
+    place: Transition | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,7 @@ class SQLiteWrites:
     def db(self) -> sqlite3.Connection:
         raise NotImplementedError
 
-    def _create(self, task: TaskRow) -> tuple[TaskRow, bool]:
+    def _create(self, task: TaskRow, place: Transition | None) -> tuple[TaskRow, bool]:
         if task.idempotency_key:
             row = self.db.execute(
                 f"SELECT {TASK_COLS} FROM tasks WHERE tenant=? AND idempotency_key=?",
@@ -77,7 +79,12 @@ class SQLiteWrites:
             if row is not None:
                 return task_from_row(row), False
         if self.db.execute(_INSERT_TASK, task_params(task)).rowcount == 1:
-            return task, True
+            if place is None:
+                return task, True
+            try:
+                return self._transition(place, task), True
+            except StaleWrite:  # the node's session moved on: it stays QUEUED
+                return task, True
         # The id is taken: our own insert, committed in a batch whose outcome looked
         # unknown and is now retried (task ids are random, never reused).
         row = self._get(task.task_id)
@@ -106,7 +113,7 @@ class SQLiteWrites:
                     elif isinstance(op, Read):
                         results.append(self._get(op.task_id))
                     else:
-                        results.append(self._create(op.task))
+                        results.append(self._create(op.task, op.place))
                 except StaleWrite as e:
                     results.append(e)
             db.execute("COMMIT")

@@ -1,11 +1,14 @@
-"""``Store.end_attempt`` on both backends (issue 9): a node's Finished — its folded output,
-then its end — as one write in one commit, the end tried only when it needs no decision
-by the hub; every refusal as conditional, and as recorded, as with the separate writes."""
+"""One write where there were two (issue 9), on both backends: ``create_task(place=…)``
+inserts a task already placed (QUEUED -> ASSIGNED in the insert's commit, fenced on the
+node's session), and ``end_attempt`` takes a node's Finished — its folded output, then
+its end — in one commit, the end tried only when it needs no decision by the hub. Every
+refusal is as conditional, and as recorded, as with the separate writes."""
 
 import asyncio
 
+from cortexd.history import check_store
 from cortexd.lifecycle import State
-from cortexd.store import StaleWrite, Store, TaskRow
+from cortexd.store import NodeRow, StaleWrite, Store, TaskRow
 from tests.unit.test_store import LostAtCommit, run, task, url
 
 __all__ = ["url"]  # the fixture, parametrized over both backends
@@ -116,5 +119,45 @@ def test_an_end_retried_after_its_commit_was_lost_returns_what_committed(url: st
         assert [(h.to_state, h.accepted) for h in history] == [
             ("ASSIGNED", True), ("SUCCEEDED", True), ("RUNNING", False)]  # once each
         assert await store.read_output(T, 1, 0, 100) == b"abc"
+
+    run(url, body)
+
+
+def test_a_task_inserted_placed_is_assigned_in_one_write(url: str) -> None:
+    async def body(store: Store) -> None:
+        await store.node_attached(NodeRow("n1", 7, {}, 4, "", 0, True, 1))
+        row, created = await store.create_task(task(T), place=("n1", 7))
+        assert created
+        assert (row.state, row.attempt, row.node_id, row.node_epoch) == (
+            State.ASSIGNED, 1, "n1", 7)
+        stored = await store.get_task(T)
+        assert stored is not None and (stored.state, stored.attempt, stored.node_id) == (
+            State.ASSIGNED, 1, "n1")
+        assert [(h.from_state, h.to_state, h.accepted, h.attempt, h.node_id)
+                for h in await store.transitions(T)] == [
+            ("QUEUED", "ASSIGNED", True, 1, "n1")]
+        assert (await end(store, b"ok", 2)).ended is not None  # its attempt runs on
+        again, created = await store.create_task(task("t-00000000000000000002", "k"),
+                                                 place=("n1", 7))
+        dup, created_dup = await store.create_task(task("t-00000000000000000003", "k"),
+                                                   place=("n1", 7))
+        assert created and not created_dup and dup.task_id == again.task_id
+        assert [h.task_id for h in await store.transitions()].count(again.task_id) == 1
+        report = await check_store(store)
+        assert report.ok, report.summary()
+
+    run(url, body)
+
+
+def test_a_placement_at_insert_onto_a_moved_session_leaves_it_queued(url: str) -> None:
+    async def body(store: Store) -> None:
+        await store.node_attached(NodeRow("n1", 8, {}, 4, "", 0, True, 1))
+        row, created = await store.create_task(task(T), place=("n1", 7))
+        assert created and (row.state, row.attempt, row.node_id) == (State.QUEUED, 0, "")
+        stored = await store.get_task(T)
+        assert stored is not None and stored.state is State.QUEUED
+        (h,) = await store.transitions(T)
+        assert (h.to_state, h.accepted, h.node_id) == ("ASSIGNED", False, "n1")
+        assert "session 8, not 7" in h.reason
 
     run(url, body)
