@@ -160,8 +160,7 @@ class Placement:
         if st.queue:  # older tasks wait: they go first, through the pass
             return None
         placer = self._fresh_placer()
-        node = None if placer is None else placer.pick(task.selector, task.node_pin,
-                                                       task.tool)
+        node = None if placer is None else self._pick_from(placer, task)
         if placer is None or node is None or not node.attached or node.draining \
                 or st.nodes.get(node.node_id) is not node:
             return None
@@ -191,16 +190,19 @@ class Placement:
             self._built_at, self._built_for = now, len(st.nodes)
         return self._placer
 
+    def _pick_from(self, placer: Placer[NodeState], task: TaskRow) -> NodeState | None:
+        # A task in a workspace goes only to a node the workspace is attached to.
+        among = ((self.state.workspace_nodes(task.tenant, task.workspace) or ())
+                 if task.workspace else None)
+        return placer.pick(task.selector, task.node_pin, task.tool, among)
+
     def _pick(self, task: TaskRow) -> tuple[NodeState | None, Placer[NodeState] | None]:
         for _ in range(2):  # the kept Placer, then (if it fails) a rebuilt one
             placer = self._fresh_placer()
             if placer is None:
                 return None, None
             fresh = self._built_at >= self._pass_at
-            # A task in a workspace goes only to a node the workspace is attached to.
-            among = ((self.state.workspace_nodes(task.tenant, task.workspace) or ())
-                     if task.workspace else None)
-            node = placer.pick(task.selector, task.node_pin, task.tool, among)
+            node = self._pick_from(placer, task)
             if node is not None and node.attached and not node.draining \
                     and self.state.nodes.get(node.node_id) is node:
                 return node, placer

@@ -118,3 +118,26 @@ def test_a_node_whose_session_moved_leaves_the_submission_queued(tmp_path: Path)
         await st.store.close()
 
     asyncio.run(main())
+
+
+def test_a_task_in_a_workspace_is_placed_at_once_only_on_a_node_it_is_attached_to(
+        tmp_path: Path) -> None:
+    async def main() -> None:
+        hub, link = await hub_with_node(tmp_path)
+        st = hub.state
+        attached = {("default", "ws"): {"n9"}}
+        st.workspace_nodes = lambda owner, name: attached.get((owner, name))
+        elsewhere, _ = await hub.tasks.submit(TaskRow(
+            task_id="t-00000000000000000001", command="true", workspace="ws",
+            created_ms=1, updated_ms=1))
+        assert elsewhere.state is State.QUEUED and not st.nodes["n1"].running
+        st.queue.clear()  # (it waits for its workspace's node; nothing queued before the next)
+        attached[("default", "ws")] = {"n1"}
+        here, _ = await hub.tasks.submit(TaskRow(
+            task_id="t-00000000000000000002", command="true", workspace="ws",
+            created_ms=1, updated_ms=1))
+        assert (here.state, here.node_id) == (State.ASSIGNED, "n1")
+        assert await sent_tasks(link, 1) == [here.task_id]
+        await st.store.close()
+
+    asyncio.run(main())
