@@ -17,7 +17,7 @@ from cortexd.control.agents import DEFAULT_OWNER, Agents
 from cortexd.control.errors import RequestError
 from cortexd.control.monitorfeed import share_of
 from cortexd.control.service import prompt_pb, task_pb
-from cortexd.control.state import now_ms
+from cortexd.control.state import HubState, now_ms
 from cortexd.monitors.actions import POLICY_NAME_CHARS, ActionError, action_from_dict
 from cortexd.monitors.policy import PolicyError, parse_policy
 from cortexd.store import TaskRow
@@ -26,6 +26,7 @@ from cortexd.store.monitoring import AgentTaskRow, DecisionRow, PolicyRow, Sessi
 Ctx = grpc.aio.ServicerContext[Any, Any]
 SNAPSHOT_BATCH = 256
 SCREEN_BYTES = 16_384  # the end of a journal a prompt's feed event carries
+PROMPT_OUTPUT_WAIT_S = 2.0  # GetContext waits this long at most for a prompt's output
 
 
 def screen_of(head: bytes, tail: bytes, omitted: int, n: int) -> bytes:
@@ -53,6 +54,35 @@ def monitored_pb(row: AgentTaskRow, task: control_pb2.Task) -> monitor_pb2.Monit
 def _policy_name_ok(name: str) -> bool:
     return 0 < len(name) <= 64 and set(name) <= POLICY_NAME_CHARS and name != "inline"
 
+
+
+async def output_reaching(state: HubState, task_id: str, attempt: int, offset: int,
+                          total: int, timeout_s: float = PROMPT_OUTPUT_WAIT_S) -> int:
+    """The durable output end of ``attempt`` once it reaches ``offset`` (a prompt's), or
+    what it is after ``timeout_s``: woken by the task's own output events."""
+    def durable() -> int:
+        known = state.ends.get(task_id)
+        return max(total, known[1]) if known is not None and known[0] == attempt else total
+
+    moved = asyncio.Event()
+
+    def on_event(tid: str, event: tuple[str, Any]) -> None:
+        if tid == task_id:
+            moved.set()
+
+    state.on_publish.append(on_event)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while durable() < offset and (left := deadline - loop.time()) > 0:
+            moved.clear()
+            try:
+                await asyncio.wait_for(moved.wait(), left)
+            except TimeoutError:
+                break
+        return durable()
+    finally:
+        state.on_publish.remove(on_event)
 
 class MonitorsService(monitor_pb2_grpc.MonitorsServicer):
     def __init__(self, agents: Agents) -> None:
@@ -301,11 +331,17 @@ class MonitorsService(monitor_pb2_grpc.MonitorsServicer):
         except RequestError as e:
             await self._fail(context, e)
             raise
-        view = await self.state.journals.view(task.task_id, task.attempt, task.output_bytes)
+        prompt = self.state.last_prompt(task.task_id, task.attempt)
+        total = task.output_bytes
+        if prompt is not None and not task.state.terminal and prompt.offset > total:
+            # The prompt event can overtake its own output (they travel apart): a context
+            # without the text that asks would have the monitor decide on older output.
+            total = await output_reaching(self.state, task.task_id, task.attempt,
+                                          prompt.offset, total)
+        view = await self.state.journals.view(task.task_id, task.attempt, total)
         head, tail = await self.agents.context(task.task_id, view.head, view.tail)
         if request.screen_bytes:  # what rules read: the end of the output only
             head, tail = b"", screen_of(head, tail, view.omitted_bytes, request.screen_bytes)
-        prompt = self.state.last_prompt(task.task_id, task.attempt)
         out = monitor_pb2.TaskContext(
             journal=control_pb2.Journal(
                 task_id=task.task_id, attempt=task.attempt, head=head, tail=tail,
