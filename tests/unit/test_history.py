@@ -7,7 +7,6 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,16 +14,6 @@ import pytest
 from cortexd.history import HistoryReport, check_url
 from cortexd.lifecycle import State
 from cortexd.store import StaleWrite, Store, TaskRow, open_store
-from tests.pg import pg_schema
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'c.db'}"
-    else:
-        with pg_schema() as pg_url:
-            yield pg_url
 
 
 def tid(n: int) -> str:

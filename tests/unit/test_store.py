@@ -4,7 +4,7 @@ output, schema versions, group commit. PostgreSQL runs at 127.0.0.1:5432 (tests/
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,15 +29,6 @@ from tests.pg import pg_schema
 
 Body = Callable[[Store], Awaitable[None]]
 LATEST = migrations_mod.latest("sqlite")  # the PostgreSQL migrations keep the same numbers
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'c.db'}"
-    else:
-        with pg_schema() as pg_url:
-            yield pg_url
 
 
 def run(url: str, body: Body) -> None:

@@ -2,10 +2,7 @@
 decisions recorded once per (task, attempt, trigger key), sessions."""
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
-
-import pytest
+from collections.abc import Awaitable, Callable
 
 from cortexd.store import open_store
 from cortexd.store.monitoring import (
@@ -16,18 +13,8 @@ from cortexd.store.monitoring import (
     PolicyRow,
     SessionRow,
 )
-from tests.pg import pg_schema
 
 Body = Callable[[MonitorTables], Awaitable[None]]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'c.db'}"
-    else:
-        with pg_schema() as pg_url:
-            yield pg_url
 
 
 def run(url: str, body: Body) -> None:

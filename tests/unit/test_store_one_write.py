@@ -9,9 +9,7 @@ import asyncio
 from cortexd.history import check_store
 from cortexd.lifecycle import State
 from cortexd.store import NodeRow, StaleWrite, Store, TaskRow
-from tests.unit.test_store import LostAtCommit, run, task, url
-
-__all__ = ["url"]  # the fixture, parametrized over both backends
+from tests.unit.test_store import LostAtCommit, run, task
 
 T = "t-00000000000000000001"
 

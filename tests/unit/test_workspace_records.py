@@ -6,8 +6,7 @@ CI), with the schema the store's own migrations made.
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -17,15 +16,6 @@ from cortexd.workspaces.records import AttachmentRow, ConflictRow, WorkspaceReco
 from tests.pg import pg_schema
 
 Body = Callable[[WorkspaceRecords], Awaitable[None]]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'c.db'}"
-    else:
-        with pg_schema() as pg_url:
-            yield pg_url
 
 
 def run(url: str, body: Body) -> None:
