@@ -35,23 +35,6 @@ from examples.localbrowser import LocalBrowserd
 from examples.testpages import PageServer
 
 
-def run_wait_ms(root: int) -> tuple[float, float]:
-    run = wait = 0
-    for pid in [root, *(p.pid for p in chromium.descendants(chromium.processes(), root))]:
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    r, w = f.read().split()[:2]
-            except (OSError, ValueError):
-                continue
-            run, wait = run + int(r), wait + int(w)
-    return run / 1e6, wait / 1e6
-
-
 async def after_launch(nice: int, samples: int = 12) -> dict[str, Any]:
     d = Path(tempfile.mkdtemp(prefix="bench-warm-"))
     exe = chromium.nice_wrapper(d, CHROMIUM, nice) if nice else CHROMIUM
@@ -63,11 +46,11 @@ async def after_launch(nice: int, samples: int = 12) -> dict[str, Any]:
         launch_ms = (time.perf_counter() - t) * 1000
         root = chromium.browser_pid(chromium.processes(), d / "profile")
         assert root is not None
-        last = run_wait_ms(root)[0]
+        last = chromium.tree_schedstat_ms(root)[0]
         at_return, steps = last, []
         for _ in range(samples):
             await asyncio.sleep(0.5)  # the sampling period
-            now = run_wait_ms(root)[0]
+            now = chromium.tree_schedstat_ms(root)[0]
             steps.append(round(max(0.0, now - last), 1))
             last = now
         await ctx.close()
@@ -79,11 +62,11 @@ async def after_launch(nice: int, samples: int = 12) -> dict[str, Any]:
 async def goto(c: BrowserdClient, b: LocalBrowserd, sid: str, url: str) -> dict[str, float]:
     root = chromium.browser_pid(chromium.processes(), b.state_dir / "sessions" / sid / "profile")
     assert root is not None
-    r0, w0 = run_wait_ms(root)
+    r0, w0 = chromium.tree_schedstat_ms(root)
     t = time.perf_counter()
     await c.call("navigate", session=sid, url=url)
     wall = (time.perf_counter() - t) * 1000
-    r1, w1 = run_wait_ms(root)
+    r1, w1 = chromium.tree_schedstat_ms(root)
     return {"wall_ms": round(wall, 1), "run_ms": round(r1 - r0, 1), "wait_ms": round(w1 - w0, 1)}
 
 

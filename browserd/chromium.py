@@ -130,11 +130,10 @@ def set_autogroup_nice(profile_dir: Path, nice: int = 0) -> int | None:
     return root
 
 
-def tree_busy_ms(root: int) -> float:
-    """Time ``root`` and its descendants' threads have run or waited to run so far, in ms
-    (``/proc/PID/task/TID/schedstat``: on-CPU and run-queue time). Waiting counts: a niced
-    tree starved on a loaded machine is still busy starting, not quiet."""
-    ns = 0
+def tree_schedstat_ms(root: int) -> tuple[float, float]:
+    """(on-CPU, run-queue) time of ``root`` and its descendants' threads so far, in ms
+    (``/proc/PID/task/TID/schedstat``)."""
+    run = wait = 0
     for pid in [root, *(p.pid for p in descendants(processes(), root))]:
         try:
             tids = os.listdir(f"/proc/{pid}/task")
@@ -143,11 +142,17 @@ def tree_busy_ms(root: int) -> float:
         for tid in tids:
             try:
                 with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
-                    run, wait = f.read().split()[:2]
+                    r, w = f.read().split()[:2]
             except (OSError, ValueError):
                 continue
-            ns += int(run) + int(wait)
-    return ns / 1e6
+            run, wait = run + int(r), wait + int(w)
+    return run / 1e6, wait / 1e6
+
+
+def tree_busy_ms(root: int) -> float:
+    """Time the tree's threads have run or waited to run so far, in ms. Waiting counts: a
+    niced tree starved on a loaded machine is still busy starting, not quiet."""
+    return sum(tree_schedstat_ms(root))
 
 
 def rss_bytes(pid: int) -> int:
