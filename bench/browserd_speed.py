@@ -50,6 +50,19 @@ STEPS = ("new_session", "goto", "snapshot", "screenshot", "full_screenshot", "ev
          "fill_click", "ten_pages")
 
 
+PAGE_TIMING = "() => [performance.timing.navigationStart, performance.timing.loadEventEnd]"
+
+
+def goto_parts(began_ms: float, ended_ms: float, timing: list[float]) -> dict[str, float]:
+    """A goto's wall time cut by the page's own clock (same host, same epoch clock): the
+    call until the navigation started, the navigation until the load event ended, and
+    from there until the answer was back (Playwright's and, through the hub, the path's)."""
+    start, load_end = timing
+    return {"goto_to_start": round(start - began_ms, 1),
+            "goto_in_page": round(load_end - start, 1),
+            "goto_after_load": round(ended_ms - load_end, 1)}
+
+
 async def timed(fn: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
     t = time.perf_counter()
     value = await fn()
@@ -70,7 +83,9 @@ async def raw_round(browser: Any, url: str) -> dict[str, float]:
         ctx = await browser.new_context()
         return ctx, await ctx.new_page()
     out["new_session"], (ctx, page) = await timed(new)
+    began = time.time() * 1000
     out["goto"], _ = await timed(lambda: page.goto(url))
+    out.update(goto_parts(began, time.time() * 1000, await page.evaluate(PAGE_TIMING)))
     out["snapshot"], snap = await timed(lambda: page.aria_snapshot(mode="ai"))
     out["snapshot_bytes"] = len(snap.encode())
     out["screenshot"], shot = await timed(lambda: page.screenshot())
@@ -139,7 +154,11 @@ async def pool_ready(socket_path: Path, warm: int, timeout_s: float = 60.0) -> f
 async def hub_round(hub: HubBrowse, url: str) -> dict[str, float]:
     out: dict[str, float] = {}
     out["new_session"], sid = await timed(hub.open)
+    began = time.time() * 1000
     out["goto"], _ = await timed(lambda: hub.call(sid, "navigate", url=url))
+    ended = time.time() * 1000
+    got, _ = await hub.call(sid, "eval", js=f"({PAGE_TIMING})()")
+    out.update(goto_parts(began, ended, got["value"]))
     out["snapshot"], (snap, _) = await timed(lambda: hub.call(sid, "snapshot"))
     out["snapshot_bytes"] = snap["full_bytes"]
     out["screenshot"], _ = await timed(lambda: hub.call(sid, "screenshot"))
@@ -272,7 +291,8 @@ async def run(ns: argparse.Namespace, hub_address: str, token: str, base: str,
                          "ratio": round(h[step] / r[step], 3), "met": h[step] <= ceiling}
     return {"raw": r, "hub": h, "targets": targets, "snapshot_diff": diff,
             "path_fixed_cost": fixed, "round_load_averages": loads,
-            "pool_ready_wait_ms": pool_waits, "browserd_pool": pool, "_handle": handle}
+            "pool_ready_wait_ms": pool_waits, "browserd_pool": pool, "_handle": handle,
+            "rounds_raw": raw, "rounds_hub": through}
 
 
 def main() -> None:
