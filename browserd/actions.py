@@ -7,6 +7,17 @@ element) is :class:`PageError`. A timeout also stops whatever script the page is
 (CDP ``Runtime.terminateExecution``), so a page stuck in a loop answers the next call.
 Element references are those of the last snapshot (``[ref=eN]``), resolved by
 Playwright's ``aria-ref`` selector.
+
+navigate answers when the load event has fired, as Playwright's goto returns: the title
+is the browser process's (CDP ``Target.getTargetInfo``, ~2 ms), not ``page.title()``, a
+script in the page that waits for the renderer's main thread, which after the load event
+is busy with the page's first layout and paint (a 300-row table: 128-134 ms on a quiet
+machine; bench/browserd_goto.py). Through the hub that wait was 149-187 ms of navigate
+(1,112 ms in one round at load 46) while raw Playwright's goto answered 2-12 ms after the
+load event: it, not the path or the session's fresh browser, made navigate 1.7-2.4x raw
+(issue 11; bench/README.md). The browser shows the URL as the title of a page without
+one, so a title that could be the URL (it holds the page's host, or is part of the URL)
+is read from the page after all.
 """
 
 import asyncio
@@ -14,9 +25,10 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Locator
+from playwright.async_api import Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from browserd import snapshot as snap
@@ -89,7 +101,24 @@ async def navigate(s: BrowserSession, args: dict[str, Any]) -> dict[str, Any]:
     resp = await guarded(s, f"navigate to {url}", timeout,
                          lambda: page.goto(url, wait_until=wait, timeout=timeout))
     return {"url": page.url, "status": resp.status if resp is not None else None,
-            "title": await guarded(s, "title", 5000, page.title)}
+            "title": await title(s, page)}
+
+
+async def title(s: BrowserSession, page: Page) -> str:
+    """The page's title without waiting for its renderer (the module docstring says why)."""
+    shown = ""
+    if s.cdp is not None:
+        try:
+            info = (await asyncio.wait_for(s.cdp.send("Target.getTargetInfo"), 5))["targetInfo"]
+            # the CDP session is the first page's; a popup since is the session's page
+            shown = str(info["title"]) if info["url"] == page.url else ""
+        except Exception:  # noqa: BLE001 - read from the page below
+            shown = ""
+    # Chromium shows the URL (its host, unescaped) as the title of a page without one
+    host = (urlsplit(page.url).hostname or "").lower()
+    if shown and shown not in page.url and not (host and host in shown.lower()):
+        return shown
+    return await guarded(s, "title", 5000, page.title)
 
 
 async def snapshot(s: BrowserSession, args: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,9 @@ A ``ThreadingHTTPServer`` on 127.0.0.1 (an ephemeral port) in a daemon thread:
 changes one element), ``/cookie`` (sets a cookie) and ``/whoami`` (shows it), ``/hog``
 (allocates memory until stopped), ``/hang`` (a script that never ends), ``/rows?n=N``
 (a table of N rows), ``/download`` (a file download), ``/console`` (logs and throws),
-``/shop`` (a field, and a button that turns the heading "Checkout" into "Order placed").
+``/shop`` (a field, and a button that turns the heading "Checkout" into "Order placed"),
+``/busy`` (its main thread busy for 20 s from just after the load event), ``/untitled``
+(a page without a title).
 """
 
 import threading
@@ -36,6 +38,10 @@ SHOP = """<!doctype html><title>Shop</title><h1>Checkout</h1>
 
 HANG = """<!doctype html><title>Hang</title><p>looping</p>
 <button onclick="while (true) {}">Loop</button>"""
+
+BUSY = """<!doctype html><title>Busy</title><p>busy after load</p><script>
+addEventListener('load', () => setTimeout(() => {
+  const t = Date.now(); while (Date.now() - t < 20000) {} }, 0));</script>"""
 
 CONSOLE = """<!doctype html><title>Console</title><script>
 console.log('hello from the page'); console.warn('careful');
@@ -70,7 +76,8 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         pages = {"/form": FORM, "/counter": COUNTER, "/hog": HOG, "/hang": HANG,
-                 "/console": CONSOLE, "/shop": SHOP}
+                 "/console": CONSOLE, "/shop": SHOP, "/busy": BUSY,
+                 "/untitled": "<!doctype html><p>no title here</p>"}
         if url.path in pages:
             self._send(pages[url.path])
         elif url.path == "/done":

@@ -294,3 +294,20 @@ def test_steps_run_in_order_in_one_call(browserds, pages: PageServer) -> None:
         with pytest.raises(errors.BadRequest):
             await c.call("steps", session=sid, steps=[{"op": "eval", "js": "1"}])
     run(b, body)
+
+
+def test_navigate_answers_at_load_with_the_title(browserds, pages: PageServer) -> None:
+    """The title comes from the browser process: a page whose main thread is busy right
+    after its load event (a script in it would wait 20 s) is answered at once."""
+    b = browserds()
+
+    async def body(c: BrowserdClient) -> None:
+        sid = (await c.call("session.create"))["session"]
+        got = await c.call("navigate", session=sid, url=pages.base + "/rows?n=5")
+        assert (got["title"], got["status"]) == ("Rows", 200)
+        got = await c.call("navigate", session=sid, url=pages.base + "/untitled")
+        assert got["title"] == ""  # not the URL the browser shows for it
+        got = await c.call("navigate", session=sid, url=pages.base + "/busy")
+        assert got["title"] == "Busy" and got["url"].endswith("/busy")
+        await c.call("session.close", session=sid)
+    run(b, body)
