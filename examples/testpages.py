@@ -6,6 +6,7 @@ changes one element), ``/cookie`` (sets a cookie) and ``/whoami`` (shows it), ``
 (allocates memory until stopped), ``/hang`` (a script that never ends), ``/rows?n=N``
 (a table of N rows), ``/download`` (a file download), ``/console`` (logs and throws),
 ``/shop`` (a field, and a button that turns the heading "Checkout" into "Order placed"),
+``/vanish`` (a field whose input removes the button beside it),
 ``/busy`` (its main thread busy for 20 s from just after the load event), ``/untitled``
 (a page without a title).
 """
@@ -38,6 +39,10 @@ SHOP = """<!doctype html><title>Shop</title><h1>Checkout</h1>
 
 HANG = """<!doctype html><title>Hang</title><p>looping</p>
 <button onclick="while (true) {}">Loop</button>"""
+
+VANISH = """<!doctype html><title>Vanish</title>
+<input aria-label="note" oninput="document.getElementById('b').remove()">
+<button id=b>Gone soon</button>"""
 
 BUSY = """<!doctype html><title>Busy</title><p>busy after load</p><script>
 addEventListener('load', () => setTimeout(() => {
@@ -76,7 +81,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         pages = {"/form": FORM, "/counter": COUNTER, "/hog": HOG, "/hang": HANG,
-                 "/console": CONSOLE, "/shop": SHOP, "/busy": BUSY,
+                 "/console": CONSOLE, "/shop": SHOP, "/busy": BUSY, "/vanish": VANISH,
                  "/untitled": "<!doctype html><p>no title here</p>"}
         if url.path in pages:
             self._send(pages[url.path])

@@ -293,6 +293,15 @@ def test_steps_run_in_order_in_one_call(browserds, pages: PageServer) -> None:
         assert e.value.details["step"] == 1 and len(e.value.details["done"]) == 1
         with pytest.raises(errors.BadRequest):
             await c.call("steps", session=sid, steps=[{"op": "eval", "js": "1"}])
+        # both refs counted at once before the type, whose input then removes the button
+        await c.call("navigate", session=sid, url=pages.base + "/vanish")
+        snap = (await c.call("snapshot", session=sid))["text"]
+        note, gone = ref_of(snap, 'textbox "note"'), ref_of(snap, 'button "Gone soon"')
+        with pytest.raises(errors.RefNotFound) as e:
+            await c.call("steps", session=sid, steps=[
+                {"op": "type", "ref": note, "text": "x"},
+                {"op": "click", "ref": gone, "timeout_ms": 1000}])
+        assert e.value.details["step"] == 1 and len(e.value.details["done"]) == 1
     run(b, body)
 
 
