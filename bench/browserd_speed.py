@@ -175,9 +175,9 @@ async def hub_round(hub: HubBrowse, url: str) -> dict[str, float]:
     sessions = [await hub.open() for _ in range(10)]  # opening is not part of this figure
 
     async def ten() -> None:
-        async def one(s: str) -> None:
-            await hub.call(s, "navigate", url=url)
-            await hub.call(s, "snapshot")
+        async def one(s: str) -> None:  # raw's timeouts: ten pages at once under load
+            await hub.call(s, "navigate", url=url, timeout_ms=120_000)
+            await hub.call(s, "snapshot", timeout_ms=120_000)
         await asyncio.gather(*(one(s) for s in sessions))
     out["ten_pages"], _ = await timed(ten)
     for s in sessions:
