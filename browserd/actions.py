@@ -14,10 +14,10 @@ script in the page that waits for the renderer's main thread, which after the lo
 is busy with the page's first layout and paint (a 300-row table: 128-134 ms on a quiet
 machine; bench/browserd_goto.py). Through the hub that wait was 149-187 ms of navigate
 (1,112 ms in one round at load 46) while raw Playwright's goto answered 2-12 ms after the
-load event: it, not the path or the session's fresh browser, made navigate 1.7-2.4x raw
-(issue 11; bench/README.md). The browser shows the URL as the title of a page without
-one, so a title that could be the URL (it holds the page's host, or is part of the URL)
-is read from the page after all.
+load event; the excess of earlier runs (118-212 ms over raw, 1.7-2.4x) is the size of
+that wait, not the path's (5-9 ms) nor a fresh browser's (issue 11; bench/README.md).
+The browser shows the URL as the title of a page without one, so a title that could be
+the URL (it holds the page's host, or is part of the URL) is read from the page after all.
 """
 
 import asyncio
