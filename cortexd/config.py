@@ -39,6 +39,9 @@ class Settings:
     store_pool_size: int = 4  # PostgreSQL connections per control process
     store_batch_max_rows: int = 512  # group commit: writes per transaction, at most
     store_flush_delay_ms: float = 0.0  # group commit: hold a batch open this long
+    # Shards write their nodes' Started, output and Finished frames themselves
+    # (cortexd/shards/writes.py); false: the control process writes every node frame.
+    shard_writes: bool = True
     coordination: str = "local"  # local | redis://HOST:PORT/DB[?prefix=NAME]
     hub_id: str = ""  # this hub host's name in the cluster; "" = HOSTNAME:NODE_PORT
     lease_ttl_ms: int = 5_000  # host and shard leases in Redis (renewed every TTL/3)

@@ -6,6 +6,8 @@ recorded, and answered with a cancel instead of being believed. An ack is sent
 only after the commit that makes it true, and never through a fenced session.
 """
 
+from typing import Any
+
 from cortex.ids import is_task_id
 from cortex.v1 import node_pb2
 from cortexd.control.finishes import Act, decide_finish
@@ -13,6 +15,8 @@ from cortexd.control.state import HubState, NodeState, cancel_frame, now_ms
 from cortexd.ipc import messages as m
 from cortexd.lifecycle import State, finished_state
 from cortexd.store import StaleWrite, TaskRow
+from cortexd.store.base import unpack_row
+from cortexd.store.rows import Ended
 
 #: Rejections after which a new attempt may succeed (the envelope was fine).
 RETRYABLE_REJECTIONS = frozenset({"stale_epoch", "expired", "capacity", "draining"})
@@ -130,11 +134,68 @@ class Attempts:
             fin.task_id, attempt=fin.attempt, node_epoch=epoch,
             to=finished_state(fin.kind, fin.exit_code, False), exit_code=fin.exit_code,
             reason=fin.reason, output_end=fin.output_end, output=folded, now_ms=now_ms())
+        await self._after_end(node, epoch, fin, folded, done, acked=False)
+
+    async def on_written(self, node_id: str, epoch: int, frame: node_pb2.NodeFrame,
+                         what: list[Any]) -> None:
+        """A frame its shard wrote (``cortexd/shards/writes.py``, ``m.WROTE``): what the
+        write did, handled as if this process had made it (the shard acked what it
+        could: an output, a durable end)."""
+        st = self.state
+        observer = getattr(st.store, "observer", None)
+        node = st.nodes.get(node_id)
+        kind = frame.WhichOneof("kind")
+        if kind == "started":
+            row = unpack_row(what[0])
+            if observer is not None:
+                observer.transitioned(row)
+            st.publish(row.task_id, ("state", row))
+        elif kind == "output":
+            out, result = frame.output, (int(what[0][0]), int(what[0][1]))
+            if observer is not None:
+                observer.appended(*result)
+            if node is not None:
+                await self._appended(node, epoch, out.task_id, out.attempt, out.offset,
+                                     out.data, result)
+        elif kind == "finished":
+            await self._written_end(node, epoch, frame.finished, what[0], what[1], observer)
+
+    async def _written_end(self, node: NodeState | None, epoch: int,
+                           fin: node_pb2.TaskFinished, appended: list[int] | str | None,
+                           ended: list[Any] | str | None, observer: Any) -> None:
+        done_appended: tuple[int, int] | StaleWrite | None = None
+        if isinstance(appended, list):
+            done_appended = (int(appended[0]), int(appended[1]))
+            if observer is not None:
+                observer.appended(*done_appended)
+        elif isinstance(appended, str):
+            done_appended = StaleWrite(appended)
+        done_ended: TaskRow | StaleWrite | None = None
+        if isinstance(ended, list):
+            done_ended = unpack_row(ended)
+            if observer is not None:
+                observer.transitioned(done_ended)
+        elif isinstance(ended, str):
+            done_ended = StaleWrite(ended)
+        if node is None:  # unknown here (cannot happen while its shard lives): still ended
+            if isinstance(done_ended, TaskRow):
+                self.state.ended(done_ended)
+                self.state.kick()
+            return
+        folded = fin.output if fin.output and len(fin.output) <= fin.output_end else b""
+        await self._after_end(node, epoch, fin, folded, Ended(done_appended, done_ended),
+                              acked=isinstance(done_ended, TaskRow))
+
+    async def _after_end(self, node: NodeState, epoch: int, fin: node_pb2.TaskFinished,
+                         folded: bytes, done: Ended, acked: bool) -> None:
+        """After a Finished's one write (here or in its shard): publish what it appended,
+        record the end, or decide it. ``acked``: the node has its FinishedAck already."""
+        st = self.state
         if done.appended is not None:
             await self._appended(node, epoch, fin.task_id, fin.attempt,
                                  fin.output_end - len(folded), folded, done.appended)
         if done.ended is not None:
-            await self._recorded(node, epoch, fin, done.ended)
+            await self._recorded(node, epoch, fin, done.ended, acked)
             return
         # The end needs a decision: read the task (the transition below is conditional
         # on attempt and epoch either way).
@@ -168,7 +229,7 @@ class Attempts:
         await self._recorded(node, epoch, fin, row)
 
     async def _recorded(self, node: NodeState, epoch: int, fin: node_pb2.TaskFinished,
-                        row: TaskRow | StaleWrite) -> None:
+                        row: TaskRow | StaleWrite, acked: bool = False) -> None:
         """The end is durable (or was refused as stale, and recorded): ack it."""
         st = self.state
         if isinstance(row, StaleWrite):
@@ -178,7 +239,8 @@ class Attempts:
             node.running.discard(row.task_id)
             st.ended(row)
             st.kick()
-        await self._ack_finished(node, epoch, fin)
+        if not acked:
+            await self._ack_finished(node, epoch, fin)
 
     async def _ack_finished(self, node: NodeState, epoch: int,
                             fin: node_pb2.TaskFinished) -> None:

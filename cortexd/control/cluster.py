@@ -21,10 +21,11 @@ from cortex.ids import is_task_id
 from cortex.v1 import node_pb2
 from cortexd.control.janitor import Janitor
 from cortexd.control.sessions import NodeSessions
-from cortexd.control.state import HubState, NodeState, cancel_frame, unpack_row
+from cortexd.control.state import HubState, NodeState, cancel_frame
 from cortexd.coord import Message, ShardReport
 from cortexd.ipc import messages as m
 from cortexd.lifecycle import ACTIVE, State
+from cortexd.store.base import unpack_row
 
 MAX_REMOTE_WATCHED = 10_000
 REMOTE_WATCH_S = 30.0

@@ -1,6 +1,7 @@
 """The shards' rings as the control process reads them: in order per node.
 
-Inputs are ring messages from each shard (attach, node frames, detach, stats);
+Inputs are ring messages from each shard (attach, node frames, what the node frames a
+shard wrote to the store did, detach, stats);
 they go to the node sessions (sessions.py) and the attempts (attempts.py). Only
 one node's messages must keep their order (output before finished, attach before
 frames). Each node with messages waiting has one worker that handles them in
@@ -53,10 +54,10 @@ class ShardQueues:
 
 
 def finished_follows(out: node_pb2.TaskOutput, later: deque[Pending]) -> bool:
-    for i, (_, frame) in enumerate(later):
+    for i, (msg, frame) in enumerate(later):
         if i == FINISHED_LOOKAHEAD:
             break
-        if (frame is not None and frame.HasField("finished")
+        if (frame is not None and msg[0] == m.FRAME and frame.HasField("finished")
                 and frame.finished.task_id == out.task_id
                 and frame.finished.attempt == out.attempt):
             return True
@@ -87,8 +88,8 @@ class ShardInbox:
             for record in await link.recv():
                 try:
                     msg = m.unpack(record)
-                    frame = (node_pb2.NodeFrame.FromString(msg[3]) if msg[0] == m.FRAME
-                             else None)
+                    frame = (node_pb2.NodeFrame.FromString(msg[3])
+                             if msg[0] in (m.FRAME, m.WROTE) else None)
                 except Exception:  # msgpack ValueError, protobuf DecodeError
                     self.state.log.error("ring_record_malformed", shard=shard,
                                          size=len(record))
@@ -140,6 +141,9 @@ class ShardInbox:
             else:
                 node_id, epoch = msg[1], msg[2]
                 assert isinstance(node_id, str) and isinstance(epoch, int)
+                if msg[0] == m.WROTE:  # a frame its shard wrote (cortexd/shards/writes.py)
+                    await self.attempts.on_written(node_id, epoch, frame, msg[4:])
+                    return
                 follows = frame.HasField("output") and finished_follows(frame.output, queue)
                 await self.attempts.on_frame(node_id, epoch, frame, follows)
         except Exception:

@@ -95,6 +95,8 @@ class NodeSessions:
             node.running.add(task.task_id)
         for task in plan.lost:
             await st.finish(task, State.LOST, reason="node came back without the task")
+        if old is not None:
+            await self._settle(old.running - node.running)
         welcome = node_pb2.Welcome(session_epoch=epoch, hub_id=st.hub_id, shard=shard,
                                    heartbeat_interval_ms=self.heartbeat_interval_ms(),
                                    fold_frames=True)
@@ -201,10 +203,22 @@ class NodeSessions:
                 return
             if not await self._still_gone(node_id, epoch):
                 return
-        for task in await st.store.tasks_in(ACTIVE, node_id):
+        active = await st.store.tasks_in(ACTIVE, node_id)
+        for task in active:
             await st.finish(task, State.LOST,
                             reason=f"node missed its grace of {st.settings.node_grace_s} s")
+        await self._settle(node.running - {task.task_id for task in active})
         node.running.clear()
+
+    async def _settle(self, task_ids: set[str]) -> None:
+        """Tasks this hub held active on a node that the store holds ended: their end was
+        written where the news of it could be lost (a shard that died between its commit
+        and its WROTE record, cortexd/shards/writes.py). Tell their watchers now (a
+        second end event is harmless: a watch ends at the first)."""
+        for task_id in task_ids:
+            row = await self.state.store.get_task(task_id)
+            if row is not None and row.state.terminal:
+                self.state.ended(row)
 
     async def _still_gone(self, node_id: str, epoch: int) -> bool:
         """Clustered: is session ``epoch`` still the node's newest, and not attached at a

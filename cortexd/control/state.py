@@ -20,7 +20,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Coroutine
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -39,6 +39,7 @@ from cortexd.ipc.link import RingLink
 from cortexd.lifecycle import State
 from cortexd.serializers.envelope import Encoder
 from cortexd.store import StaleWrite, Store, TaskRow
+from cortexd.store.base import pack_row
 
 MAX_LAST_PROMPTS = 10_000
 #: Durable output ends remembered for running tasks (they leave at their end).
@@ -76,20 +77,6 @@ class ShardInfo:
     nodes: int = 0
     frames_in: int = 0
     frames_out: int = 0
-
-
-_TASK_FIELDS = tuple(f.name for f in fields(TaskRow))
-
-
-def pack_row(row: TaskRow) -> list[Any]:
-    return [getattr(row, name).value if name == "state" else getattr(row, name)
-            for name in _TASK_FIELDS]
-
-
-def unpack_row(values: list[Any]) -> TaskRow:
-    kw = dict(zip(_TASK_FIELDS, values, strict=True))
-    kw["state"] = State(kw["state"])
-    return TaskRow(**kw)
 
 
 def _no_workspaces(owner: str, name: str) -> None:

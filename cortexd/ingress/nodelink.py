@@ -2,8 +2,11 @@
 
 Frames arrive as raw bytes (identity deserializer) and are parsed here, so that a
 malformed frame ends that stream with INVALID_ARGUMENT and a clear message.
-Heartbeats are answered in the shard; everything about tasks is forwarded to
-the control process as the node's own bytes, tagged with the session epoch.
+Heartbeats are answered in the shard; a task's Started, output and Finished are
+written to the store here and acked from here (cortexd/shards/writes.py: in the
+node's order, with what each write did reported to control); everything else about
+tasks is forwarded to the control process as the node's own bytes, tagged with the
+session epoch.
 Frames to the node are written as the bytes the control process produced
 (identity serializer): an envelope is never re-encoded.
 
@@ -22,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -44,6 +47,7 @@ from cortexd.shards.admission import (
     Refusal,
 )
 from cortexd.shards.session import CLOSE, NodeSession, RefusedAttach, SessionTable
+from cortexd.shards.writes import Pipeline, ShardWrites
 
 #: Bounded label values of cortex_node_attach_rejections_total for RetryLater answers.
 #: A draining shard (cortexd/shardset.py) sends new attaches back at once: by then its
@@ -55,6 +59,7 @@ RETRY_REASONS = {REASON_RATE: "retry_rate", REASON_PENDING: "retry_pending",
 MAX_REPORTED_TASKS = 10_000
 MAX_CAPACITY = 10_000
 Context = grpc.aio.ServicerContext[bytes, bytes]
+T = TypeVar("T")
 
 
 class CredentialRevoked(ValueError):
@@ -92,8 +97,10 @@ class NodeLinkService:
     def __init__(self, shard: int, link: RingLink, sessions: SessionTable, auth: Authenticator,
                  attach_timeout_s: float, heartbeat_interval_ms: int,
                  admission: AttachAdmission | None = None,
-                 figures: ShardFigures | None = None) -> None:
+                 figures: ShardFigures | None = None,
+                 writes: ShardWrites | None = None) -> None:
         self.shard = shard
+        self.writes = writes  # None: every frame about tasks goes to control to be written
         self.figures = figures or ShardFigures("", shard)
         self.admission = admission or AttachAdmission(0.0, 1.0, 0)  # default: unlimited
         self.link = link
@@ -190,6 +197,8 @@ class NodeLinkService:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
+            if session.pipeline is not None:  # its writes' outcomes go before the DETACH
+                await session.pipeline.close()
             self.sessions.end(session)
             reason = session.close_reason or "stream ended"
             detach = m.pack(m.DETACH, session.node_id, epoch, reason)
@@ -223,25 +232,37 @@ class NodeLinkService:
     async def _forward_when_room(self, session: NodeSession, record: bytes) -> None:
         """The ring to control is full (control is behind: its store is down, say). This
         node's frames wait — its stream is not read meanwhile, so HTTP/2 flow control
-        holds the node — but the node is not silent, the hub is: so while waiting, tell the
-        node every heartbeat interval that the hub lives (an unsolicited HeartbeatAck,
-        seq 0) and do not count the wait against the node's silence limit. Otherwise a
-        long enough stall would drop every node with output in flight."""
-        send = asyncio.ensure_future(self.link.send(record))
+        holds the node."""
+        await self._held(session, self.link.send(record))
+
+    async def _held(self, session: NodeSession, work: Awaitable[T]) -> T:
+        """Wait for ``work`` while the node's stream is not read. The node is not silent,
+        the hub is: so while waiting, tell the node every heartbeat interval that the hub
+        lives (an unsolicited HeartbeatAck, seq 0) and do not count the wait against the
+        node's silence limit. Otherwise a long enough stall (the store down, control
+        behind) would drop every node with frames in flight."""
+        job = asyncio.ensure_future(work)
         try:
             while True:
-                done, _ = await asyncio.wait({send}, timeout=session.heartbeat_s)
+                done, _ = await asyncio.wait({job}, timeout=session.heartbeat_s)
                 if done:
-                    send.result()
-                    return
+                    return job.result()
                 session.last_seen = time.monotonic()
                 self.held_for_room += 1
                 session.push(node_pb2.HubFrame(heartbeat_ack=node_pb2.HeartbeatAck(
                     seq=0, interval_ms=self.heartbeat_interval_ms)).SerializeToString())
         finally:
-            send.cancel()
+            job.cancel()
+
+    async def _to_control(self, record: bytes) -> None:
+        if not self.link.send_nowait(record):
+            await self.link.send(record)
 
     async def _read(self, stream: AsyncIterator[bytes], session: NodeSession) -> None:
+        pipe = None
+        if self.writes is not None:
+            pipe = session.pipeline = Pipeline(session.node_id, session.epoch, self.writes,
+                                               session.tracker, session.push, self._to_control)
         try:
             async for raw in stream:
                 session.last_seen = time.monotonic()
@@ -257,6 +278,10 @@ class NodeLinkService:
                     session.push(ack.SerializeToString())
                 elif kind == "hello":
                     raise ValueError("hello may only be the first frame")
+                elif pipe is not None:
+                    if (wait := pipe.room()) is not None:
+                        await self._held(session, wait)
+                    pipe.put(raw, frame, kind)
                 else:
                     record = m.pack(m.FRAME, session.node_id, session.epoch, raw)
                     if not self.link.send_nowait(record):

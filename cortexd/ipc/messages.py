@@ -11,6 +11,14 @@ shard -> control::
     [FRAME, node_id, epoch, node_frame_bytes]   output/started/finished/rejected/draining
     [DETACH, node_id, epoch, reason]
     [STATS, nodes, frames_in, frames_out]
+    [WROTE, node_id, epoch, node_frame_bytes, *what]
+                                                 a frame its shard wrote to the store
+                                                 (cortexd/shards/writes.py); what: started
+                                                 [row], output [[before, after]], finished
+                                                 [appended, ended] with appended None,
+                                                 [before, after] or a refusal, and ended a
+                                                 row (durable, acked by the shard), None
+                                                 (control decides) or a refusal
 
 control -> shard::
 
@@ -32,6 +40,7 @@ ATTACH = 1
 FRAME = 2
 DETACH = 3
 STATS = 4
+WROTE = 5
 WELCOME = 10
 REFUSE = 11
 SEND = 12

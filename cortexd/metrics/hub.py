@@ -36,6 +36,11 @@ ATTACH_REJECTIONS = Counter("cortex_node_attach_rejections",
                             ["hub", "shard", "reason"])
 NODE_FRAMES = Counter("cortex_node_frames", "Frames on node streams", ["hub", "shard",
                                                                         "direction"])
+SHARD_WRITES = Counter("cortex_shard_writes", "Node frames (Started, output, Finished) a "
+                       "shard wrote to the store itself, by outcome: written (its ack and "
+                       "its outcome sent from the shard), to_control (refused, or its "
+                       "task's frames go to the control process: written there), failed "
+                       "(the store failed it: sent to control)", ["hub", "shard", "outcome"])
 RING_USED = Gauge("cortex_ring_used_bytes", "Bytes waiting in a shard ring",
                   ["hub", "shard", "direction"], multiprocess_mode="livemax")
 RING_CAPACITY = Gauge("cortex_ring_capacity_bytes", "Capacity of a shard ring",
@@ -91,6 +96,8 @@ class ShardFigures:
         self.attaches = ATTACHES.labels(hub, self.shard)
         self.frames_in = NODE_FRAMES.labels(hub, self.shard, "in")
         self.frames_out = NODE_FRAMES.labels(hub, self.shard, "out")
+        self.writes = {outcome: SHARD_WRITES.labels(hub, self.shard, outcome)
+                       for outcome in ("written", "to_control", "failed")}
         for reason in REJECTION_REASONS:  # exported at 0 from the start (rate() needs it)
             ATTACH_REJECTIONS.labels(hub, self.shard, reason)
 

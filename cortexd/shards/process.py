@@ -37,8 +37,12 @@ from cortexd.ipc.link import RingLink
 from cortexd.ipc.ring import Ring
 from cortexd.metrics import hub as metrics
 from cortexd.metrics.hub import ShardFigures
+from cortexd.metrics.storewrites import StoreWriteMetrics
 from cortexd.shards.admission import AttachAdmission
 from cortexd.shards.session import SessionTable
+from cortexd.shards.writes import ShardWrites
+from cortexd.store import Store, StoreError, open_store
+from cortexd.store.rows import BatchedWrites
 
 NODE_SERVICE = "cortex.v1.NodeLink"
 STATS_INTERVAL_S = 1.0
@@ -60,6 +64,7 @@ class Shard:
         self.log = logs.get()
         self._waits = 0
         self._frames = (0, 0)
+        self._writes: dict[str, int] = {}
         self._drain: asyncio.Future[None] | None = None
         self._server: grpc.aio.Server
         self._health: PortHealth
@@ -94,8 +99,25 @@ class Shard:
         admission = AttachAdmission.for_shard(s.admit_per_s, s.max_pending_attaches, s.shards,
                                               time.monotonic(), node_grace_s=s.node_grace_s)
         figures = ShardFigures(s.host_id, self.index)
+        try:
+            store = await open_shard_store(s)
+        except StoreError as e:
+            report(self.conn, "boot_error", message=f"shard {self.index}: {e}",
+                   exit_code=exitcodes.CONFIG_ERROR)
+            return exitcodes.CONFIG_ERROR
+        writes = ShardWrites(store) if store is not None else None
         service = NodeLinkService(self.index, link, sessions, auth, s.attach_timeout_s,
-                                  s.heartbeat_interval_ms, admission, figures)
+                                  s.heartbeat_interval_ms, admission, figures, writes)
+        try:
+            return await self._serve(link, sessions, service, auth, table)
+        finally:
+            if store is not None:
+                await store.close()
+
+    async def _serve(self, link: RingLink, sessions: SessionTable, service: NodeLinkService,
+                     auth: Authenticator, table: TokenTable) -> int:
+        s = self.settings
+        admission = service.admission
         try:
             server, _ = build_server(s.node_listen, s.tls, max_frame_bytes=s.max_frame_bytes,
                                      reuse_port=True,
@@ -133,7 +155,9 @@ class Shard:
         await asyncio.gather(*tasks, return_exceptions=True)
         link.close()
         self.log.info("shard_stopped", nodes=len(sessions.active), frames_in=service.frames_in,
-                      frames_out=service.frames_out, attaches_admitted=admission.admitted,
+                      frames_out=service.frames_out,
+                      **(service.writes.counts if service.writes else {}),
+                      attaches_admitted=admission.admitted,
                       attaches_retry_later=admission.refused,
                       waits_for_ring_room=service.held_for_room)
         return exitcodes.OK
@@ -232,6 +256,25 @@ class Shard:
         f.frames_in.inc(service.frames_in - self._frames[0])
         f.frames_out.inc(service.frames_out - self._frames[1])
         self._frames = (service.frames_in, service.frames_out)
+        if service.writes is not None:
+            for outcome, count in service.writes.counts.items():
+                f.writes[outcome].inc(count - self._writes.get(outcome, 0))
+            self._writes = dict(service.writes.counts)
+
+
+async def open_shard_store(s: Settings) -> Store | None:
+    """The shard's own connection to the store, for the node frames it writes (None:
+    ``shard_writes`` is off). The control process migrated the schema before any shard
+    started; commits are timed into the same metrics as control's (multiprocess mode)."""
+    if not s.shard_writes:
+        return None
+    store = open_store(s.store_url, batch_max=s.store_batch_max_rows,
+                       flush_delay_ms=s.store_flush_delay_ms,
+                       pool_size=min(2, s.store_pool_size))
+    await store.open()
+    if isinstance(store, BatchedWrites):
+        store.writer.on_commit = StoreWriteMetrics(s.host_id).committed
+    return store
 
 
 def main(index: int, settings_dict: dict[str, Any], paths: RingPaths, conn: Connection,

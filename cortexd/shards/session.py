@@ -12,6 +12,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from cortexd.shards.writes import Pipeline, Tracker
+
 #: Outbound frames queued for one node before the shard gives up on it as too slow.
 MAX_OUTBOUND = 10_000
 
@@ -30,6 +32,8 @@ class NodeSession:
     welcome: asyncio.Future[tuple[int, bytes]] | None = None
     close_reason: str = ""
     credential: str = ""  # sha256 of the token it attached with; revoked -> dropped
+    tracker: Tracker = field(default_factory=Tracker)  # tasks whose frames go to control
+    pipeline: Pipeline | None = None  # the frames it writes here (cortexd/shards/writes.py)
 
     def push(self, frame: bytes) -> bool:
         """Queue a frame for the node; False (and the session closes) when it is too slow."""

@@ -12,8 +12,8 @@ unknown commit outcome returns what its committed first try did (see
 its callers wait through an outage instead of seeing it.
 """
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cortex.errors import CortexError
 from cortexd.lifecycle import State
@@ -63,6 +63,23 @@ class TaskRow:
     tool: str = ""  # the node tool that runs it ("" = the shell; cortex/tools.py)
     # The workspace it runs in (issue 12, migration 0011), the tenant's: "" = none.
     workspace: str = ""
+
+
+_TASK_FIELDS = tuple(f.name for f in fields(TaskRow))
+
+
+def pack_row(row: TaskRow) -> list[Any]:
+    """A task row as plain values (msgpack: between hub hosts, and shard to control)."""
+    return [getattr(row, name).value if name == "state" else getattr(row, name)
+            for name in _TASK_FIELDS]
+
+
+def unpack_row(values: list[Any]) -> TaskRow:
+    kw = dict(zip(_TASK_FIELDS, values, strict=True))
+    kw["state"] = State(kw["state"])
+    kw["inputs"] = tuple(tuple(i) for i in kw["inputs"])
+    kw["outputs"] = tuple(kw["outputs"])
+    return TaskRow(**kw)
 
 
 @dataclass(slots=True)
