@@ -246,11 +246,13 @@ class Pipeline:
             if job is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(job)
+            # Sent, then let go: cancelled while control's ring is full (close), the
+            # frame is still in items, and close sends its record later.
+            await self.send(self._record(kind, raw, frame, job, ack=True))
             self.items.popleft()
             self.bytes -= len(raw)
             self.writes.release(len(raw))
             self._room.set()
-            await self.send(self._record(kind, raw, frame, job, ack=True))
 
     def _record(self, kind: str, raw: bytes, frame: node_pb2.NodeFrame,
                 job: "asyncio.Future[Any] | None", ack: bool) -> bytes:
