@@ -54,6 +54,13 @@ def test_metrics_follow_the_run_and_survive_a_shard_respawn(fleet):
     assert grew("cortex_task_run_seconds_count") == TASKS
     assert grew("cortex_output_bytes_total") == out_bytes > 0
     assert grew("cortex_store_batch_rows_sum") >= 3 * TASKS  # every transition committed
+    # The shards wrote the node frames (cortexd/shards/writes.py): every task's Started and
+    # Finished at least, none failed (a shard adds its counts once a second).
+    written = total(before, "cortex_shard_writes_total", outcome="written")
+    wait_until(lambda: total(scrape(address), "cortex_shard_writes_total",
+                             outcome="written") - written >= 2 * TASKS, 10,
+               "the shards' writes counted")
+    assert grew("cortex_shard_writes_total", outcome="failed") == 0
     assert total(after, "cortex_store_reachable") == 1
     assert total(after, "cortex_tasks", state="QUEUED") == 0
     assert total(after, "cortex_shards_alive") == 2
