@@ -56,3 +56,9 @@ def finished_state(kind: int, exit_code: int, cancel_requested: bool) -> State:
     if kind == 4:
         return State.LOST
     return State.SUCCEEDED if exit_code == 0 else State.FAILED
+
+
+def folded_output(output: bytes, output_end: int) -> bytes:
+    """A TaskFinished's folded output (the bytes just before ``output_end``), if well
+    formed; else nothing is appended."""
+    return output if output and len(output) <= output_end else b""

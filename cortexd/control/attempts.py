@@ -13,7 +13,7 @@ from cortex.v1 import node_pb2
 from cortexd.control.finishes import Act, decide_finish
 from cortexd.control.state import HubState, NodeState, cancel_frame, now_ms
 from cortexd.ipc import messages as m
-from cortexd.lifecycle import State, finished_state
+from cortexd.lifecycle import State, finished_state, folded_output
 from cortexd.store import StaleWrite, TaskRow
 from cortexd.store.base import unpack_row
 from cortexd.store.rows import Ended
@@ -127,7 +127,7 @@ class Attempts:
         if not is_task_id(fin.task_id):
             return
         st = self.state
-        folded = fin.output if fin.output and len(fin.output) <= fin.output_end else b""
+        folded = folded_output(fin.output, fin.output_end)
         # One write (issue 9): the folded output, then the end if it needs no decision
         # here (the durable end is the node's, no cancel asked): one commit, not two.
         done = await st.store.end_attempt(
@@ -182,7 +182,7 @@ class Attempts:
                 self.state.ended(done_ended)
                 self.state.kick()
             return
-        folded = fin.output if fin.output and len(fin.output) <= fin.output_end else b""
+        folded = folded_output(fin.output, fin.output_end)
         await self._after_end(node, epoch, fin, folded, Ended(done_appended, done_ended),
                               acked=isinstance(done_ended, TaskRow))
 

@@ -46,7 +46,7 @@ from cortex import logs
 from cortex.ids import is_task_id
 from cortex.v1 import node_pb2
 from cortexd.ipc import messages as m
-from cortexd.lifecycle import State, finished_state
+from cortexd.lifecycle import State, finished_state, folded_output
 from cortexd.store import StaleWrite, Store, TaskRow
 from cortexd.store.base import pack_row
 
@@ -118,8 +118,8 @@ class ShardWrites:
             coro = store.end_attempt(
                 f.task_id, attempt=f.attempt, node_epoch=epoch,
                 to=finished_state(f.kind, f.exit_code, False), exit_code=f.exit_code,
-                reason=f.reason, output_end=f.output_end, output=folded(f),
-                now_ms=self.now_ms())
+                reason=f.reason, output_end=f.output_end,
+                output=folded_output(f.output, f.output_end), now_ms=self.now_ms())
         job: asyncio.Future[Any] = asyncio.ensure_future(coro)
         return job
 
@@ -146,11 +146,6 @@ class ShardWrites:
         return [appended, pack_row(result.ended)], node_pb2.HubFrame(
             finished_ack=node_pb2.FinishedAck(task_id=f.task_id,
                                               attempt=f.attempt)).SerializeToString()
-
-
-def folded(f: node_pb2.TaskFinished) -> bytes:
-    """A Finished's folded output, if it is well formed (else nothing is appended)."""
-    return f.output if f.output and len(f.output) <= f.output_end else b""
 
 
 def task_of(frame: node_pb2.NodeFrame, kind: str) -> str:
