@@ -133,27 +133,49 @@ class Placement:
         """Store a new task (or find the one its idempotency key names): (row, created).
         Placed at once when nothing is queued and the kept Placer has a node for it,
         else queued for the scheduler. Its events are published either way."""
-        st = self.state
-        node = self._reserve(task)
+        node = self.reserve(task)
         try:
-            row, created = await st.store.create_task(
+            row, created = await self.state.store.create_task(
                 task, None if node is None else (node.node_id, node.epoch))
         finally:
-            if node is not None:
-                node.running.discard(task.task_id)  # re-added below if it was placed
+            self.release(task.task_id, node)  # taken again below if it was placed
+        return self.admitted(row, created, node), created
+
+    def admitted(self, row: TaskRow, created: bool, node: NodeState | None) -> TaskRow:
+        """A task's insert committed (placed on ``node``'s session, or queued): take it
+        into the hub's view, publish it, send it or wake the scheduler. Idempotent: a
+        task the view already holds is left as it is."""
+        st = self.state
         if not created:
-            return row, False
-        if node is not None and row.state is State.ASSIGNED:
-            node.running.add(row.task_id)
+            return row
+        if row.state is State.ASSIGNED:
+            held = st.nodes.get(row.node_id)
+            if held is None or held.epoch != row.node_epoch or row.task_id in held.running:
+                # Not the session it was fenced on (then the node's re-attach resends
+                # it), or already taken.
+                return row
+            held.running.add(row.task_id)
             st.publish(row.task_id, ("state", row))
-            self._outbox.append((row, node))
-            if len(self._outbox) == 1:
-                st.spawn(self._send_outbox())
-            return row, True
-        st.queue[row.task_id] = row
-        st.publish(row.task_id, ("state", row))
-        st.kick()
-        return row, True
+            if held.attached and (node is None or node is held):
+                self._outbox.append((row, held))
+                if len(self._outbox) == 1:
+                    st.spawn(self._send_outbox())
+            return row
+        if row.state is State.QUEUED and row.task_id not in st.queue:
+            st.queue[row.task_id] = row
+            st.publish(row.task_id, ("state", row))
+            st.kick()
+        return row
+
+    def reserve(self, task: TaskRow) -> NodeState | None:
+        """A node for a new task to be inserted placed on (its slot taken until
+        :meth:`release`), or None: insert it queued."""
+        return self._reserve(task)
+
+    @staticmethod
+    def release(task_id: str, node: NodeState | None) -> None:
+        if node is not None:
+            node.running.discard(task_id)
 
     def _reserve(self, task: TaskRow) -> NodeState | None:
         st = self.state
