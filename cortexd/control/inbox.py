@@ -97,8 +97,11 @@ class ShardInbox:
                     self.state.log.error("ring_record_malformed", shard=shard,
                                          size=len(record))
                     continue
+                if msg[0] == m.CREATED:  # taken in here, in ring order (submits.py)
+                    self._created(shard, msg)
+                    continue
                 key = str(msg[2] if msg[0] == m.ATTACH else msg[1] if len(msg) > 1 else "")
-                if msg[0] in (m.RESERVE, m.CREATED):  # a shard's submissions (submits.py)
+                if msg[0] == m.RESERVE:  # a shard's submissions (submits.py)
                     key = f"\0submit:{key}"
                 pending.count += 1
                 queue = pending.queues.get(key)
@@ -109,6 +112,13 @@ class ShardInbox:
                 worker = loop.create_task(self._drain_node(shard, key, queue, pending))
                 pending.workers.add(worker)
                 worker.add_done_callback(pending.workers.discard)
+
+    def _created(self, shard: int, msg: list[Any]) -> None:
+        try:
+            assert isinstance(msg[2], list)
+            self.submits.created(msg[2])
+        except Exception:
+            self.state.log.exception("ring_message_failed", shard=shard)
 
     async def _drain_node(self, shard: int, key: str, queue: deque[Pending],
                           pending: ShardQueues) -> None:
@@ -171,8 +181,7 @@ class ShardInbox:
             await self.state.to_shard(shard, reserved_record(req_id,
                                                              self.submits.reserve(shard, wanted)))
         elif kind == m.CREATED:
-            assert isinstance(msg[2], list)
-            self.submits.created(msg[2])
+            self._created(shard, msg)
         elif kind == m.STATS:
             info = self.state.shards.setdefault(shard, ShardInfo())
             info.nodes, info.frames_in, info.frames_out = (int(x) for x in msg[1:4])  # type: ignore[call-overload]

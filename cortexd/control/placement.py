@@ -141,10 +141,11 @@ class Placement:
             self.release(task.task_id, node)  # taken again below if it was placed
         return self.admitted(row, created, node), created
 
-    def admitted(self, row: TaskRow, created: bool, node: NodeState | None) -> TaskRow:
+    def admitted(self, row: TaskRow, created: bool, node: NodeState | None,
+                 sent: bool = False) -> TaskRow:
         """A task's insert committed (placed on ``node``'s session, or queued): take it
-        into the hub's view, publish it, send it or wake the scheduler. Idempotent: a
-        task the view already holds is left as it is."""
+        into the hub's view, publish it, send it (``sent``: its shard did) or wake the
+        scheduler. Idempotent: a task the view already holds is left as it is."""
         st = self.state
         if not created:
             return row
@@ -156,7 +157,7 @@ class Placement:
                 return row
             held.running.add(row.task_id)
             st.publish(row.task_id, ("state", row))
-            if held.attached and (node is None or node is held):
+            if held.attached and not sent and (node is None or node is held):
                 self._outbox.append((row, held))
                 if len(self._outbox) == 1:
                     st.spawn(self._send_outbox())

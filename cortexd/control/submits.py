@@ -11,7 +11,9 @@ the nodes and the queue, and takes in what the insert did:
    queue's limit. The answer is ``RESERVED``; the reservation is a :class:`Hold`.
 2. ``CREATED`` (per task: the stored row, created or found by its idempotency key, or
    the error): the hold is let go and the row taken in (placement's ``admitted``:
-   published, its envelope sent, or queued for the scheduler).
+   published, its envelope sent — unless the shard sends it, its node's stream being
+   there — or queued for the scheduler). The inbox takes CREATED in as it reads the
+   ring, not in a worker, so a task is known before any frame of it that followed.
 
 A hold is never left: a shard that dies between the two (kill -9, crash) has its
 holds settled from the store when the supervisor reports it down (the insert
@@ -94,7 +96,7 @@ class ShardSubmits:
 
     def created(self, results: list[Any]) -> None:
         observer = getattr(self.state.store, "observer", None)
-        for task_id, packed, created, error, _size in results:
+        for task_id, packed, created, error, _size, sent in results:
             hold = self._let_go(task_id)
             if error:
                 # Not stored, or not known to be: the store says which.
@@ -104,7 +106,7 @@ class ShardSubmits:
                 if created and row.state is State.ASSIGNED and observer is not None:
                     observer.transitioned(row)  # as the control process's insert counts it
                 self.placement.admitted(row, bool(created),
-                                        None if hold is None else hold.node)
+                                        None if hold is None else hold.node, sent=bool(sent))
 
     def _let_go(self, task_id: str) -> Hold | None:
         hold = self.holds.pop(task_id, None)

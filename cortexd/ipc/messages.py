@@ -23,9 +23,11 @@ shard -> control::
                                                  submissions a shard took in on the
                                                  Control port (cortexd/shards/intake.py):
                                                  a node or queue room for each, please
-    [CREATED, req_id, [[task_id, row|None, created, error, size], ...]]
+    [CREATED, req_id, [[task_id, row|None, created, error, size, sent], ...]]
                                                  what the shard's inserts did (row: the
-                                                 stored task; error "": none)
+                                                 stored task; error "": none; sent: the
+                                                 shard sends its envelope, its node's
+                                                 stream being there)
 
 control -> shard::
 

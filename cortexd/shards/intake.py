@@ -19,7 +19,11 @@ A plain submission here:
 3. is inserted on this shard's own store connection (placed on the node's session,
    the same fenced write as control's, or queued; concurrent inserts share group
    commits), or found by its idempotency key;
-4. is told to control, ``CREATED``, which publishes it and sends its envelope;
+4. is told to control, ``CREATED``, which publishes it and sends its envelope — unless
+   its node's stream is on this shard: then the shard signs the envelope and sends it
+   itself, *after* the ``CREATED`` (so control, reading the ring in order, knows the
+   task before any frame of it: the node's Started or Finished comes after), and
+   control does not send it again (saves two ring hops and control's signature);
 5. is answered — after the commit that makes it durable.
 
 If control does not answer within ``RESERVE_WAIT_S`` (it is restarting), the call is
@@ -39,7 +43,7 @@ import grpc
 from cortex.v1 import control_pb2
 from cortexd.config import Settings
 from cortexd.control.intake import MAX_SUBMIT_MANY, Outcome, Refused
-from cortexd.control.placement import undeliverable
+from cortexd.control.placement import spec_of, undeliverable
 from cortexd.control.state import held_bytes
 from cortexd.control.submitcheck import check_submit
 from cortexd.control.taskpb import row_of, submit_result, task_pb
@@ -47,6 +51,9 @@ from cortexd.ingress.edge import guarded
 from cortexd.ingress.proxy import Relay, relay_metadata
 from cortexd.ipc import messages as m
 from cortexd.ipc.link import RingLink
+from cortexd.lifecycle import State
+from cortexd.serializers.envelope import EnvelopeRequest, InlineEncoder
+from cortexd.shards.session import NodeSession, SessionTable
 from cortexd.store import StoreError, TaskRow
 from cortexd.store.base import pack_row
 
@@ -67,11 +74,15 @@ def plain(req: control_pb2.SubmitRequest) -> bool:
 
 
 class ShardIntake:
-    def __init__(self, settings: Settings, link: RingLink, store: Any, relay: Relay) -> None:
+    def __init__(self, settings: Settings, link: RingLink, store: Any, relay: Relay,
+                 encoder: InlineEncoder | None = None,
+                 sessions: SessionTable | None = None) -> None:
         self.settings = settings
         self.link = link
         self.store = store
         self.relay = relay
+        self.encoder = encoder  # with sessions: envelopes for this shard's nodes signed here
+        self.sessions = sessions
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[list[Any]]] = {}
         self._counts = {"taken": 0, "relayed": 0}
@@ -181,7 +192,8 @@ class ShardIntake:
             answers = await asyncio.wait_for(answer, RESERVE_WAIT_S)
         except TimeoutError:
             # Let control go of what it may still hold for them (nothing was stored).
-            await self._tell(req, [[r.task_id, None, False, "abandoned", 256] for r in rows])
+            await self._tell(req, [[r.task_id, None, False, "abandoned", 256, False]
+                                   for r in rows])
             return [Refused("UNAVAILABLE", "the hub's control process did not answer in "
                             f"{RESERVE_WAIT_S:g} s; nothing was stored, retry")] * len(rows)
         finally:
@@ -204,16 +216,46 @@ class ShardIntake:
             e = call.exception()
             if e is None:
                 stored, created = call.result()
-                told.append([row.task_id, pack_row(stored), created, "", held_bytes(stored)])
+                told.append([row.task_id, pack_row(stored), created, "", held_bytes(stored),
+                             False])
                 outcomes.append((stored, not created))
                 continue
-            told.append([row.task_id, None, False, f"{type(e).__name__}: {e}", 256])
+            told.append([row.task_id, None, False, f"{type(e).__name__}: {e}", 256, False])
             outcomes.append(Refused("UNAVAILABLE", f"store: {e}; retry with the same "
                                     "idempotency key (the task may have been stored)")
                             if isinstance(e, StoreError) else
                             Refused("INTERNAL", f"{type(e).__name__}: {e}"))
+        local = await self._local_envelopes(told, outcomes)
         await self._tell(req, told)
+        for session, frame in local:  # after CREATED: control knows the task first
+            session.push(frame)
         return outcomes
+
+    async def _local_envelopes(self, told: list[list[Any]], outcomes: list[Outcome],
+                               ) -> list[tuple[NodeSession, bytes]]:
+        """The signed envelopes of the new tasks placed on this shard's own nodes; their
+        entries in ``told`` are marked sent (control sends the others)."""
+        if self.encoder is None or self.sessions is None:
+            return []
+        mine: list[tuple[list[Any], TaskRow, NodeSession]] = []
+        stored_rows = {o[0].task_id: o[0] for o in outcomes if not isinstance(o, Refused)}
+        for entry in told:
+            row = stored_rows.get(entry[0])
+            if row is None or not entry[2] or row.state is not State.ASSIGNED:
+                continue
+            if (session := self.sessions.route(row.node_id, row.node_epoch)) is not None:
+                mine.append((entry, row, session))
+        if not mine:
+            return []
+        frames = await self.encoder.encode([
+            EnvelopeRequest(r.task_id, r.attempt, r.node_id, r.node_epoch, r.tenant, spec_of(r))
+            for _, r, _ in mine])
+        local = []
+        for (entry, _, session), frame in zip(mine, frames, strict=True):
+            if len(frame) <= self.settings.max_frame_bytes:  # else control fails it, alone
+                entry[5] = True
+                local.append((session, frame))
+        return local
 
     async def _tell(self, req: int, told: list[list[Any]]) -> None:
         """CREATED, cut into records of about ``CREATED_RECORD_BYTES``."""

@@ -18,6 +18,8 @@ import grpc
 import uvloop
 
 from cortex import logs
+from cortex.envelope import load_or_create_private_key
+from cortex.errors import ConfigError
 from cortex.tokens import TokenTable
 from cortexd import exitcodes
 from cortexd.childproc import (
@@ -40,6 +42,7 @@ from cortexd.ipc.ring import Ring
 from cortexd.metrics import hub as metrics
 from cortexd.metrics.hub import ShardFigures
 from cortexd.metrics.storewrites import StoreWriteMetrics
+from cortexd.serializers.envelope import InlineEncoder
 from cortexd.shards.admission import AttachAdmission
 from cortexd.shards.intake import ShardIntake
 from cortexd.shards.session import SessionTable
@@ -115,10 +118,17 @@ class Shard:
                                   s.heartbeat_interval_ms, admission, figures, writes)
         relay = None
         if s.shard_intake:  # the Control port too (cortexd/shards/intake.py)
+            try:  # the hub's key: envelopes for this shard's own nodes are signed here
+                key = load_or_create_private_key(s.key_file)
+            except ConfigError as e:
+                report(self.conn, "boot_error", message=f"shard {self.index}: {e}",
+                       exit_code=exitcodes.CONFIG_ERROR)
+                return exitcodes.CONFIG_ERROR
             relay = Relay(grpc.aio.insecure_channel(
                 "unix:" + str(local_socket_path(s.state_dir)),
                 options=channel_options(control_frame_bytes(s.max_frame_bytes))))
-            self._intake = ShardIntake(s, link, store, relay)
+            self._intake = ShardIntake(s, link, store, relay,
+                                       InlineEncoder(key, s.envelope_ttl_ms), sessions)
         try:
             return await self._serve(link, sessions, service, auth, table)
         finally:

@@ -25,7 +25,9 @@ from cortexd.lifecycle import State
 from cortexd.serializers.envelope import InlineEncoder
 from cortexd.shards import intake as intake_mod
 from cortexd.shards.intake import ShardIntake
+from cortexd.shards.session import NodeSession, SessionTable
 from cortexd.store import TaskRow
+from cortexd.store.base import pack_row
 from cortexd.store.sqlite import SQLiteStore
 
 
@@ -183,8 +185,10 @@ def test_a_shard_gone_after_its_insert_has_its_task_taken_in_from_the_store(
             assert len(r.loop.sent) == 1  # the stored one's envelope, once
             # The CREATED arriving after all changes nothing (taken in once).
             r.loop.hold_created = False
-            await r.loop.send(m.pack(m.CREATED, 99, [[placed[0].task_id, None, False,
-                                                       "late", 256]]))
+            late = await r.store.get_task(placed[0].task_id)
+            assert late is not None
+            await r.loop.send(m.pack(m.CREATED, 99, [[late.task_id, pack_row(late), True, "",
+                                                       256, False]]))
             await asyncio.sleep(0.05)
             assert r.node().running == {placed[0].task_id} and len(r.loop.sent) == 1
     asyncio.run(main())
@@ -210,4 +214,32 @@ def test_control_silent_means_unavailable_nothing_stored_and_its_hold_let_go(
                     break
                 await asyncio.sleep(0.005)
             assert r.hub.submits.holds == {} and r.node().running == set()
+    asyncio.run(main())
+
+
+def test_a_task_placed_on_the_shards_own_node_is_signed_and_sent_there_not_by_control(
+        tmp_path: Path) -> None:
+    async def main() -> None:
+        async with rig(tmp_path, nodes=2) as r:
+            # Node n1's stream is on this shard, n2's on another.
+            sessions = SessionTable()
+            mine = NodeSession("n1", 1, epoch=r.node().epoch)
+            sessions.active["n1"] = mine
+            r.intake.sessions = sessions
+            r.intake.encoder = InlineEncoder(Ed25519PrivateKey.generate(), 60_000)
+            outcomes = await r.intake.take([row(1), row(2)])
+            placed = {o[0].node_id: o[0].task_id for o in outcomes
+                      if not isinstance(o, Refused)}
+            assert set(placed) == {"n1", "n2"}  # the least loaded node each
+            here = node_pb2.HubFrame.FromString(mine.outbound.get_nowait())
+            assert node_pb2.TaskEnvelope.FromString(here.task.body).task_id == placed["n1"]
+            assert mine.outbound.empty()
+            # Control sent only the other node's envelope; CREATED said which it need not.
+            sent = await sent_soon(r.loop, 1)
+            await asyncio.sleep(0.02)
+            assert [node_pb2.TaskEnvelope.FromString(f.task.body).task_id for f in sent] == \
+                [placed["n2"]]
+            created = [e for msg in r.loop.to_control if msg[0] == m.CREATED for e in msg[2]]
+            assert {e[0]: e[5] for e in created} == {placed["n1"]: True, placed["n2"]: False}
+            assert r.hub.state.nodes["n1"].running == {placed["n1"]}  # control holds its slot
     asyncio.run(main())
