@@ -47,7 +47,9 @@ from cortexd.control.placement import spec_of, undeliverable
 from cortexd.control.state import held_bytes
 from cortexd.control.submitcheck import check_submit
 from cortexd.control.taskpb import row_of, submit_result, task_pb
+from cortexd.ingress.auth import CONTROL_METHODS
 from cortexd.ingress.edge import guarded
+from cortexd.ingress.grpchealth import PUBLIC_METHODS
 from cortexd.ingress.proxy import Relay, relay_metadata
 from cortexd.ipc import messages as m
 from cortexd.ipc.link import RingLink
@@ -109,7 +111,10 @@ class ShardIntake:
                         intake.submit_many,
                         request_deserializer=control_pb2.SubmitManyRequest.FromString,
                         response_serializer=control_pb2.SubmitManyResponse.SerializeToString))
-                return intake.relay.handler(method)
+                if method in CONTROL_METHODS or method in PUBLIC_METHODS:
+                    return intake.relay.handler(method)
+                return None  # UNIMPLEMENTED, as the control process answers it (a node
+                # agent pointed at this port says so and stops: nodeagent/link.py)
 
         return Handler()
 
