@@ -74,8 +74,9 @@ class Placer(Generic[N]):
 
     Tasks without a selector, pin or tool other than the shell (the common case) take
     the top of a heap keyed like ``pick`` — (load, last picked, position) — instead of
-    a scan of every node. The others scan as ``pick`` does; those limited to ``among``
-    (the nodes a workspace is attached to) look only at those. ``running(node)`` counts
+    a scan of every node. A pinned task looks at its node only; those limited to
+    ``among`` (the nodes a workspace is attached to) at those; the others (a selector, a
+    tool) scan as ``pick`` does, O(n) per task. ``running(node)`` counts
     a node's tasks, so the nodes need not be copied into Candidates.
 
     What the caller tells it, each O(log n): :meth:`placed` after it recorded a
@@ -119,11 +120,14 @@ class Placer(Generic[N]):
     def pick(self, selector: dict[str, str], pin: str = "", tool: str = "",
              among: Collection[str] | None = None) -> N | None:
         needs = requires(tool)
+        by_id = self._nodes
+        if pin:  # one node at most: looked up, not scanned for
+            return self._scan(selector, pin, needs, [by_id[pin]] if pin in by_id
+                              and (among is None or pin in among) else [])
         if among is not None:
-            by_id = self._nodes
             return self._scan(selector, pin, needs, [by_id[i] for i in among if i in by_id])
-        if selector or pin or needs is not None:
-            return self._scan(selector, pin, needs, self._nodes.values())
+        if selector or needs is not None:
+            return self._scan(selector, pin, needs, by_id.values())
         heap, nodes = self._heap, self._nodes
         while heap:
             load, last, _, node = heap[0]

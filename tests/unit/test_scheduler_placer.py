@@ -118,3 +118,20 @@ def test_a_change_not_told_leaves_the_node_out_until_a_new_placer() -> None:
     assert Placer([a], _count).pick({}) is a
     placer.changed(a)  # told
     assert placer.pick({}) is a
+
+
+def test_a_pinned_task_looks_at_its_node_only() -> None:
+    looked: list[str] = []
+
+    def counting(node: Candidate) -> int:
+        looked.append(node.node_id)
+        return node.running
+
+    nodes = [Candidate(f"n{i}", {"os": "linux"}, 2, 0) for i in range(1000)]
+    placer = Placer(nodes, counting)
+    looked.clear()
+    assert placer.pick({}, "n500") is nodes[500]
+    assert placer.pick({"os": "mac"}, "n500") is None  # the selector still applies
+    assert placer.pick({}, "gone") is None
+    assert placer.pick({}, "n7", among={"n500"}) is None  # and the workspace's nodes
+    assert looked == ["n500", "n500"]
