@@ -34,3 +34,26 @@ def per_task_us(before: dict[str, int], after: dict[str, int], tasks: int) -> di
     us["shards"] = round(sum(shards), 1)
     us["hub"] = round(sum(v for k, v in us.items() if k != "shards"), 1)
     return us
+
+
+class PhaseMeter:
+    """One phase's CPU per task: the hub's by process kind (as :func:`per_task_us`), the
+    simulated fleet's (its processes share the machine's cores with the hub, so a dearer
+    fleet slows the hub's latency without costing the hub CPU), and the heartbeats the
+    fleet sent meanwhile (each costs the hub a message in and one out: a phase right after
+    a big attach sees more of them than the fleet's steady rate, see bench/README.md)."""
+
+    def __init__(self, b: Bench) -> None:
+        self.b = b
+        self.kinds = hub_kinds(b)
+        self.fleet_pids = [p.pid for p in b.fleets]
+        self.by_kind0 = snapshot(self.kinds)
+        self.fleet0 = cpu_ticks(self.fleet_pids)
+        self.beats0 = b.heartbeats()
+
+    def per_task(self, tasks: int) -> dict[str, Any]:
+        fleet = cpu_ticks(self.fleet_pids) - self.fleet0
+        return {"hub_cpu_us_per_task_by_process": per_task_us(self.by_kind0,
+                                                              snapshot(self.kinds), tasks),
+                "fleet_cpu_us_per_task": round(fleet / TICKS_PER_S * 1e6 / max(1, tasks), 1),
+                "heartbeats": self.b.heartbeats() - self.beats0}

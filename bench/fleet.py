@@ -56,7 +56,8 @@ def status(stats: FleetStats, nodes: int) -> dict[str, Any]:
             "killed_by_verdict": stats.killed_by_verdict,
             "kept_by_verdict": stats.kept_by_verdict, "bytes_produced": stats.bytes_produced,
             "bytes_sent": stats.bytes_sent, "bytes_acked": stats.bytes_acked,
-            "prompts_sent": stats.prompts_sent, "time": time.monotonic()}
+            "prompts_sent": stats.prompts_sent, "heartbeats": stats.heartbeats,
+            "time": time.monotonic()}
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -148,6 +148,10 @@ class Bench:
     def done(self) -> int:
         return sum(int(s.get("done", 0)) for s in self.statuses())
 
+    def heartbeats(self) -> int:
+        """Heartbeat frames the fleet has sent (as of its last status, <= 50 ms old)."""
+        return sum(int(s.get("heartbeats", 0)) for s in self.statuses())
+
     def wait_done(self, count: int, timeout_s: float) -> None:
         wait_until(lambda: self.done() >= count, timeout_s, f"{count} FinishedAcks",
                    interval_s=0.05)

@@ -194,23 +194,23 @@ def fleet_done(reports: list[dict[str, Any]]) -> dict[str, float]:
 
 def run_max_phase(b: Bench, args: argparse.Namespace, expected: int
                   ) -> tuple[dict[str, float], float, int, dict[str, Any]]:
-    """The maximum-rate phase: (submitted, approximate tasks/s, hub CPU ticks, µs of CPU
-    per task by process kind)."""
+    """The maximum-rate phase: (submitted, approximate tasks/s, hub CPU ticks, the
+    phase's :class:`cpukinds.PhaseMeter` figures: µs of CPU per task by hub process kind,
+    the fleet's, and the heartbeats sent meanwhile)."""
     pids = b.hub_pids()
-    kinds = cpukinds.hub_kinds(b)
     with contextlib.ExitStack() as stack:
         if args.profile_dir:
             b.profile = stack.enter_context(HubProfile(Path(args.profile_dir), pids))
         cpu0, t0 = cpu_ticks(pids), time.monotonic()
-        by_kind0 = cpukinds.snapshot(kinds)
+        meter = cpukinds.PhaseMeter(b)
         submitted = uvloop.run(submit_closed(b.hub.control_address, b.token, args.tasks,
                                              args.concurrency, args.bound_s, "m",
                                              finished=lambda: b.done() - expected,
                                              many=args.submit_many))
         b.wait_done(expected + len(submitted), args.bound_s)
         cpu1, t1 = cpu_ticks(pids), time.monotonic()
-        by_kind = cpukinds.per_task_us(by_kind0, cpukinds.snapshot(kinds), len(submitted))
-    return submitted, len(submitted) / (t1 - t0), cpu1 - cpu0, by_kind
+        phase = meter.per_task(len(submitted))
+    return submitted, len(submitted) / (t1 - t0), cpu1 - cpu0, phase
 
 
 def fleet_extra(args: argparse.Namespace) -> list[str]:
@@ -230,8 +230,12 @@ def _steady(args: argparse.Namespace, hub_args: list[str]) -> dict[str, Any]:
         b.start_fleets(args.nodes, args.fleets, args.bound_s,
                        extra=fleet_extra(args))
         attach_s = b.wait_attached(args.bound_s)
+        if args.settle_s > 0:
+            # Let the heartbeat rate settle: a node attached while the fleet was small was
+            # told a short interval, and learns the fleet's from its next heartbeat's ack.
+            time.sleep(args.settle_s)  # a settling period, not a synchronisation
         load0 = loadavg()
-        submitted, approx_tps, ticks, by_kind = run_max_phase(b, args, 0)
+        submitted, approx_tps, ticks, phase = run_max_phase(b, args, 0)
         expected = len(submitted)
         fixed: dict[str, float] = {}
         rate = round(approx_tps / 2, 1)
@@ -242,18 +246,24 @@ def _steady(args: argparse.Namespace, hub_args: list[str]) -> dict[str, Any]:
             b.wait_done(expected, args.bound_s)
         single: dict[str, float] = {}
         watched: list[float] = []
+        single_cpu: dict[str, Any] = {}
         if args.single > 0:
+            hub_pids = b.hub_pids()
+            cpu0, meter = cpu_ticks(hub_pids), cpukinds.PhaseMeter(b)
             single, watched = uvloop.run(submit_single(b.hub.control_address, b.token,
                                                        args.single, args.bound_s))
             # The Watch can see the terminal state before the node has the FinishedAck.
             expected += len(single)
             b.wait_done(expected, args.bound_s)
+            single_cpu = {"hub_cpu_us_per_task": round(
+                (cpu_ticks(hub_pids) - cpu0) / TICKS_PER_S * 1e6 / max(1, len(single)), 1),
+                **meter.per_task(len(single))}
         done = fleet_done(b.stop_fleets())
         result = {"nodes": b.nodes, "shards": args.shards, "concurrency": args.concurrency,
                   **phase_figures(submitted, done), "attach_s": round(attach_s, 2),
                   "hub_cpu_us_per_task": round(ticks / TICKS_PER_S * 1e6
                                                / max(1, len(submitted)), 1),
-                  "hub_cpu_us_per_task_by_process": by_kind, "fold": not args.no_fold,
+                  **phase, "fold": not args.no_fold, "settle_s": args.settle_s,
                   "submit_many": args.submit_many, "store": args.store,
                   "loadavg_before": load0}
         if b.profile is not None:
@@ -262,7 +272,7 @@ def _steady(args: argparse.Namespace, hub_args: list[str]) -> dict[str, Any]:
             result["fixed_rate"] = {"rate_per_s": rate, **phase_figures(fixed, done)}
         if single:
             result["single"] = {**phase_figures(single, done),
-                                "submit_to_watch_end_p50_ms": pct(watched, 0.5)}
+                                "submit_to_watch_end_p50_ms": pct(watched, 0.5), **single_cpu}
         return result
 
 
@@ -275,14 +285,14 @@ def shards(args: argparse.Namespace) -> dict[str, Any]:
                            extra=fleet_extra(args))
             b.wait_attached(args.bound_s)
             spread = b.shard_nodes()
-            submitted, _, ticks, by_kind = run_max_phase(b, args, 0)
+            submitted, _, ticks, phase = run_max_phase(b, args, 0)
             done = fleet_done(b.stop_fleets())
             even = b.nodes / n
             out["nodes"] = b.nodes
             out[f"shards_{n}"] = {
                 **phase_figures(submitted, done), "nodes_per_shard": spread,
                 "spread_max_dev_pct": round(max(abs(s - even) for s in spread) / even * 100, 1),
-                "hub_cpu_us_per_task_by_process": by_kind,
+                **phase,
                 "hub_cpu_us_per_task": round(ticks / TICKS_PER_S * 1e6 / max(1, len(submitted)),
                                              1)}
     out["counts"] = list(args.shard_counts)
@@ -432,6 +442,8 @@ def parser() -> argparse.ArgumentParser:
                    help="steady: seconds at half the maximum rate (0: skip)")
     p.add_argument("--single", type=int, default=200,
                    help="steady: tasks one at a time, for single-task latency (0: skip)")
+    p.add_argument("--settle-s", type=float, default=0.0,
+                   help="steady: seconds to wait after the fleet attached, before measuring")
     p.add_argument("--output-bytes", type=int, default=3)
     p.add_argument("--no-fold", action="store_true",
                    help="simulated nodes send Started, Output, Finished apart (as before "

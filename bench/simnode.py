@@ -69,6 +69,7 @@ class FleetStats:
     bytes_sent: int = 0
     bytes_acked: int = 0
     prompts_sent: int = 0
+    heartbeats: int = 0  # heartbeat frames written (the hub's per-heartbeat cost is per phase)
 
 
 @dataclass(frozen=True)
@@ -256,8 +257,9 @@ class SimNode:
             seq += 1
             running = sum(1 for h in self.held.values() if not h.finished)
             async with self.lock:
-                await self._write(node_pb2.NodeFrame(heartbeat=node_pb2.Heartbeat(
-                    seq=seq, running=running)))
+                if await self._write(node_pb2.NodeFrame(heartbeat=node_pb2.Heartbeat(
+                        seq=seq, running=running))):
+                    self.stats.heartbeats += 1
 
     async def _serve(self, call: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -258,6 +258,7 @@ class Attempts:
         node.running.discard(task.task_id)
         if rej.code == "draining":
             node.draining = True
+        st.node_changed(node)
         retry = rej.code in RETRYABLE_REJECTIONS and task.attempt < st.settings.max_attempts
         target = State.QUEUED if retry else State.FAILED
         try:

@@ -304,6 +304,7 @@ class Operations:
         was = node_id in self.state.held_nodes or node.draining
         self.state.held_nodes.discard(node_id)
         node.draining = False
+        self.state.node_changed(node)
         self.state.kick()
         return Progress(f"undrain node {node_id}", "done",
                         f"node {node_id} takes tasks again" if was

@@ -7,20 +7,24 @@ envelope is sent: QUEUED -> ASSIGNED is a conditional write, all of a pass's
 writes in flight together so they share one group commit. Dispatch is
 at-least-once (an ASSIGNED task is sent again when its node re-attaches).
 
-The Placer (a heap over the attached nodes) is kept across passes and rebuilt at
-most every ``PLACER_REBUILD_S`` — building it is O(nodes), and at 10,000 nodes one
-build per pass was the part of a task's cost that grew with the fleet (issue 9).
-A pick from a kept Placer is checked against the node's current state (the same
-session object, attached, not draining; the Placer checks room and key); when it
-fails, or a kept Placer finds no node, the Placer is rebuilt and asked again, so a
-task is never left queued because the Placer was old. What an old Placer can cost
-is spread: a node freed since the build waits for the next rebuild to be preferred.
+The Placer (a heap over the attached nodes, cortexd/scheduler.py) is kept for the
+process's life and told what changes — a task placed, a slot freed
+(:meth:`HubState.ended` and the other places a task leaves a node, through
+``HubState.node_changed``), a node attached or undrained — each O(log n), instead of
+rebuilt: a build is O(nodes), and at 10,000 nodes one every 100 ms was the part of a
+task's cost that grew with the fleet (issue 9). A pick is checked against the node's
+current state (the same session object, attached, not draining; the Placer checks
+room and key); a node that fails it leaves the Placer and the task is asked again. A
+new node id in ``st.nodes`` the Placer was not told of forces a rebuild, and so does a
+pass that finds no node, at most every ``MISS_REBUILD_S``: a change nobody told the
+Placer of (a test's, or a path that forgot) is found by the first pass after that, and
+with a full fleet the cost is O(nodes) per ``MISS_REBUILD_S`` at most, never per task.
 
 A new task that finds a free node while nothing is queued before it (:meth:`admit`)
 is inserted already placed (issue 9): the insert and QUEUED -> ASSIGNED, the same
 fenced conditional write, share one commit, and no scheduling pass runs for it. Its
 node is picked from the kept Placer only (a miss is not worth an O(nodes) rebuild per
-submission: the task is queued, and the pass that follows rebuilds). The envelopes of
+submission: the task is queued, and the pass that follows may rebuild). The envelopes of
 tasks placed so go out together, one signing batch per loop turn.
 """
 
@@ -36,7 +40,9 @@ from cortexd.serializers.envelope import EnvelopeRequest, frame_bound
 from cortexd.store import StaleWrite, TaskRow
 
 MAX_PLACEMENTS_PER_PASS = 512
-PLACER_REBUILD_S = 0.1
+#: A pass that finds no node rebuilds the Placer, at most this often: a backstop for a
+#: change nobody told it of (found by the first pass after it).
+MISS_REBUILD_S = 1.0
 
 
 def spec_of(task: TaskRow) -> bytes:
@@ -83,10 +89,11 @@ class Placement:
         self.offers = offers
         self._picks = 0
         self._placer: Placer[NodeState] | None = None
-        self._built_at = 0.0
-        self._built_for = 0  # len(st.nodes) at the build: a new node forces a rebuild
-        self._pass_at = 0.0  # when the current pass started: a Placer built since is fresh
+        self._seen = 0  # len(st.nodes) the Placer knows of: more is a node it was not told of
+        self._missed_at = -MISS_REBUILD_S  # the last rebuild after a pass found no node
+        self.builds = 0  # Placers built (O(nodes) each)
         self._outbox: list[tuple[TaskRow, NodeState]] = []  # placed at insert, to send
+        state.node_changed = self.changed
 
     async def run(self) -> None:
         while True:
@@ -99,11 +106,10 @@ class Placement:
     async def place(self) -> None:
         """One scheduling pass."""
         st = self.state
-        if not st.queue:  # most kicks (a task ended) find nothing queued: skip O(nodes)
+        if not st.queue:  # most kicks (a task ended) find nothing queued
             return
-        self._pass_at = time.monotonic()
-        if self._fresh_placer() is None:
-            if st.coord.clustered:
+        if not self._kept_placer() and not (self._rebuild_after_miss() and self._placer):
+            if st.coord.clustered:  # no local node at all
                 self.offers.offer_soon(list(st.queue.values()))
             return
         placed: list[tuple[TaskRow, NodeState]] = []
@@ -112,14 +118,14 @@ class Placement:
             if len(placed) >= MAX_PLACEMENTS_PER_PASS:
                 st.kick()  # more next pass
                 break
-            node, placer = self._pick(task)
-            if node is None or placer is None:
+            node = self._pick(task)
+            if node is None:
                 unplaced.append(task)
                 continue
             self._picks += 1
             node.last_picked = self._picks
             node.running.add(task.task_id)
-            placer.placed(node)
+            self._kept_placer().placed(node)
             del st.queue[task.task_id]
             st.hops.pop(task.task_id, None)
             placed.append((task, node))
@@ -137,27 +143,38 @@ class Placement:
         try:
             row, created = await self.state.store.create_task(
                 task, None if node is None else (node.node_id, node.epoch))
-        finally:
-            self.release(task.task_id, node)  # taken again below if it was placed
-        return self.admitted(row, created, node), created
+        except BaseException:
+            self.release(task.task_id, node)
+            raise
+        if not created:  # its idempotency key names another task: nothing to take in
+            self.release(task.task_id, node)
+            return row, False
+        return self.admitted(row, node), True
 
-    def admitted(self, row: TaskRow, created: bool, node: NodeState | None,
-                 sent: bool = False) -> TaskRow:
-        """A task's insert committed (placed on ``node``'s session, or queued): take it
-        into the hub's view, publish it, send it (``sent``: its shard did) or wake the
-        scheduler. Idempotent: a task the view already holds is left as it is."""
+    def admitted(self, row: TaskRow, node: NodeState | None, sent: bool = False) -> TaskRow:
+        """A new task's insert committed: placed on the session of ``node`` (its slot
+        reserved for it by :meth:`reserve`), or queued; ``node`` None: nothing was
+        reserved here (a shard's task settled from the store). Take it into the hub's
+        view, publish it, send it (``sent``: its shard did) or wake the scheduler; a
+        reserved slot it did not take is released. Idempotent: a task the view already
+        holds is left as it is."""
         st = self.state
-        if not created:
+        held = st.nodes.get(row.node_id) if row.state is State.ASSIGNED else None
+        # Placed on the session it was fenced on (else the node's re-attach resends it).
+        placed = (held is not None and held.epoch == row.node_epoch
+                  and (node is None or node is held))
+        if node is not None and not placed:
+            self.release(row.task_id, node)
+        if row.state is State.ASSIGNED and not placed:
             return row
-        if row.state is State.ASSIGNED:
-            held = st.nodes.get(row.node_id)
-            if held is None or held.epoch != row.node_epoch or row.task_id in held.running:
-                # Not the session it was fenced on (then the node's re-attach resends
-                # it), or already taken.
-                return row
-            held.running.add(row.task_id)
+        if held is not None:
+            if node is None:  # its slot was not reserved here: take it, once
+                if row.task_id in held.running:
+                    return row
+                held.running.add(row.task_id)
+                self.changed(held)
             st.publish(row.task_id, ("state", row))
-            if held.attached and not sent and (node is None or node is held):
+            if held.attached and not sent:
                 self._outbox.append((row, held))
                 if len(self._outbox) == 1:
                     st.spawn(self._send_outbox())
@@ -170,22 +187,22 @@ class Placement:
 
     def reserve(self, task: TaskRow) -> NodeState | None:
         """A node for a new task to be inserted placed on (its slot taken until
-        :meth:`release`), or None: insert it queued."""
+        :meth:`release` or :meth:`admitted`), or None: insert it queued."""
         return self._reserve(task)
 
-    @staticmethod
-    def release(task_id: str, node: NodeState | None) -> None:
+    def release(self, task_id: str, node: NodeState | None) -> None:
+        """A slot reserved (or placed) for ``task_id`` is not taken after all."""
         if node is not None:
             node.running.discard(task_id)
+            self.changed(node)
 
     def _reserve(self, task: TaskRow) -> NodeState | None:
         st = self.state
         if st.queue:  # older tasks wait: they go first, through the pass
             return None
-        placer = self._fresh_placer()
-        node = None if placer is None else self._pick_from(placer, task)
-        if placer is None or node is None or not node.attached or node.draining \
-                or st.nodes.get(node.node_id) is not node:
+        placer = self._kept_placer()
+        node = self._pick_from(placer, task)
+        if node is None or not self._usable(node):
             return None
         self._picks += 1
         node.last_picked = self._picks
@@ -201,17 +218,49 @@ class Placement:
         except Exception:
             self.state.log.exception("dispatch_failed", tasks=len(batch))
 
-    def _fresh_placer(self, force: bool = False) -> Placer[NodeState] | None:
-        """The kept Placer, rebuilt when old (or ``force``); None: no local node at all."""
+    def changed(self, node: NodeState) -> None:
+        """``node``'s load fell, or it became placeable (attached, undrained) or not:
+        the kept Placer takes its current key (O(log n))."""
+        placer = self._placer
+        if placer is None:
+            return
+        known = len(placer)
+        placer.changed(node)
+        if len(placer) > known and len(self.state.nodes) == self._seen + 1:
+            self._seen += 1  # a new node id, told of: no rebuild for it
+
+    def _kept_placer(self) -> Placer[NodeState]:
+        """The kept Placer; built anew only when there is none yet or ``st.nodes`` holds
+        a node id it was not told of."""
         st = self.state
-        now = time.monotonic()
-        if (force or self._placer is None or now - self._built_at >= PLACER_REBUILD_S
-                or len(st.nodes) != self._built_for):
-            local = [n for n in st.nodes.values() if n.attached and not n.draining]
-            # The nodes themselves: no copy per build.
-            self._placer = Placer(local, _running) if local else None
-            self._built_at, self._built_for = now, len(st.nodes)
+        if self._placer is None or len(st.nodes) != self._seen:
+            return self._build()
         return self._placer
+
+    def _build(self) -> Placer[NodeState]:
+        st = self.state
+        self._placer = Placer(st.nodes.values(), _running)  # the nodes themselves: no copies
+        self._seen = len(st.nodes)
+        self.builds += 1
+        return self._placer
+
+    def _rebuild_after_miss(self) -> bool:
+        """A pass found no node: rebuild the Placer (at most every ``MISS_REBUILD_S``) in
+        case a change was not told; True when it did."""
+        now = time.monotonic()
+        if now - self._missed_at < MISS_REBUILD_S:
+            return False
+        self._missed_at = now
+        self._build()
+        return True
+
+    def _usable(self, node: NodeState) -> bool:
+        """The pick is still the node's current, placeable session; else it leaves the
+        Placer."""
+        if node.attached and not node.draining and self.state.nodes.get(node.node_id) is node:
+            return True
+        self._kept_placer().discard(node)
+        return False
 
     def _pick_from(self, placer: Placer[NodeState], task: TaskRow) -> NodeState | None:
         # A task in a workspace goes only to a node the workspace is attached to.
@@ -219,20 +268,16 @@ class Placement:
                  if task.workspace else None)
         return placer.pick(task.selector, task.node_pin, task.tool, among)
 
-    def _pick(self, task: TaskRow) -> tuple[NodeState | None, Placer[NodeState] | None]:
-        for _ in range(2):  # the kept Placer, then (if it fails) a rebuilt one
-            placer = self._fresh_placer()
-            if placer is None:
-                return None, None
-            fresh = self._built_at >= self._pass_at
-            node = self._pick_from(placer, task)
-            if node is not None and node.attached and not node.draining \
-                    and self.state.nodes.get(node.node_id) is node:
-                return node, placer
-            if fresh:
-                return None, placer
-            self._fresh_placer(force=True)
-        return None, None
+    def _pick(self, task: TaskRow) -> NodeState | None:
+        rebuilt = False
+        while True:  # each miss of the check lets a node go: this ends
+            node = self._pick_from(self._kept_placer(), task)
+            if node is None:
+                if rebuilt or not self._rebuild_after_miss():
+                    return None
+                rebuilt = True
+            elif self._usable(node):
+                return node
 
     async def _assign(self, task: TaskRow, node: NodeState) -> TaskRow | None:
         st = self.state
@@ -242,7 +287,7 @@ class Placement:
                 new_attempt=True, node_id=node.node_id, new_node_epoch=node.epoch,
                 now_ms=now_ms())
         except StaleWrite:  # cancelled meanwhile, or the node's session moved on
-            node.running.discard(task.task_id)
+            self.release(task.task_id, node)
             fresh = await st.store.get_task(task.task_id)
             if fresh is not None and fresh.state is State.QUEUED:
                 st.queue[task.task_id] = fresh
@@ -251,7 +296,7 @@ class Placement:
             # Outcome unknown: queue it again (no kick, so a failing store is not retried
             # in a loop). If the write did commit, the retry is refused as stale and the
             # ASSIGNED task is sent when its node re-attaches (at-least-once dispatch).
-            node.running.discard(task.task_id)
+            self.release(task.task_id, node)
             st.queue[task.task_id] = task
             st.log.exception("assign_failed", task=task.task_id, node=node.node_id)
             return None

@@ -110,6 +110,7 @@ class NodeSessions:
                                         node_pb2.HubFrame(welcome=welcome).SerializeToString(),
                                         welcome.heartbeat_interval_ms))
         node.attached = True
+        self.placement.changed(node)
         st.log.info("node_admitted", node=node_id, epoch=epoch, shard=shard,
                     kept=len(plan.keep), resent=len(plan.resend))
         if plan.resend:
@@ -164,6 +165,7 @@ class NodeSessions:
             return
         node.attached = False
         node.last_seen_ms = now_ms()
+        self.placement.changed(node)
         st.log_reads.node_gone(node_id)
         st.node_calls.node_gone(node_id)
         st.coord.node_down(node_id, epoch)

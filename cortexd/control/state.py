@@ -83,6 +83,10 @@ def _no_workspaces(owner: str, name: str) -> None:
     return None
 
 
+def _unheard(node: NodeState) -> None:
+    return None
+
+
 def held_bytes(row: TaskRow) -> int:
     """What a queued task holds in memory here, about: its command, env and paths."""
     return (256 + len(row.command) + len(row.cwd) + len(row.workspace)
@@ -182,6 +186,9 @@ class HubState:
         # The nodes a workspace (owner, name) is attached to; None: no such workspace.
         # Set by the control process (cortexd/workspaces/hub.py WorkspaceHub.nodes_of).
         self.workspace_nodes: Callable[[str, str], Collection[str] | None] = _no_workspaces
+        # Told when a node's load fell (a task left it) or it became placeable or not
+        # (attached, detached, undrained): placement's kept Placer (placement.py).
+        self.node_changed: Callable[[NodeState], None] = _unheard
         self._kick = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self.log = logs.get()
@@ -276,6 +283,7 @@ class HubState:
         """``row`` is durable in a terminal (or re-queued) state: forget it as running."""
         if (node := self.nodes.get(row.node_id)) is not None:
             node.running.discard(row.task_id)
+            self.node_changed(node)
         self.progress.pop(row.task_id, None)
         self.ends.pop(row.task_id, None)
         self.resyncs.pop(row.task_id, None)

@@ -97,25 +97,31 @@ class ShardSubmits:
     def created(self, results: list[Any]) -> None:
         observer = getattr(self.state.store, "observer", None)
         for task_id, packed, created, error, _size, sent in results:
-            hold = self._let_go(task_id)
-            if error:
+            if error or packed is None:
                 # Not stored, or not known to be: the store says which.
+                self._let_go(task_id)
                 self.state.spawn(self.settle(task_id))
-            elif packed is not None:
-                row = unpack_row(packed)
-                if created and row.state is State.ASSIGNED and observer is not None:
-                    observer.transitioned(row)  # as the control process's insert counts it
-                self.placement.admitted(row, bool(created),
-                                        None if hold is None else hold.node, sent=bool(sent))
+                continue
+            if not created:  # its idempotency key named a task the hub has: nothing new
+                self._let_go(task_id)
+                continue
+            hold = self._let_go(task_id, keep_slot=True)
+            row = unpack_row(packed)
+            if row.state is State.ASSIGNED and observer is not None:
+                observer.transitioned(row)  # as the control process's insert counts it
+            # The reserved slot goes with the row: taken if placed there, else released.
+            self.placement.admitted(row, None if hold is None else hold.node, sent=bool(sent))
 
-    def _let_go(self, task_id: str) -> Hold | None:
+    def _let_go(self, task_id: str, keep_slot: bool = False) -> Hold | None:
+        """Forget ``task_id``'s hold; its node's slot is released too unless ``keep_slot``
+        (then the caller hands it to placement's ``admitted``)."""
         hold = self.holds.pop(task_id, None)
         if hold is None:
             return None
         if hold.node is None:
             self.queued_held -= 1
             self.queued_held_bytes -= hold.size
-        else:
+        elif not keep_slot:
             self.placement.release(task_id, hold.node)
         return hold
 
@@ -131,7 +137,7 @@ class ShardSubmits:
             self.state.log.exception("submission_settle_failed", task=task_id)
             return
         if row is not None:
-            self.placement.admitted(row, True, None)
+            self.placement.admitted(row, None)
 
     def shard_down(self, shard: int) -> None:
         for task_id in [t for t, h in self.holds.items() if h.shard == shard]:
