@@ -10,21 +10,14 @@ import time
 import pytest
 
 from cortex.v1 import control_pb2 as pb
-from cortexctl.client import HubClient, HubSettings, client_tls
 from examples.localfleet import wait_until
+from tests.hubkit import admin_client
 
 pytestmark = pytest.mark.system
 
 # ~400 KB/s of 'n' lines for up to 30 s: far above the 15,000 B/s cap.
 NOISY = ("i=0; while [ $i -lt 600 ]; do head -c 20000 /dev/zero | tr '\\0' n; echo; "
          "sleep 0.05; i=$((i+1)); done")
-
-
-def client(hub) -> HubClient:
-    token = hub.admin_token_file.read_text().strip()
-    return HubClient(HubSettings(address=hub.control_address, token=token,
-                                 tls=client_tls(None, None, None, False),
-                                 insecure_loopback=True, timeout_s=10))
 
 
 @pytest.mark.timeout(90)
@@ -36,7 +29,7 @@ def test_noisy_task_is_held_back_and_a_quiet_line_arrives_at_once(fleet, hub, ct
     assert task["state"] == "RUNNING" and task["spooled_bytes"] > task["output_bytes"]
 
     # The rate the hub receives it at: at most the burst plus 15,000 B/s.
-    with client(hub) as c:
+    with admin_client(hub) as c:
         first = c.get_task(noisy)
         t0 = time.monotonic()
         time.sleep(2.0)  # the measured interval itself, not a synchronisation

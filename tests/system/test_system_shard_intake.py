@@ -4,22 +4,21 @@ Two shards share the Control port; clients on many connections submit through it
 submissions are taken in by the shards (the scrape counts them), everything else is
 relayed to the control process unchanged: Run (its task id in the headers, its deadline),
 Watch, GetTask, a refusal's status and message. A shard killed with SIGKILL while
-SubmitMany calls run (both shards, twice) loses no acknowledged task and runs none twice.
+SubmitMany calls run (both shards, twice) loses no acknowledged task and runs none twice
+(tests/hubkit.py's KeyedSubmitter, as test_system_submit_many_kill uses it).
 """
 
 import os
 import signal
-import time
-from collections import Counter
 from pathlib import Path
 
-import grpc
 import pytest
 
 from cortex.v1 import control_pb2 as pb
-from cortexctl.client import HubClient, HubSettings, RunDeadline, client_tls
+from cortexctl.client import RunDeadline
 from cortexctl.errors import CtlError
 from examples.localfleet import Ctl, start_time, wait_until
+from tests.hubkit import KeyedSubmitter, admin_client
 from tests.metricskit import scrape, total
 
 pytestmark = pytest.mark.system
@@ -30,13 +29,6 @@ def intake_hub(fleet, tmp_path: Path):
     conf.write_text("shard_intake = true\n")
     return fleet.hub(shards=2, extra_args=["--config", str(conf),
                                            "--metrics-listen", "127.0.0.1:0"])
-
-
-def client(hub) -> HubClient:
-    token = hub.admin_token_file.read_text().strip()
-    return HubClient(HubSettings(address=hub.control_address, token=token,
-                                 tls=client_tls(None, None, None, False),
-                                 insecure_loopback=True, timeout_s=10))
 
 
 @pytest.mark.timeout(240)
@@ -51,7 +43,7 @@ def test_the_shards_take_in_plain_submissions_and_relay_every_other_call(fleet, 
         ctl.wait_state(task_id, ["SUCCEEDED"], timeout_s=60)
     out, code = ctl.watch(ids[0])  # relayed: Watch streams from the control process
     assert code == 0 and out.strip() == b"intake-0"
-    with client(hub) as c:
+    with admin_client(hub) as c:
         results = c.submit_many([pb.SubmitRequest(command=f"echo many-{i}",
                                                   idempotency_key=f"m-{i}") for i in range(20)]
                                 + [pb.SubmitRequest(command="")])
@@ -90,57 +82,25 @@ def test_a_shard_killed_during_submit_many_loses_no_acknowledged_task(fleet, tmp
     fleet.nodes(hub, 3, capacity=8)
     ran = tmp_path / "ran.log"
     ran.touch()
-    acked: dict[str, str] = {}
-    failed_calls = 0
-    in_flight = 0  # kills that found their call not answered yet
     killed: list[int] = []
-    stop_at = time.monotonic() + 150
-    with client(hub) as c:
-        for batch in range(10):
-            keys = [f"k-{batch}-{i}" for i in range(40)]
-            request = pb.SubmitManyRequest(tasks=[
-                pb.SubmitRequest(command=f"echo {k} >> {ran}", idempotency_key=k) for k in keys])
-            kill = batch in (2, 5)
-            while time.monotonic() < stop_at:
-                call = c._stub.SubmitMany.future(request, timeout=10, metadata=c._metadata)
-                if kill:  # the call is in flight: kill both shards, one holds it
-                    in_flight += not call.done()
-                    for shard in hub.read_info()["shards"]:
-                        os.kill(int(shard["pid"]), signal.SIGKILL)
-                        killed.append(int(shard["pid"]))
-                    kill = False
-                try:
-                    results = call.result().results
-                except grpc.RpcError as e:
-                    assert e.code() in (grpc.StatusCode.UNAVAILABLE,
-                                        grpc.StatusCode.DEADLINE_EXCEEDED), e
-                    failed_calls += 1
-                    time.sleep(0.2)
-                    continue
-                for key, result in zip(keys, results, strict=True):
-                    assert result.HasField("submitted"), (key, result)
-                    acked[key] = result.submitted.task.task_id
-                break
 
-            def respawned() -> bool:
-                pids = [int(s["pid"]) for s in hub.read_info()["shards"]]
-                return all(p and p not in killed and start_time(p) is not None for p in pids)
-            wait_until(respawned, 60, "the killed shard respawned")
-        assert len(acked) == 400
+    def kill_both() -> None:  # either shard may hold the client's connection
+        def respawned() -> bool:  # the last kill's shards are back first
+            pids = [int(s["pid"]) for s in hub.read_info()["shards"]]
+            return all(p and p not in killed and start_time(p) is not None for p in pids)
+        if killed:
+            wait_until(respawned, 60, "the killed shards respawned")
+        for shard in hub.read_info()["shards"]:
+            os.kill(int(shard["pid"]), signal.SIGKILL)
+            killed.append(int(shard["pid"]))
 
-        def all_ended() -> bool:
-            tasks = c.list_tasks(limit=10_000)
-            return len(tasks) >= 400 and all(
-                t.state in (pb.SUCCEEDED, pb.FAILED, pb.LOST, pb.CANCELLED) for t in tasks)
-        wait_until(all_ended, 180, "every task to end", interval_s=0.5)
-        tasks = {t.task_id: t for t in c.list_tasks(limit=10_000)}
+    submitter = KeyedSubmitter(hub, ran, {2: kill_both, 5: kill_both}, 400, 40, bound_s=150)
+    submitter.run()
+    assert len(submitter.acked) == 400
     # A call cut before its request left the client is retried by gRPC itself (then no
     # error is seen); one cut after it fails UNAVAILABLE and is resent with its keys.
-    print(f"kills with their call in flight: {in_flight}, calls resent: {failed_calls}")
-    assert in_flight >= 1, "a shard was killed while a SubmitMany was in flight"
-    assert len(tasks) == 400, "one task per key, none created twice"
-    for key, task_id in acked.items():
-        assert (tasks[task_id].state, tasks[task_id].idempotency_key) == (pb.SUCCEEDED, key)
-    runs = Counter(ran.read_text().split())
-    assert set(runs) == set(acked), "every acknowledged task ran"
-    assert not {k: n for k, n in runs.items() if n != 1}, "none ran twice"
+    print(f"kills with their call in flight: {submitter.in_flight}, "
+          f"calls resent: {submitter.failed_calls}")
+    assert submitter.in_flight >= 1, "a shard was killed while a SubmitMany was in flight"
+    with admin_client(hub) as c:
+        submitter.check_every_acked_ran_once(c)

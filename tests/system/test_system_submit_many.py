@@ -13,19 +13,12 @@ import grpc
 import pytest
 
 from cortex.v1 import control_pb2 as pb
-from cortexctl.client import HubClient, HubSettings, client_tls
 from cortexd.control.intake import MAX_SUBMIT_MANY
 from cortexd.journal import HEAD_BYTES, TAIL_BYTES
 from examples.localfleet import wait_until
+from tests.hubkit import admin_client
 
 pytestmark = pytest.mark.system
-
-
-def client(hub) -> HubClient:
-    token = hub.admin_token_file.read_text().strip()
-    return HubClient(HubSettings(address=hub.control_address, token=token,
-                                 tls=client_tls(None, None, None, False),
-                                 insecure_loopback=True, timeout_s=30))
 
 
 @pytest.mark.timeout(120)
@@ -63,7 +56,7 @@ def test_submit_from_file_reports_each_line(fleet, hub, ctl, tmp_path):
 
 @pytest.mark.timeout(60)
 def test_submit_many_over_the_limit_is_refused_whole(fleet, hub):
-    with client(hub) as c:
+    with admin_client(hub, timeout_s=30) as c:
         requests = [pb.SubmitRequest(command="true")] * (MAX_SUBMIT_MANY + 1)
         with pytest.raises(grpc.RpcError) as raised:
             c._stub.SubmitMany(pb.SubmitManyRequest(tasks=requests), timeout=30,
