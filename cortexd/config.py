@@ -42,6 +42,10 @@ class Settings:
     # Shards write their nodes' Started, output and Finished frames themselves
     # (cortexd/shards/writes.py); false: the control process writes every node frame.
     shard_writes: bool = True
+    # The shards serve the Control port too (SO_REUSEPORT) and take in plain Submit and
+    # SubmitMany calls themselves (cortexd/shards/intake.py); the rest they pass to the
+    # control process. false: the control process serves the port alone.
+    shard_intake: bool = False
     coordination: str = "local"  # local | redis://HOST:PORT/DB[?prefix=NAME]
     hub_id: str = ""  # this hub host's name in the cluster; "" = HOSTNAME:NODE_PORT
     lease_ttl_ms: int = 5_000  # host and shard leases in Redis (renewed every TTL/3)

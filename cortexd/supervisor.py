@@ -129,7 +129,13 @@ class Supervisor:
             self.locks.append(take_lock(port_lock_path(node_port), f"node port {node_port}"))
         self.node_address = f"{host}:{node_port}"
         chost, cport = s.control_listen.rsplit(":", 1)
+        # Shared by the shards with shard_intake (SO_REUSEPORT): the lock keeps it ours.
+        if s.shard_intake and cport != "0":
+            self.locks.append(take_lock(port_lock_path(int(cport)), f"control port {cport}"))
         control_port = probe_port(s.control_listen, "control port")
+        if s.shard_intake and cport == "0":
+            self.locks.append(take_lock(port_lock_path(control_port),
+                                        f"control port {control_port}"))
         self.control_address = f"{chost}:{control_port}"
         concrete = {"node_listen": self.node_address, "control_listen": self.control_address}
         if s.metrics_address:

@@ -9,6 +9,8 @@ The layers import one way only (each imports those listed before it, never after
 - ``reconcile`` (pure), ``sessions``  attach, detach, the grace after it;
 - ``janitor``, ``cluster``   other hosts: their messages, shard leases and fencing,
                  orphaned nodes and queued tasks;
+- ``submits``    the submissions the shards took in: a node or queue room for each,
+                 then what their inserts did (placement's ``admitted``);
 - ``inbox``      the shards' rings, routed in order per node to sessions/attempts;
 - ``tasks``, ``intake``, ``nodes``, ``shards``, then ``runs``, ``watching``  the
                  services the Control API calls (service.py is the gRPC servicer:
@@ -31,6 +33,7 @@ from cortexd.control.placement import Placement
 from cortexd.control.sessions import NodeSessions
 from cortexd.control.shards import ShardService
 from cortexd.control.state import HubState
+from cortexd.control.submits import ShardSubmits
 from cortexd.control.tasks import TaskService
 from cortexd.control.watching import WatchService
 from cortexd.serializers.envelope import Encoder
@@ -44,7 +47,8 @@ class Hub:
         self.attempts = Attempts(state)
         self.sessions = NodeSessions(state, self.placement)
         self.cluster = Cluster(state, self.sessions)
-        self.inbox = ShardInbox(state, self.sessions, self.attempts)
+        self.submits = ShardSubmits(state, self.placement)
+        self.inbox = ShardInbox(state, self.sessions, self.attempts, self.submits)
         self.tasks = TaskService(state, self.placement)
         self.intake = Intake(state, self.placement)
         self.nodes = NodeService(state)

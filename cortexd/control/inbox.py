@@ -23,6 +23,7 @@ from cortex.v1 import node_pb2
 from cortexd.control.attempts import Attempts
 from cortexd.control.sessions import NodeSessions
 from cortexd.control.state import HubState, ShardInfo
+from cortexd.control.submits import ShardSubmits, reserved_record
 from cortexd.ipc import messages as m
 from cortexd.ipc.link import RingLink
 
@@ -65,10 +66,12 @@ def finished_follows(out: node_pb2.TaskOutput, later: deque[Pending]) -> bool:
 
 
 class ShardInbox:
-    def __init__(self, state: HubState, sessions: NodeSessions, attempts: Attempts) -> None:
+    def __init__(self, state: HubState, sessions: NodeSessions, attempts: Attempts,
+                 submits: ShardSubmits) -> None:
         self.state = state
         self.sessions = sessions
         self.attempts = attempts
+        self.submits = submits
 
     async def serve(self, shard: int, link: RingLink) -> None:
         """Handle a shard's messages: in order per node, different nodes concurrently."""
@@ -94,7 +97,12 @@ class ShardInbox:
                     self.state.log.error("ring_record_malformed", shard=shard,
                                          size=len(record))
                     continue
+                if msg[0] == m.CREATED:  # taken in here, in ring order (submits.py)
+                    self._created(shard, msg)
+                    continue
                 key = str(msg[2] if msg[0] == m.ATTACH else msg[1] if len(msg) > 1 else "")
+                if msg[0] == m.RESERVE:  # a shard's submissions (submits.py)
+                    key = f"\0submit:{key}"
                 pending.count += 1
                 queue = pending.queues.get(key)
                 if queue is not None:
@@ -104,6 +112,13 @@ class ShardInbox:
                 worker = loop.create_task(self._drain_node(shard, key, queue, pending))
                 pending.workers.add(worker)
                 worker.add_done_callback(pending.workers.discard)
+
+    def _created(self, shard: int, msg: list[Any]) -> None:
+        try:
+            assert isinstance(msg[2], list)
+            self.submits.created(msg[2])
+        except Exception:
+            self.state.log.exception("ring_message_failed", shard=shard)
 
     async def _drain_node(self, shard: int, key: str, queue: deque[Pending],
                           pending: ShardQueues) -> None:
@@ -160,6 +175,13 @@ class ShardInbox:
             node_id, epoch, reason = msg[1], msg[2], msg[3]
             assert isinstance(node_id, str) and isinstance(epoch, int)
             await self.sessions.detach(node_id, epoch, str(reason))
+        elif kind == m.RESERVE:
+            req_id, wanted = msg[1], msg[2]
+            assert isinstance(req_id, int) and isinstance(wanted, list)
+            await self.state.to_shard(shard, reserved_record(req_id,
+                                                             self.submits.reserve(shard, wanted)))
+        elif kind == m.CREATED:
+            self._created(shard, msg)
         elif kind == m.STATS:
             info = self.state.shards.setdefault(shard, ShardInfo())
             info.nodes, info.frames_in, info.frames_out = (int(x) for x in msg[1:4])  # type: ignore[call-overload]

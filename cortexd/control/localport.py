@@ -15,6 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from cortexd.artifacts.rules import MAX_CHUNK_BYTES
+
 SOCKET_NAME = "control.sock"
 # sockaddr_un.sun_path is 108 bytes with its NUL; keep a margin.
 MAX_SOCKET_PATH = 100
@@ -44,3 +46,9 @@ def prepare_local_socket(state_dir: Path) -> str:
 
 def local_address(state_dir: Path) -> str:
     return f"unix:{local_socket_path(state_dir)}"
+
+
+def control_frame_bytes(max_frame_bytes: int) -> int:
+    """The Control API's message limit (on the port and the socket): an artifact chunk
+    is up to 1 MiB plus its header (artifacts.proto)."""
+    return max(max_frame_bytes, MAX_CHUNK_BYTES + (64 << 10))

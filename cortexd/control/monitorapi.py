@@ -16,8 +16,8 @@ from cortex.v1 import control_pb2, monitor_pb2, monitor_pb2_grpc, node_pb2
 from cortexd.control.agents import DEFAULT_OWNER, Agents
 from cortexd.control.errors import RequestError
 from cortexd.control.monitorfeed import share_of
-from cortexd.control.service import prompt_pb, task_pb
 from cortexd.control.state import HubState, now_ms
+from cortexd.control.taskpb import prompt_pb, task_pb
 from cortexd.monitors.actions import POLICY_NAME_CHARS, ActionError, action_from_dict
 from cortexd.monitors.policy import PolicyError, parse_policy
 from cortexd.store import TaskRow

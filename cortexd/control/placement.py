@@ -139,35 +139,62 @@ class Placement:
         """Store a new task (or find the one its idempotency key names): (row, created).
         Placed at once when nothing is queued and the kept Placer has a node for it,
         else queued for the scheduler. Its events are published either way."""
-        st = self.state
-        node = self._reserve(task)
+        node = self.reserve(task)
         try:
-            row, created = await st.store.create_task(
+            row, created = await self.state.store.create_task(
                 task, None if node is None else (node.node_id, node.epoch))
         except BaseException:
-            if node is not None:
-                self._release(node, task.task_id)
+            self.release(task.task_id, node)
             raise
-        placed = node is not None and created and row.state is State.ASSIGNED
-        if node is not None and not placed:
-            self._release(node, task.task_id)
-        if not created:
+        if not created:  # its idempotency key names another task: nothing to take in
+            self.release(task.task_id, node)
             return row, False
-        if node is not None and placed:
-            st.publish(row.task_id, ("state", row))
-            self._outbox.append((row, node))
-            if len(self._outbox) == 1:
-                st.spawn(self._send_outbox())
-            return row, True
-        st.queue[row.task_id] = row
-        st.publish(row.task_id, ("state", row))
-        st.kick()
-        return row, True
+        return self.admitted(row, node), True
 
-    def _release(self, node: NodeState, task_id: str) -> None:
-        """A slot reserved or placed is not taken after all."""
-        node.running.discard(task_id)
-        self.changed(node)
+    def admitted(self, row: TaskRow, node: NodeState | None, sent: bool = False) -> TaskRow:
+        """A new task's insert committed: placed on the session of ``node`` (its slot
+        reserved for it by :meth:`reserve`), or queued; ``node`` None: nothing was
+        reserved here (a shard's task settled from the store). Take it into the hub's
+        view, publish it, send it (``sent``: its shard did) or wake the scheduler; a
+        reserved slot it did not take is released. Idempotent: a task the view already
+        holds is left as it is."""
+        st = self.state
+        held = st.nodes.get(row.node_id) if row.state is State.ASSIGNED else None
+        # Placed on the session it was fenced on (else the node's re-attach resends it).
+        placed = (held is not None and held.epoch == row.node_epoch
+                  and (node is None or node is held))
+        if node is not None and not placed:
+            self.release(row.task_id, node)
+        if row.state is State.ASSIGNED and not placed:
+            return row
+        if held is not None:
+            if node is None:  # its slot was not reserved here: take it, once
+                if row.task_id in held.running:
+                    return row
+                held.running.add(row.task_id)
+                self.changed(held)
+            st.publish(row.task_id, ("state", row))
+            if held.attached and not sent:
+                self._outbox.append((row, held))
+                if len(self._outbox) == 1:
+                    st.spawn(self._send_outbox())
+            return row
+        if row.state is State.QUEUED and row.task_id not in st.queue:
+            st.queue[row.task_id] = row
+            st.publish(row.task_id, ("state", row))
+            st.kick()
+        return row
+
+    def reserve(self, task: TaskRow) -> NodeState | None:
+        """A node for a new task to be inserted placed on (its slot taken until
+        :meth:`release` or :meth:`admitted`), or None: insert it queued."""
+        return self._reserve(task)
+
+    def release(self, task_id: str, node: NodeState | None) -> None:
+        """A slot reserved (or placed) for ``task_id`` is not taken after all."""
+        if node is not None:
+            node.running.discard(task_id)
+            self.changed(node)
 
     def _reserve(self, task: TaskRow) -> NodeState | None:
         st = self.state
@@ -260,7 +287,7 @@ class Placement:
                 new_attempt=True, node_id=node.node_id, new_node_epoch=node.epoch,
                 now_ms=now_ms())
         except StaleWrite:  # cancelled meanwhile, or the node's session moved on
-            self._release(node, task.task_id)
+            self.release(task.task_id, node)
             fresh = await st.store.get_task(task.task_id)
             if fresh is not None and fresh.state is State.QUEUED:
                 st.queue[task.task_id] = fresh
@@ -269,7 +296,7 @@ class Placement:
             # Outcome unknown: queue it again (no kick, so a failing store is not retried
             # in a loop). If the write did commit, the retry is refused as stale and the
             # ASSIGNED task is sent when its node re-attaches (at-least-once dispatch).
-            self._release(node, task.task_id)
+            self.release(task.task_id, node)
             st.queue[task.task_id] = task
             st.log.exception("assign_failed", task=task.task_id, node=node.node_id)
             return None

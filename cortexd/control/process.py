@@ -13,11 +13,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import grpc
 import uvloop
 
 from cortex import logs
 from cortex.envelope import load_or_create_private_key
 from cortex.errors import ConfigError
+from cortex.tls import ServerTLS
 from cortex.tokens import TokenTable
 from cortex.v1 import (
     artifacts_pb2_grpc,
@@ -31,7 +33,6 @@ from cortex.v1 import (
 )
 from cortexd import exitcodes
 from cortexd.artifacts import open_artifacts
-from cortexd.artifacts.rules import MAX_CHUNK_BYTES
 from cortexd.childproc import RingPaths, install_stop_signals, read_report, report, watch_parent
 from cortexd.config import Settings
 from cortexd.control.agents import start_agents
@@ -39,7 +40,7 @@ from cortexd.control.browse import BrowseService
 from cortexd.control.credentials import CredentialsService
 from cortexd.control.figures import ControlFigures
 from cortexd.control.hub import Hub
-from cortexd.control.localport import prepare_local_socket
+from cortexd.control.localport import control_frame_bytes, prepare_local_socket
 from cortexd.control.monitorapi import MonitorsService
 from cortexd.control.operate import Operations, SupervisorLink
 from cortexd.control.operateapi import OPERATE_SERVICE, OperateService
@@ -126,23 +127,9 @@ class Control:
         auth = Authenticator(table)
         artifacts = await open_artifacts(s, store, auth)
         try:
-            # An artifact chunk is up to 1 MiB plus its header (artifacts.proto).
-            server, port = build_server(s.control_listen, s.tls,
-                                        max_frame_bytes=max(s.max_frame_bytes,
-                                                            MAX_CHUNK_BYTES + (64 << 10)),
-                                        reuse_port=False, bdp_probe=True,
-                                        interceptors=[AuthInterceptor(auth, CONTROL_METHODS),
-                                                      EdgeGuard()])
+            server, port, local = self._server(auth)
         except BindError as e:
             report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.PORT_IN_USE)
-            return exitcodes.PORT_IN_USE
-        try:  # the same services for the monitor processes (localport.py)
-            local = prepare_local_socket(s.state_dir)
-            if server.add_insecure_port(local) == 0:
-                raise OSError(f"cannot bind {local}")
-        except (OSError, RuntimeError) as e:
-            report(self.conn, "boot_error", message=f"control socket: {e}",
-                   exit_code=exitcodes.PORT_IN_USE)
             return exitcodes.PORT_IN_USE
         agents = await start_agents(st, hub.tasks, store)  # monitors (cortexd/control/agents.py)
         if s.monitor_policy_files:
@@ -193,6 +180,7 @@ class Control:
         tasks.append(asyncio.create_task(watch_parent(self.parent_pid, self.stop.set)))
         tasks.append(asyncio.create_task(artifacts.collector.run_forever()))
         tasks.append(asyncio.create_task(beat_rings(st)))
+        tasks.append(asyncio.create_task(hub.submits.run_sweeps()))
         if st.coord.clustered:
             await st.coord.open(hub.cluster.on_message)
             tasks.append(asyncio.create_task(hub.cluster.run()))
@@ -224,6 +212,31 @@ class Control:
                       queued=len(st.queue))
         return exitcodes.OK
 
+    def _server(self, auth: Authenticator) -> tuple[grpc.aio.Server, int, str]:
+        """The Control API's server, its TCP port and its Unix socket (localport.py: the
+        same services for the monitor processes). With shard_intake the shards serve
+        the TCP port (cortexd/shards/intake.py) and send what they do not take in
+        themselves to the socket, which is then this server's only address."""
+        s = self.settings
+        try:
+            local = prepare_local_socket(s.state_dir)
+        except OSError as e:
+            raise BindError(f"control socket: {e}") from e
+        server, port = build_server(local if s.shard_intake else s.control_listen,
+                                    ServerTLS() if s.shard_intake else s.tls,
+                                    max_frame_bytes=control_frame_bytes(s.max_frame_bytes),
+                                    reuse_port=False, bdp_probe=True,
+                                    interceptors=[AuthInterceptor(auth, CONTROL_METHODS),
+                                                  EdgeGuard()])
+        if s.shard_intake:
+            return server, int(s.control_listen.rsplit(":", 1)[1]), local
+        try:
+            if server.add_insecure_port(local) == 0:
+                raise RuntimeError("address in use")
+        except RuntimeError as e:
+            raise BindError(f"control socket: cannot bind {local}: {e}") from e
+        return server, port, local
+
     def _from_supervisor(self, hub: Hub) -> None:
         try:
             msg = read_report(self.conn)
@@ -245,6 +258,7 @@ class Control:
             hub.shards.drained.discard(int(msg["shard"]))
         elif msg["event"] == "shard_down":
             info.alive = False
+            hub.submits.shard_down(int(msg["shard"]))
             hub.state.spawn(hub.cluster.shard_down(int(msg["shard"])))
 
 

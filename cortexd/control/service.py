@@ -2,26 +2,24 @@
 is done by the hub's services (tasks.py, nodes.py, shards.py, watching.py)."""
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
-from cortex.ids import new_task_id
-from cortex.tools import SHELL
-from cortex.v1 import artifacts_pb2, control_pb2, control_pb2_grpc, node_pb2
+from cortex.v1 import control_pb2, control_pb2_grpc
 from cortexd.artifacts import ArtifactError, ArtifactsService, rules
 from cortexd.control import listing
 from cortexd.control.agents import Agents
 from cortexd.control.errors import RequestError
 from cortexd.control.hub import Hub
-from cortexd.control.intake import MAX_SUBMIT_MANY, Outcome, Refused
+from cortexd.control.intake import MAX_SUBMIT_MANY, Refused
 from cortexd.control.nodes import NodeView
 from cortexd.control.queuewaits import node_waits
 from cortexd.control.runs import cancel_dropped, wait_deadline, wait_end
 from cortexd.control.shards import ShardView
 from cortexd.control.submitcheck import check_submit, check_workspace
+from cortexd.control.taskpb import prompt_pb, row_of, submit_result, task_pb
 from cortexd.control.watchers import Watcher
 from cortexd.control.watching import OutputSeen, PromptSeen, Seen, StateSeen
 from cortexd.ingress.auth import Authenticator
@@ -32,57 +30,6 @@ from cortexd.store.monitoring import AgentTaskRow
 
 MAX_INPUT_BYTES = 64 << 10
 Ctx = grpc.aio.ServicerContext[Any, Any]
-
-
-def prompt_pb(ev: node_pb2.PromptEvent) -> control_pb2.Prompt:
-    return control_pb2.Prompt(kind=ev.kind, detector=ev.detector, confidence=ev.confidence,
-                              excerpt=ev.excerpt, offset=ev.offset, at_ms=ev.at_ms,
-                              exit_code=ev.exit_code, cwd=ev.cwd)
-
-
-def task_pb(t: TaskRow, progress: tuple[int, int] = (0, 0),
-            prompt: node_pb2.PromptEvent | None = None, attention: str = "") -> control_pb2.Task:
-    """The API's Task; ``progress`` is the node's last (spooled, held back) report,
-    ``prompt`` the last prompt event of this attempt."""
-    return control_pb2.Task(
-        last_prompt=prompt_pb(prompt) if prompt is not None else None,
-        spooled_bytes=progress[0], held_back_bytes=progress[1],
-        task_id=t.task_id, state=t.state.value, attempt=t.attempt,
-        node_id=t.node_id, command=t.command, has_exit_code=t.exit_code is not None,
-        exit_code=t.exit_code or 0, reason=t.reason, output_bytes=t.output_bytes,
-        created_ms=t.created_ms, updated_ms=t.updated_ms, idempotency_key=t.idempotency_key,
-        selector=t.selector, tenant=t.tenant, attention=attention, output_paths=t.outputs,
-        inputs=[artifacts_pb2.ArtifactInput(
-            digest=artifacts_pb2.Digest(sha256=sha, size_bytes=size), path=path)
-            for sha, size, path in t.inputs], tool=t.tool, queue_timeout_s=t.queue_timeout_s,
-        workspace=t.workspace)
-
-
-def _row_of(request: control_pb2.SubmitRequest) -> TaskRow:
-    now = int(time.time() * 1000)
-    return TaskRow(task_id=new_task_id(), command=request.command, env=dict(request.env),
-                   cwd=request.cwd, timeout_s=request.timeout_s,
-                   idle_timeout_s=request.idle_timeout_s,
-                   memory_max_bytes=request.memory_max_bytes, pids_max=request.pids_max,
-                   selector=dict(request.selector), node_pin=request.node_id,
-                   idempotency_key=request.idempotency_key, created_ms=now, updated_ms=now,
-                   queue_timeout_s=request.queue_timeout_s,
-                   tool="" if request.tool == SHELL else request.tool,
-                   workspace=request.workspace)
-
-
-def _submit_result(request: control_pb2.SubmitRequest,
-                   outcome: Outcome) -> control_pb2.SubmitResult:
-    if isinstance(outcome, Refused):
-        return control_pb2.SubmitResult(error=control_pb2.SubmitError(
-            code=outcome.code, message=outcome.message))
-    task, dedup = outcome
-    if dedup and task.command != request.command:
-        return control_pb2.SubmitResult(error=control_pb2.SubmitError(
-            code="ALREADY_EXISTS", message=f"idempotency key {request.idempotency_key!r} "
-            f"names task {task.task_id} with a different command"))
-    return control_pb2.SubmitResult(submitted=control_pb2.SubmitResponse(
-        task=task_pb(task), deduplicated=dedup))
 
 
 def _journal_pb(task: TaskRow, view: JournalView) -> control_pb2.Journal:
@@ -175,7 +122,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
                      context: Ctx) -> control_pb2.SubmitResponse:
         if (err := check_submit(request)) is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err)
-        row = _row_of(request)
+        row = row_of(request)
         await self._task_files(request, row, context)
         try:
             agent = (await self.agents.prepare(request, row.tenant, row.task_id,
@@ -213,7 +160,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
             else:
                 await self.agents.register(outcome[0], agent)
         return control_pb2.SubmitManyResponse(results=[
-            _submit_result(req, outcome)
+            submit_result(req, outcome)
             for req, outcome in zip(request.tasks, outcomes, strict=True)])
 
     def _intake_item(self, r: control_pb2.SubmitRequest) -> TaskRow | Refused:
@@ -223,7 +170,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         if r.inputs or r.outputs:
             return Refused("INVALID_ARGUMENT", "inputs and outputs need Submit or Run, "
                            "not SubmitMany")
-        row = _row_of(r)
+        row = row_of(r)
         no = check_workspace(self.hub.state.workspace_nodes, row.tenant, r)
         return row if no is None else Refused(*no)
 
@@ -249,7 +196,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         if (err := check_submit(request.task)) is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err)
         deadline = wait_deadline(context.time_remaining())
-        row = _row_of(request.task)
+        row = row_of(request.task)
         await self._task_files(request.task, row, context)
         tasks, watchers = self.hub.tasks, self.hub.state.watchers
         # Registered before the submit: the task's end cannot be published unseen.

@@ -119,11 +119,16 @@ class TaskQueue(OrderedDict[str, TaskRow]):
 
     def room_for(self, row: TaskRow, max_tasks: int, max_bytes: int) -> str | None:
         """Why ``row`` may not be queued now (the message names the limit), or None."""
-        if len(self) >= max_tasks:
+        return self.room_for_size(held_bytes(row), max_tasks, max_bytes)
+
+    def room_for_size(self, size: int, max_tasks: int, max_bytes: int,
+                      held: tuple[int, int] = (0, 0)) -> str | None:
+        """:meth:`room_for` a task of ``size`` held bytes; ``held``: tasks and bytes of
+        room already promised to submissions not yet queued."""
+        if len(self) + held[0] >= max_tasks:
             return f"queue is full ({max_tasks} tasks)"
-        size = held_bytes(row)
-        if self.bytes + size > max_bytes:
-            return (f"queue is full: its tasks hold {self.bytes} bytes and this one "
+        if self.bytes + held[1] + size > max_bytes:
+            return (f"queue is full: its tasks hold {self.bytes + held[1]} bytes and this one "
                     f"{size}, over the limit of {max_bytes} bytes (max_queued_bytes); "
                     "retry later")
         return None

@@ -19,6 +19,15 @@ shard -> control::
                                                  [before, after] or a refusal, and ended a
                                                  row (durable, acked by the shard), None
                                                  (control decides) or a refusal
+    [RESERVE, req_id, [[task_id, selector, pin, tool, held_bytes], ...]]
+                                                 submissions a shard took in on the
+                                                 Control port (cortexd/shards/intake.py):
+                                                 a node or queue room for each, please
+    [CREATED, req_id, [[task_id, row|None, created, error, size, sent], ...]]
+                                                 what the shard's inserts did (row: the
+                                                 stored task; error "": none; sent: the
+                                                 shard sends its envelope, its node's
+                                                 stream being there)
 
 control -> shard::
 
@@ -30,6 +39,10 @@ control -> shard::
     [ADMIT, accepting]                           false: answer new attaches RetryLater
                                                  (a rebalance keeps full shards from
                                                  taking back the nodes it moves)
+    [RESERVED, req_id, [["node", node_id, epoch] | ["queue"] | ["refused", code, message], ...]]
+                                                 per task of a RESERVE: insert it placed
+                                                 on that node's session, queued, or
+                                                 refuse it (grpc status code name)
 """
 
 from typing import Any
@@ -41,12 +54,15 @@ FRAME = 2
 DETACH = 3
 STATS = 4
 WROTE = 5
+RESERVE = 6
+CREATED = 7
 WELCOME = 10
 REFUSE = 11
 SEND = 12
 CLOSE = 13
 INTERVAL = 14
 ADMIT = 15
+RESERVED = 16
 
 
 def pack(*fields: Any) -> bytes:

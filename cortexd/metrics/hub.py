@@ -41,6 +41,10 @@ SHARD_WRITES = Counter("cortex_shard_writes", "Node frames (Started, output, Fin
                        "its outcome sent from the shard), to_control (refused, or its "
                        "task's frames go to the control process: written there), failed "
                        "(the store failed it: sent to control)", ["hub", "shard", "outcome"])
+SHARD_INTAKE = Counter("cortex_shard_intake", "Control API calls on a shard's Control port "
+                       "(shard_intake), by outcome: taken (a plain submission's task, "
+                       "inserted by the shard) or relayed (a call passed to the control "
+                       "process)", ["hub", "shard", "outcome"])
 RING_USED = Gauge("cortex_ring_used_bytes", "Bytes waiting in a shard ring",
                   ["hub", "shard", "direction"], multiprocess_mode="livemax")
 RING_CAPACITY = Gauge("cortex_ring_capacity_bytes", "Capacity of a shard ring",
@@ -98,6 +102,8 @@ class ShardFigures:
         self.frames_out = NODE_FRAMES.labels(hub, self.shard, "out")
         self.writes = {outcome: SHARD_WRITES.labels(hub, self.shard, outcome)
                        for outcome in ("written", "to_control", "failed")}
+        self.intake = {outcome: SHARD_INTAKE.labels(hub, self.shard, outcome)
+                       for outcome in ("taken", "relayed")}
         for reason in REJECTION_REASONS:  # exported at 0 from the start (rate() needs it)
             ATTACH_REJECTIONS.labels(hub, self.shard, reason)
 

@@ -18,6 +18,8 @@ import grpc
 import uvloop
 
 from cortex import logs
+from cortex.envelope import load_or_create_private_key
+from cortex.errors import ConfigError
 from cortex.tokens import TokenTable
 from cortexd import exitcodes
 from cortexd.childproc import (
@@ -28,9 +30,11 @@ from cortexd.childproc import (
     watch_parent,
 )
 from cortexd.config import Settings
-from cortexd.ingress.auth import NODE_METHODS, Authenticator, AuthInterceptor
+from cortexd.control.localport import control_frame_bytes, local_socket_path
+from cortexd.ingress.auth import CONTROL_METHODS, NODE_METHODS, Authenticator, AuthInterceptor
 from cortexd.ingress.grpchealth import SERVING, PortHealth
 from cortexd.ingress.nodelink import NodeLinkService
+from cortexd.ingress.proxy import Relay, channel_options
 from cortexd.ingress.server import BindError, build_server
 from cortexd.ipc import messages as m
 from cortexd.ipc.link import RingLink
@@ -38,7 +42,9 @@ from cortexd.ipc.ring import Ring
 from cortexd.metrics import hub as metrics
 from cortexd.metrics.hub import ShardFigures
 from cortexd.metrics.storewrites import StoreWriteMetrics
+from cortexd.serializers.envelope import InlineEncoder
 from cortexd.shards.admission import AttachAdmission
+from cortexd.shards.intake import ShardIntake
 from cortexd.shards.session import SessionTable
 from cortexd.shards.writes import ShardWrites
 from cortexd.store import Store, StoreError, open_store
@@ -65,10 +71,12 @@ class Shard:
         self._waits = 0
         self._frames = (0, 0)
         self._writes: dict[str, int] = {}
+        self._taken: dict[str, int] = {}
         self._drain: asyncio.Future[None] | None = None
         self._server: grpc.aio.Server
         self._health: PortHealth
         self._sessions: SessionTable
+        self._intake: ShardIntake | None = None
 
     async def _drained(self, service: NodeLinkService) -> None:
         """Drain (cortexd/shardset.py): refuse new attaches, close the listening socket,
@@ -105,14 +113,42 @@ class Shard:
             report(self.conn, "boot_error", message=f"shard {self.index}: {e}",
                    exit_code=exitcodes.CONFIG_ERROR)
             return exitcodes.CONFIG_ERROR
-        writes = ShardWrites(store) if store is not None else None
+        writes = ShardWrites(store) if store is not None and s.shard_writes else None
         service = NodeLinkService(self.index, link, sessions, auth, s.attach_timeout_s,
                                   s.heartbeat_interval_ms, admission, figures, writes)
+        relay = None
+        if s.shard_intake:  # the Control port too (cortexd/shards/intake.py)
+            try:  # the hub's key: envelopes for this shard's own nodes are signed here
+                key = load_or_create_private_key(s.key_file)
+            except ConfigError as e:
+                report(self.conn, "boot_error", message=f"shard {self.index}: {e}",
+                       exit_code=exitcodes.CONFIG_ERROR)
+                return exitcodes.CONFIG_ERROR
+            relay = Relay(grpc.aio.insecure_channel(
+                "unix:" + str(local_socket_path(s.state_dir)),
+                options=channel_options(control_frame_bytes(s.max_frame_bytes))))
+            self._intake = ShardIntake(s, link, store, relay,
+                                       InlineEncoder(key, s.envelope_ttl_ms), sessions)
         try:
             return await self._serve(link, sessions, service, auth, table)
         finally:
+            if relay is not None:
+                await relay.channel.close(None)
             if store is not None:
                 await store.close()
+
+    async def _control_port(self, auth: Authenticator) -> grpc.aio.Server | None:
+        """The Control port's server of this shard (shard_intake), started; None: off."""
+        s = self.settings
+        if self._intake is None:
+            return None
+        server, _ = build_server(s.control_listen, s.tls,
+                                 max_frame_bytes=control_frame_bytes(s.max_frame_bytes),
+                                 reuse_port=True, bdp_probe=True,
+                                 interceptors=[AuthInterceptor(auth, CONTROL_METHODS)])
+        server.add_generic_rpc_handlers([self._intake.handler()])
+        await server.start()
+        return server
 
     async def _serve(self, link: RingLink, sessions: SessionTable, service: NodeLinkService,
                      auth: Authenticator, table: TokenTable) -> int:
@@ -128,6 +164,11 @@ class Shard:
         server.add_generic_rpc_handlers([service.handler()])
         health = PortHealth(server, [NODE_SERVICE])
         await server.start()
+        try:
+            control_port = await self._control_port(auth)
+        except BindError as e:
+            report(self.conn, "boot_error", message=str(e), exit_code=exitcodes.PORT_IN_USE)
+            return exitcodes.PORT_IN_USE
         await health.set(SERVING)
         install_stop_signals(asyncio.get_running_loop(), lambda sig: self.stop.set())
         self._server, self._health, self._sessions = server, health, sessions
@@ -150,6 +191,8 @@ class Shard:
             await server.stop(grace=min(2.0, s.shutdown_grace_s))
         else:
             await self._drain
+        if control_port is not None:
+            await control_port.stop(grace=min(2.0, s.shutdown_grace_s))
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -205,19 +248,27 @@ class Shard:
                                         "Welcome")
                         if not link.send_nowait(detach):
                             await link.send(detach)
+                elif kind == m.RESERVED and self._intake is not None:
+                    self._intake.reserved(msg)
                 elif kind == m.REFUSE:
                     sessions.refused(msg[1], msg[2], msg[3])
                 elif kind == m.CLOSE:
                     if (session := sessions.route(msg[1], msg[2])) is not None:
                         session.close(msg[3])
-                elif kind == m.ADMIT and self._drain is None:
-                    service.draining = not msg[1]  # a rebalance holds new attaches off
-                elif kind == m.INTERVAL:
-                    # Heartbeat acks carry it to the nodes; a session's silence limit
-                    # only grows (a node may still beat at its old, longer interval).
-                    service.heartbeat_interval_ms = int(msg[1])
-                    for session in sessions.active.values():
-                        session.heartbeat_s = max(session.heartbeat_s, msg[1] / 1000)
+                elif kind in (m.ADMIT, m.INTERVAL):
+                    self._told(msg, sessions, service)
+
+    def _told(self, msg: list[Any], sessions: SessionTable, service: NodeLinkService) -> None:
+        """ADMIT or INTERVAL from control."""
+        if msg[0] == m.ADMIT:
+            if self._drain is None:
+                service.draining = not msg[1]  # a rebalance holds new attaches off
+            return
+        # Heartbeat acks carry it to the nodes; a session's silence limit only grows (a
+        # node may still beat at its old, longer interval).
+        service.heartbeat_interval_ms = int(msg[1])
+        for session in sessions.active.values():
+            session.heartbeat_s = max(session.heartbeat_s, msg[1] / 1000)
 
     async def _housekeeping(self, link: RingLink, sessions: SessionTable,
                             service: NodeLinkService) -> None:
@@ -260,13 +311,18 @@ class Shard:
             for outcome, count in service.writes.counts.items():
                 f.writes[outcome].inc(count - self._writes.get(outcome, 0))
             self._writes = dict(service.writes.counts)
+        if self._intake is not None:
+            for outcome, count in self._intake.counts.items():
+                f.intake[outcome].inc(count - self._taken.get(outcome, 0))
+            self._taken = dict(self._intake.counts)
 
 
 async def open_shard_store(s: Settings) -> Store | None:
-    """The shard's own connection to the store, for the node frames it writes (None:
-    ``shard_writes`` is off). The control process migrated the schema before any shard
-    started; commits are timed into the same metrics as control's (multiprocess mode)."""
-    if not s.shard_writes:
+    """The shard's own connection to the store, for the node frames it writes and the
+    submissions it takes in (None: ``shard_writes`` and ``shard_intake`` are off). The
+    control process migrated the schema before any shard started; commits are timed
+    into the same metrics as control's (multiprocess mode)."""
+    if not (s.shard_writes or s.shard_intake):
         return None
     store = open_store(s.store_url, batch_max=s.store_batch_max_rows,
                        flush_delay_ms=s.store_flush_delay_ms,
