@@ -14,7 +14,10 @@ Submit calls in flight), then a fixed open-loop rate of half the maximum for ``-
 seconds, then ``--single`` tasks one at a time (submit, Watch to the end, next). A task's
 latency runs from its Submit to its FinishedAck at the node (the hub sends it after the
 terminal state is committed). It reports tasks/s, p50/p99/p999 and the hub's CPU-µs per
-task summed over all its processes.
+task summed over all its processes, by process kind, and the fleet's (a phase's
+``PhaseMeter``). ``--settle-s`` waits after the attach (the heartbeat rate settles:
+bench/README.md, issue 9 item 5), ``--idle-s`` then measures the attached fleet's cost with
+no task, ``--single-pinned`` adds one-at-a-time tasks all on one node.
 
 ``ceiling`` is the raw grpc.aio round-trip rate on this machine with the same shape: one
 server process, ``--nodes`` bidirectional streams from ``--fleets`` client processes, each
@@ -151,9 +154,10 @@ async def submit_open(address: str, token: str, rate: float, count: int, deadlin
     return submitted
 
 
-async def submit_single(address: str, token: str, count: int, deadline_s: float
-                        ) -> tuple[dict[str, float], list[float]]:
-    """One task at a time: Submit, Watch (states only) to its end, then the next."""
+async def submit_single(address: str, token: str, count: int, deadline_s: float,
+                        pin: str = "") -> tuple[dict[str, float], list[float]]:
+    """One task at a time: Submit, Watch (states only) to its end, then the next
+    (``pin``: every one on that node)."""
     submitted: dict[str, float] = {}
     watched: list[float] = []
     end = time.monotonic() + deadline_s
@@ -163,7 +167,8 @@ async def submit_single(address: str, token: str, count: int, deadline_s: float
             if time.monotonic() > end:
                 break
             t0 = time.monotonic()
-            resp = await stub.Submit(control_pb2.SubmitRequest(command=f"true # s{i}"),
+            resp = await stub.Submit(control_pb2.SubmitRequest(command=f"true # s{i}",
+                                                               node_id=pin),
                                      metadata=bearer(token), timeout=60)
             submitted[resp.task.task_id] = t0
             async for ev in stub.Watch(control_pb2.WatchRequest(task_id=resp.task.task_id,
@@ -234,6 +239,18 @@ def _steady(args: argparse.Namespace, hub_args: list[str]) -> dict[str, Any]:
             # Let the heartbeat rate settle: a node attached while the fleet was small was
             # told a short interval, and learns the fleet's from its next heartbeat's ack.
             time.sleep(args.settle_s)  # a settling period, not a synchronisation
+        idle: dict[str, Any] = {}
+        if args.idle_s > 0:  # what the attached fleet costs with no task: per second
+            meter, t0 = cpukinds.PhaseMeter(b), time.monotonic()
+            time.sleep(args.idle_s)  # a measuring period, not a synchronisation
+            seconds = time.monotonic() - t0
+            per_s = meter.per_task(1)
+            idle = {"seconds": round(seconds, 2),
+                    "hub_cpu_pct_by_process": {
+                        k: round(v / seconds / 1e4, 2)
+                        for k, v in per_s["hub_cpu_us_per_task_by_process"].items()},
+                    "fleet_cpu_pct": round(per_s["fleet_cpu_us_per_task"] / seconds / 1e4, 2),
+                    "heartbeats_per_s": round(per_s["heartbeats"] / seconds, 1)}
         load0 = loadavg()
         submitted, approx_tps, ticks, phase = run_max_phase(b, args, 0)
         expected = len(submitted)
@@ -258,6 +275,15 @@ def _steady(args: argparse.Namespace, hub_args: list[str]) -> dict[str, Any]:
             single_cpu = {"hub_cpu_us_per_task": round(
                 (cpu_ticks(hub_pids) - cpu0) / TICKS_PER_S * 1e6 / max(1, len(single)), 1),
                 **meter.per_task(len(single))}
+        pinned: dict[str, float] = {}
+        if args.single_pinned > 0:
+            # The same, every task on one node: a node used a moment ago, where the phase
+            # above sends each task to another (the least recently picked of the idle).
+            pinned, _ = uvloop.run(submit_single(b.hub.control_address, b.token,
+                                                 args.single_pinned, args.bound_s,
+                                                 pin="sim-0-0"))
+            expected += len(pinned)
+            b.wait_done(expected, args.bound_s)
         done = fleet_done(b.stop_fleets())
         result = {"nodes": b.nodes, "shards": args.shards, "concurrency": args.concurrency,
                   **phase_figures(submitted, done), "attach_s": round(attach_s, 2),
@@ -266,6 +292,8 @@ def _steady(args: argparse.Namespace, hub_args: list[str]) -> dict[str, Any]:
                   **phase, "fold": not args.no_fold, "settle_s": args.settle_s,
                   "submit_many": args.submit_many, "store": args.store,
                   "loadavg_before": load0}
+        if idle:
+            result["idle"] = idle
         if b.profile is not None:
             result["profile"] = b.profile.summary()
         if fixed:
@@ -273,6 +301,8 @@ def _steady(args: argparse.Namespace, hub_args: list[str]) -> dict[str, Any]:
         if single:
             result["single"] = {**phase_figures(single, done),
                                 "submit_to_watch_end_p50_ms": pct(watched, 0.5), **single_cpu}
+        if pinned:
+            result["single_pinned"] = phase_figures(pinned, done)
         return result
 
 
@@ -442,6 +472,10 @@ def parser() -> argparse.ArgumentParser:
                    help="steady: seconds at half the maximum rate (0: skip)")
     p.add_argument("--single", type=int, default=200,
                    help="steady: tasks one at a time, for single-task latency (0: skip)")
+    p.add_argument("--single-pinned", type=int, default=0,
+                   help="steady: then as many one at a time, all on one node (0: skip)")
+    p.add_argument("--idle-s", type=float, default=0.0,
+                   help="steady: after the settle, seconds of no task: the fleet's idle cost")
     p.add_argument("--settle-s", type=float, default=0.0,
                    help="steady: seconds to wait after the fleet attached, before measuring")
     p.add_argument("--output-bytes", type=int, default=3)
