@@ -180,8 +180,6 @@ class ShardInbox:
             assert isinstance(req_id, int) and isinstance(wanted, list)
             await self.state.to_shard(shard, reserved_record(req_id,
                                                              self.submits.reserve(shard, wanted)))
-        elif kind == m.CREATED:
-            self._created(shard, msg)
         elif kind == m.STATS:
             info = self.state.shards.setdefault(shard, ShardInfo())
             info.nodes, info.frames_in, info.frames_out = (int(x) for x in msg[1:4])  # type: ignore[call-overload]

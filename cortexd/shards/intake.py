@@ -166,11 +166,8 @@ class ShardIntake:
                 SUBMIT_MANY, request, context, control_pb2.SubmitManyResponse)
             return many
         items: list[TaskRow | Refused] = []
-        for r in request.tasks:
-            if r.inputs or r.outputs:
-                items.append(Refused("INVALID_ARGUMENT", "inputs and outputs need Submit or "
-                                     "Run, not SubmitMany"))
-            elif (err := check_submit(r)) is not None:
+        for r in request.tasks:  # all plain: inputs and outputs went to control (above)
+            if (err := check_submit(r)) is not None:
                 items.append(Refused("INVALID_ARGUMENT", err))
             else:
                 row = row_of(r)

@@ -49,6 +49,9 @@ class Loop:
         if (msg[0] == m.RESERVE and self.drop_reserve) or (
                 msg[0] == m.CREATED and self.hold_created):
             return
+        if msg[0] == m.CREATED:  # the inbox takes CREATED in as it reads the ring
+            self.hub.inbox._created(0, msg)
+            return
         await self.hub.inbox._dispatch(0, msg)
 
     def send_nowait(self, record: bytes) -> bool:  # the hub's down ring
@@ -208,7 +211,7 @@ def test_control_silent_means_unavailable_nothing_stored_and_its_hold_let_go(
             r.loop.drop_reserve = False
             await r.hub.inbox._dispatch(0, r.loop.to_control[0])
             assert set(r.hub.submits.holds) == {row(1).task_id}
-            await r.hub.inbox._dispatch(0, r.loop.to_control[1])
+            r.hub.inbox._created(0, r.loop.to_control[1])
             for _ in range(200):
                 if not r.hub.submits.holds:
                     break
